@@ -1,0 +1,29 @@
+# The two commands of the README: `make setup` (virtualenv, tools, offline plan of dev)
+# and `make test` (the whole test suite).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK ?= dev
+
+.PHONY: setup test plan bench clean
+
+setup: $(VENV)/.installed .tools/bin/helm
+	$(PY) -m sophia_infra plan --stack $(STACK)
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+.tools/bin/helm: scripts/install-tools.sh
+	scripts/install-tools.sh
+
+test: $(VENV)/.installed .tools/bin/helm
+	PATH="$(CURDIR)/.tools/bin:$$PATH" $(PY) -m pytest -q
+
+plan: $(VENV)/.installed
+	$(PY) -m sophia_infra plan --stack $(STACK)
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,471 @@
+"""The stack configuration: one typed schema, loaded and checked once.
+
+Everything the program reads from Pulumi config passes through `load()`. Problems are
+collected, not raised one at a time, and reported as one sentence each, naming the
+config key path (`sophia:nodes[2].gpu.type`) and the fix. `ConfigError` is a
+`pulumi.RunError`, so `pulumi preview` prints the sentences without a traceback, and
+since loading happens before any resource is registered, nothing is half-applied.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections import Counter
+from typing import Any, Callable, Literal, Optional
+
+import pulumi
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+NAMESPACE = "sophia"
+
+# GPU types the platform's hosts carry. RTX6000 is the control plane's card.
+GPU_TYPES = ("GH200", "A100", "A6000", "A10", "RTX6000")
+PLATFORMS = ("linux/amd64", "linux/arm64")
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+_K3S_VERSION = re.compile(r"^v\d+\.\d+\.\d+(-rc\d+)?\+k3s\d+$")
+_CHART_VERSION = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$")
+_IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+_SECRET_KEY = re.compile(r"^[a-z][A-Za-z0-9]*$")
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+class ConfigError(pulumi.RunError):
+    """Invalid stack configuration: one sentence per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(
+            "The stack configuration is invalid:\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
+def is_address(value: str) -> bool:
+    """An IP address or a DNS name (a dotted quad must be a valid IPv4 address)."""
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9.]+", value):
+        return False
+    return bool(_HOSTNAME.match(value))
+
+
+def _pinned_tag(value: str) -> str:
+    if value == "latest" or not (_IMAGE_TAG.match(value) or _DIGEST.match(value)):
+        raise ValueError(f"'{value}' is not a pinned image tag; use an exact version tag or a sha256 digest, never 'latest' or a range")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+# ----------------------------------------------------------------------------- cluster
+
+class NodeGpu(_Strict):
+    type: str
+    count: int = Field(1, ge=1, le=16)
+    # Time-slicing replicas per physical GPU (1 = no sharing).
+    sharing: int = Field(1, ge=1, le=64)
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, v: str) -> str:
+        if v not in GPU_TYPES:
+            raise ValueError(f"unknown GPU type '{v}'; use one of {', '.join(GPU_TYPES)}")
+        return v
+
+    @property
+    def capacity(self) -> int:
+        """Schedulable `nvidia.com/gpu` units this node advertises."""
+        return self.count * self.sharing
+
+
+class Node(_Strict):
+    name: str
+    role: Literal["control-plane", "worker"]
+    # The one control-plane node that starts the embedded etcd cluster.
+    cluster_init: bool = Field(False, alias="clusterInit")
+    arch: Literal["amd64", "arm64"]
+    gpu: Optional[NodeGpu] = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    taints: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _dns_label(cls, v: str) -> str:
+        if not _DNS_LABEL.match(v):
+            raise ValueError(f"'{v}' is not a valid node name; use lower-case letters, digits and '-' (a DNS label)")
+        return v
+
+    @field_validator("taints")
+    @classmethod
+    def _taint_form(cls, v: list[str]) -> list[str]:
+        for taint in v:
+            if not re.fullmatch(r"[A-Za-z0-9./_-]+(=[A-Za-z0-9._-]*)?:(NoSchedule|PreferNoSchedule|NoExecute)", taint):
+                raise ValueError(f"'{taint}' is not a taint; write it as key=value:NoSchedule (or PreferNoSchedule, NoExecute)")
+        return v
+
+    @property
+    def platform(self) -> str:
+        return f"linux/{self.arch}"
+
+
+class Host(_Strict):
+    """A node's addresses, from ESC (never from the stack file or code)."""
+
+    address: str
+    private_address: Optional[str] = Field(None, alias="privateAddress")
+    flannel_iface: Optional[str] = Field(None, alias="flannelIface")
+
+    @field_validator("address", "private_address")
+    @classmethod
+    def _is_address(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not is_address(v):
+            raise ValueError(f"'{v}' is neither an IP address nor a DNS name; give the host's IP address or DNS name")
+        return v
+
+
+class EtcdS3(_Strict):
+    bucket: str
+    endpoint: str
+    folder: str = "etcd-snapshots"
+    region: Optional[str] = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        host = v.split(":")[0]
+        if not is_address(host):
+            raise ValueError(f"'{v}' is not host[:port] of an S3-compatible endpoint; give its DNS name, without https://")
+        return v
+
+
+class K3s(_Strict):
+    version: str
+    # Optional DNS name for the API server: added to tls-san and used in the kubeconfig.
+    api_dns_name: Optional[str] = Field(None, alias="apiDnsName")
+    secrets_encryption: bool = Field(True, alias="secretsEncryption")
+    etcd_snapshot_schedule: str = Field("0 */6 * * *", alias="etcdSnapshotSchedule")
+    etcd_snapshot_retention: int = Field(28, ge=1, alias="etcdSnapshotRetention")
+    etcd_s3: Optional[EtcdS3] = Field(None, alias="etcdS3")
+    flannel_backend: Literal["vxlan", "wireguard-native"] = Field("vxlan", alias="flannelBackend")
+    firewall: bool = False
+    install_nvidia_toolkit: bool = Field(False, alias="installNvidiaToolkit")
+
+    @field_validator("version")
+    @classmethod
+    def _pinned(cls, v: str) -> str:
+        if not _K3S_VERSION.match(v):
+            raise ValueError(f"'{v}' is not a pinned K3s release; use an exact version such as v1.34.2+k3s1")
+        return v
+
+    @field_validator("api_dns_name")
+    @classmethod
+    def _dns(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not is_address(v):
+            raise ValueError(f"'{v}' is not a DNS name; give the API server's DNS name or leave it out")
+        return v
+
+
+# ----------------------------------------------------------------------------- releases
+
+class ChartPin(_Strict):
+    repository: str
+    version: str
+
+    @field_validator("version")
+    @classmethod
+    def _pinned(cls, v: str) -> str:
+        if not _CHART_VERSION.match(v):
+            raise ValueError(f"'{v}' is not a pinned chart version; use an exact version such as 1.2.3")
+        return v
+
+
+class Image(_Strict):
+    repository: str
+    tag: str
+    # Platforms the image is built for; a workload on an arm64 node needs linux/arm64.
+    platforms: list[str] = Field(default_factory=lambda: ["linux/amd64"], min_length=1)
+
+    @field_validator("tag")
+    @classmethod
+    def _pinned(cls, v: str) -> str:
+        return _pinned_tag(v)
+
+    @field_validator("platforms")
+    @classmethod
+    def _platforms(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if p not in PLATFORMS:
+                raise ValueError(f"unknown platform '{p}'; use {' or '.join(PLATFORMS)}")
+        return v
+
+    @property
+    def ref(self) -> str:
+        sep = "@" if self.tag.startswith("sha256:") else ":"
+        return f"{self.repository}{sep}{self.tag}"
+
+
+class Placement(_Strict):
+    gpu_type: str = Field(alias="gpuType")
+
+
+class Service(_Strict):
+    name: str
+    kind: Literal["app", "mcp"]
+    image: Image
+    replicas: int = Field(ge=1)
+    # With maxReplicas an HPA scales between replicas and maxReplicas.
+    max_replicas: Optional[int] = Field(None, ge=1, alias="maxReplicas")
+    # nvidia.com/gpu per pod; 0 = no GPU (a placement alone is just a nodeSelector).
+    gpu: int = Field(0, ge=0)
+    placement: Optional[Placement] = None
+    port: int = Field(8000, ge=1, le=65535)
+    # Environment variable -> secret config key: the only secrets this workload gets.
+    secrets: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _dns_label(cls, v: str) -> str:
+        if not _DNS_LABEL.match(v):
+            raise ValueError(f"'{v}' is not a valid service name; use lower-case letters, digits and '-' (a DNS label)")
+        return v
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for env, key in v.items():
+            if not _ENV_NAME.match(env):
+                raise ValueError(f"'{env}' is not an environment variable name; use upper-case letters, digits and '_'")
+            if not _SECRET_KEY.match(key):
+                raise ValueError(f"'{key}' is not a config key; name a secret config key such as openaiApiKey")
+        return v
+
+    @property
+    def peak_replicas(self) -> int:
+        return max(self.replicas, self.max_replicas or 0)
+
+
+# ----------------------------------------------------------------------------- the stack
+
+class StackConfig(_Strict):
+    k3s: K3s
+    nodes: list[Node] = Field(min_length=1)
+    hosts: dict[str, Host]
+    ssh_user: str = Field(alias="sshUser")
+    charts: dict[str, ChartPin] = Field(default_factory=dict)
+    services: list[Service] = Field(default_factory=list)
+    delivery: Literal["helm", "argocd"] = "helm"
+
+    @field_validator("hosts", mode="before")
+    @classmethod
+    def _short_hosts(cls, v: Any) -> Any:
+        # `name: 203.0.113.10` is short for `name: {address: 203.0.113.10}`.
+        if isinstance(v, dict):
+            return {k: ({"address": h} if isinstance(h, str) else h) for k, h in v.items()}
+        return v
+
+    # --- derived views used by the components and the plan
+    @property
+    def control_plane(self) -> Node:
+        return next(n for n in self.nodes if n.cluster_init)
+
+    @property
+    def workers(self) -> list[Node]:
+        return [n for n in self.nodes if not n.cluster_init]
+
+    def host(self, node: Node) -> Host:
+        return self.hosts[node.name]
+
+    def nodes_with_gpu(self, gpu_type: str) -> list[Node]:
+        return [n for n in self.nodes if n.gpu and n.gpu.type == gpu_type]
+
+    def gpu_capacity(self, gpu_type: str) -> int:
+        return sum(n.gpu.capacity for n in self.nodes_with_gpu(gpu_type))
+
+    def required_secrets(self) -> dict[str, str]:
+        """Secret config key -> the config path that needs it."""
+        needed = {"sshPrivateKey": "SSH to the hosts"}
+        if self.k3s.etcd_s3:
+            needed["etcdS3AccessKey"] = "sophia:k3s.etcdS3"
+            needed["etcdS3SecretKey"] = "sophia:k3s.etcdS3"
+        for i, svc in enumerate(self.services):
+            for env, key in svc.secrets.items():
+                needed.setdefault(key, f"sophia:services[{i}].secrets.{env}")
+        return needed
+
+
+# Top-level config keys and whether they hold structured (object/array) values.
+TOP_LEVEL_KEYS = {
+    "k3s": True, "nodes": True, "hosts": True, "sshUser": False,
+    "charts": True, "services": True, "delivery": False,
+}
+
+
+def _path(loc: tuple) -> str:
+    out = f"{NAMESPACE}:{loc[0]}" if loc else f"{NAMESPACE}"
+    for part in loc[1:]:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+_FIXES = {
+    "missing": "add it to the stack file (or to the ESC environment for addresses and secrets)",
+    "extra_forbidden": "remove it or correct its spelling",
+    "greater_than_equal": "raise it",
+    "less_than_equal": "lower it",
+    "too_short": "add at least one entry",
+    "literal_error": "use one of the allowed values",
+}
+
+
+def _pydantic_problems(err: ValidationError, aliases: dict[str, str]) -> list[str]:
+    problems = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        if loc and isinstance(loc[0], str):
+            loc = (aliases.get(loc[0], loc[0]),) + loc[1:]
+        msg = e["msg"]
+        if e["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+            problems.append(f"{_path(loc)}: {msg}.")
+            continue
+        if e["type"] == "extra_forbidden":
+            msg = "is not a key this program reads"
+        fix = _FIXES.get(e["type"], "correct the value")
+        got = "" if e["type"] == "missing" else f" (got {json.dumps(e.get('input'), default=str)[:60]})"
+        problems.append(f"{_path(loc)}: {msg[0].lower() + msg[1:]}{got}; {fix}.")
+    return problems
+
+
+def cross_check(cfg: StackConfig) -> list[str]:
+    """Checks that span several keys: inventory, placement, capacity, architectures."""
+    problems: list[str] = []
+
+    for kind, names in (("node", [n.name for n in cfg.nodes]), ("service", [s.name for s in cfg.services])):
+        for name, count in Counter(names).items():
+            if count > 1:
+                problems.append(f"sophia:{kind}s: the {kind} name '{name}' is used {count} times; give each {kind} a unique name.")
+
+    inits = [i for i, n in enumerate(cfg.nodes) if n.cluster_init]
+    if not inits:
+        problems.append("sophia:nodes: no node has clusterInit: true; mark exactly one control-plane node as the first server.")
+    elif len(inits) > 1:
+        paths = ", ".join(f"sophia:nodes[{i}]" for i in inits)
+        problems.append(f"sophia:nodes: {len(inits)} nodes have clusterInit: true ({paths}); keep it on exactly one control-plane node.")
+    for i, n in enumerate(cfg.nodes):
+        if n.cluster_init and n.role != "control-plane":
+            problems.append(f"sophia:nodes[{i}].clusterInit: a {n.role} cannot start the cluster; set role: control-plane or remove clusterInit.")
+        if n.name not in cfg.hosts:
+            problems.append(f"sophia:hosts.{n.name}: node '{n.name}' has no address; add it to the ESC environment under sophia:hosts.")
+    for name in cfg.hosts:
+        if name not in {n.name for n in cfg.nodes}:
+            problems.append(f"sophia:hosts.{name}: there is no node named '{name}'; remove the address or add the node to sophia:nodes.")
+
+    cluster_platforms = {n.platform for n in cfg.nodes}
+    demand: Counter[str] = Counter()
+    for i, svc in enumerate(cfg.services):
+        path = f"sophia:services[{i}]"
+        if svc.max_replicas is not None and svc.max_replicas < svc.replicas:
+            problems.append(f"{path}.maxReplicas: {svc.max_replicas} is below replicas ({svc.replicas}); raise maxReplicas or lower replicas.")
+        if svc.placement is None:
+            if svc.gpu:
+                problems.append(f"{path}.placement: '{svc.name}' requests {svc.gpu} GPU(s) but has no placement; set placement.gpuType.")
+            if not cluster_platforms & set(svc.image.platforms):
+                problems.append(f"{path}.image.platforms: no node runs {', '.join(svc.image.platforms)}; build the image for {', '.join(sorted(cluster_platforms))}.")
+            continue
+        gpu_type = svc.placement.gpu_type
+        targets = cfg.nodes_with_gpu(gpu_type)
+        if gpu_type not in GPU_TYPES:
+            problems.append(f"{path}.placement.gpuType: unknown GPU type '{gpu_type}'; use one of {', '.join(GPU_TYPES)}.")
+            continue
+        if not targets:
+            have = sorted({n.gpu.type for n in cfg.nodes if n.gpu})
+            problems.append(f"{path}.placement.gpuType: no node has a {gpu_type} GPU (this stack has {', '.join(have) or 'none'}); place '{svc.name}' on one of those or add a {gpu_type} node.")
+            continue
+        missing = sorted({n.platform for n in targets} - set(svc.image.platforms))
+        if missing:
+            problems.append(f"{path}.image.platforms: '{svc.name}' is placed on {gpu_type} nodes, which run {', '.join(missing)}, but its image declares only {', '.join(svc.image.platforms)}; build and declare a {', '.join(missing)} image.")
+        if svc.gpu:
+            shared = any(n.gpu.sharing > 1 for n in targets)
+            largest = max(n.gpu.capacity for n in targets)
+            if shared and svc.gpu > 1:
+                problems.append(f"{path}.gpu: {gpu_type} GPUs are time-sliced, where a pod may request only 1 GPU; request 1 or turn sharing off for {gpu_type}.")
+            elif svc.gpu > largest:
+                problems.append(f"{path}.gpu: one pod requests {svc.gpu} GPUs but the largest {gpu_type} node offers {largest}; request at most {largest}.")
+            demand[gpu_type] += svc.gpu * svc.peak_replicas
+
+    for gpu_type, wanted in sorted(demand.items()):
+        have = cfg.gpu_capacity(gpu_type)
+        if wanted > have:
+            users = ", ".join(s.name for s in cfg.services if s.gpu and s.placement and s.placement.gpu_type == gpu_type)
+            problems.append(f"sophia:services: {users} request {wanted} {gpu_type} GPUs at peak replicas but the {gpu_type} nodes offer {have} (counting sharing); lower gpu or replicas, raise sharing, or add {gpu_type} nodes.")
+    return problems
+
+
+SecretLookup = Callable[[str], Optional[bool]]
+"""Given a secret config key: None when unset, else whether it is marked secret."""
+
+
+def check_secrets(cfg: StackConfig, lookup: SecretLookup) -> list[str]:
+    problems = []
+    for key, needed_by in sorted(cfg.required_secrets().items()):
+        state = lookup(key)
+        if state is None:
+            problems.append(f"sophia:{key}: the secret is missing (needed by {needed_by}); add it to the stack's ESC environment under values.pulumiConfig with fn::secret.")
+        elif state is False:
+            problems.append(f"sophia:{key}: the value is stored in plain text; store it with fn::secret in ESC (or `pulumi config set --secret`).")
+    return problems
+
+
+def parse(raw: dict[str, Any], lookup: SecretLookup) -> StackConfig:
+    """Validate raw config values (top-level key -> value) into a StackConfig."""
+    aliases = {name: f.alias or name for name, f in StackConfig.model_fields.items()}
+    try:
+        cfg = StackConfig.model_validate({k: v for k, v in raw.items() if v is not None})
+    except ValidationError as err:
+        raise ConfigError(_pydantic_problems(err, aliases)) from None
+    problems = cross_check(cfg) + check_secrets(cfg, lookup)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _read_pulumi_config() -> tuple[dict[str, Any], SecretLookup]:
+    config = pulumi.Config(NAMESPACE)
+    raw: dict[str, Any] = {}
+    problems = []
+    for key, structured in TOP_LEVEL_KEYS.items():
+        text = config.get(key)
+        if text is None or not structured:
+            raw[key] = text
+            continue
+        try:
+            raw[key] = json.loads(text)
+        except json.JSONDecodeError:
+            problems.append(f"sophia:{key}: the value is not structured YAML (an object or a list); write it as a YAML mapping or list in the stack file.")
+    if problems:
+        raise ConfigError(problems)
+
+    def lookup(key: str) -> Optional[bool]:
+        full = f"{NAMESPACE}:{key}"
+        if pulumi.runtime.get_config(full) is None:
+            return None
+        return pulumi.runtime.is_config_secret(full)
+
+    return raw, lookup
+
+
+def load() -> StackConfig:
+    """Read and validate the current stack's configuration, or raise ConfigError."""
+    raw, lookup = _read_pulumi_config()
+    return parse(raw, lookup)

@@ -1,0 +1,116 @@
+"""Where each workload lands, and the GPU use per node: pure functions over the config.
+
+The scheduler decides for real; this is the plan an operator reviews: a workload placed
+on a GPU type may land on any node of that type, so its replicas are spread over those
+nodes the way topology spread would (most free GPU first, then fewest pods).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sophia_infra.config import Service, StackConfig
+
+
+@dataclass
+class NodeUse:
+    name: str
+    role: str
+    arch: str
+    gpu_type: str | None
+    capacity: int  # nvidia.com/gpu units advertised (count x sharing)
+    physical: int
+    sharing: int
+    pods: dict[str, int] = field(default_factory=dict)  # service -> replicas here
+    requested: int = 0  # nvidia.com/gpu requested here
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self.requested
+
+
+@dataclass(frozen=True)
+class Placement:
+    nodes: list[NodeUse]
+    # Services with no gpuType: they go to any node whose architecture the image has.
+    unplaced: list[Service]
+
+
+def plan_placement(cfg: StackConfig) -> Placement:
+    nodes = {
+        n.name: NodeUse(
+            name=n.name, role=n.role, arch=n.arch,
+            gpu_type=n.gpu.type if n.gpu else None,
+            capacity=n.gpu.capacity if n.gpu else 0,
+            physical=n.gpu.count if n.gpu else 0,
+            sharing=n.gpu.sharing if n.gpu else 1,
+        )
+        for n in cfg.nodes
+    }
+    unplaced = []
+    for svc in cfg.services:
+        if svc.placement is None:
+            unplaced.append(svc)
+            continue
+        targets = [nodes[n.name] for n in cfg.nodes_with_gpu(svc.placement.gpu_type)]
+        for _ in range(svc.replicas):
+            best = max(targets, key=lambda u: (u.free, -sum(u.pods.values())))
+            best.pods[svc.name] = best.pods.get(svc.name, 0) + 1
+            best.requested += svc.gpu
+    return Placement(nodes=list(nodes.values()), unplaced=unplaced)
+
+
+def _workloads(use: NodeUse, cfg: StackConfig) -> str:
+    gpu = {s.name: s.gpu for s in cfg.services}
+    parts = [f"{name} x{n}" + (f" ({gpu[name] * n} GPU)" if gpu[name] else "") for name, n in use.pods.items()]
+    return ", ".join(parts) or "-"
+
+
+def _gpu_cell(use: NodeUse) -> str:
+    if not use.gpu_type:
+        return "none"
+    share = f" x{use.sharing} shared" if use.sharing > 1 else ""
+    return f"{use.gpu_type} {use.physical}{share}"
+
+
+def table_rows(cfg: StackConfig) -> list[list[str]]:
+    placement = plan_placement(cfg)
+    rows = [[u.name, u.role, f"linux/{u.arch}", _gpu_cell(u), _workloads(u, cfg), f"{u.requested}/{u.capacity}"]
+            for u in placement.nodes]
+    for svc in placement.unplaced:
+        rows.append([f"(any {' or '.join(svc.image.platforms)} node)", "-", ", ".join(svc.image.platforms), "-",
+                     f"{svc.name} x{svc.replicas}", "0"])
+    return rows
+
+
+HEADER = ["node", "role", "arch", "GPU", "workloads (replicas)", "GPU requested/capacity"]
+
+
+def render_text(cfg: StackConfig) -> str:
+    rows = [HEADER] + table_rows(cfg)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def render_markdown(cfg: StackConfig, stack: str) -> str:
+    rows = table_rows(cfg)
+    out = [f"# GPU placement: `{stack}`", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    out += ["", "```mermaid", "flowchart LR"]
+    placement = plan_placement(cfg)
+    for u in placement.nodes:
+        out.append(f'  {_mid(u.name)}["{u.name}<br/>{_gpu_cell(u)}<br/>linux/{u.arch}<br/>GPU {u.requested}/{u.capacity}"]')
+        for svc, n in u.pods.items():
+            out.append(f"  svc_{_mid(svc)}([{svc}]) -->|x{n}| {_mid(u.name)}")
+    if placement.unplaced:
+        out.append('  anywhere["any node of the image\'s architecture"]')
+        for svc in placement.unplaced:
+            out.append(f"  svc_{_mid(svc.name)}([{svc.name}]) -->|x{svc.replicas}| anywhere")
+    out += ["```", ""]
+    return "\n".join(out)
+
+
+def _mid(name: str) -> str:
+    return name.replace("-", "_")

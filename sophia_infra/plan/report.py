@@ -1,0 +1,79 @@
+"""What the offline plan prints and writes: counts, placement, outputs, plan.json, manifests."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from sophia_infra import placement
+from sophia_infra.plan.mocks import Registration
+from sophia_infra.plan.runner import PlanResult
+
+# Kubernetes resource types that are not whole objects of their own.
+_NOT_OBJECTS = ("kubernetes:index:Provider", "kubernetes:helm.sh/", "kubernetes:yaml/", "kubernetes:kustomize")
+
+
+def kubernetes_objects(resources: Iterable[Registration]) -> list[dict]:
+    """Every Kubernetes object the program creates directly, as a manifest."""
+    objects = []
+    for r in resources:
+        if not r.type.startswith("kubernetes:") or r.type.startswith(_NOT_OBJECTS) or r.type.endswith("Patch"):
+            continue
+        obj = {k: v for k, v in r.inputs.items() if not k.startswith("__")}
+        meta = dict(obj.get("metadata") or {})
+        meta.setdefault("name", r.name)  # the provider auto-names; the mock keeps the resource name
+        obj["metadata"] = meta
+        objects.append(obj)
+    return objects
+
+
+def manifest_filename(obj: dict) -> str:
+    meta = obj["metadata"]
+    parts = [obj.get("kind", "object"), meta.get("namespace", "cluster"), meta["name"]]
+    return "_".join(p.lower() for p in parts) + ".yaml"
+
+
+def plan_document(result: PlanResult) -> dict[str, Any]:
+    return {
+        "stack": result.stack,
+        "resources": [
+            {"urn": r.urn, "type": r.type, "name": r.name, "custom": r.custom, "parent": r.parent or None,
+             "dependencies": r.dependencies, "provider": r.provider or None, "options": r.options,
+             "inputs": r.inputs}
+            for r in result.resources
+        ],
+        "outputs": result.outputs,
+    }
+
+
+def resource_counts(result: PlanResult) -> Counter:
+    return Counter(r.type for r in result.resources if r.type != "pulumi:pulumi:Stack")
+
+
+def write(result: PlanResult, out_dir: Path) -> None:
+    cfg = result.cfg
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    (out_dir / "manifests").mkdir(parents=True)
+    (out_dir / "plan.json").write_text(json.dumps(plan_document(result), indent=2, sort_keys=False) + "\n")
+    for obj in kubernetes_objects(result.resources):
+        (out_dir / "manifests" / manifest_filename(obj)).write_text(yaml.safe_dump(obj, sort_keys=False))
+    (out_dir / "placement.md").write_text(placement.render_markdown(cfg, result.stack))
+
+
+def render(result: PlanResult) -> str:
+    cfg = result.cfg
+    counts = resource_counts(result)
+    lines = [f"Offline plan of stack '{result.stack}': {sum(counts.values())} resources", ""]
+    width = max((len(t) for t in counts), default=0)
+    lines += [f"  {t.ljust(width)}  {n}" for t, n in sorted(counts.items())]
+    lines += ["", "GPU placement", "", placement.render_text(cfg), "", "Outputs", ""]
+    for name, value in result.outputs.items():
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        lines.append(f"  {name}: {text}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,198 @@
+"""The stack schema: both stacks load; every kind of bad input is refused by key path."""
+
+from __future__ import annotations
+
+import pytest
+
+from sophia_infra import config
+from tests.conftest import parse_with, problems_of
+
+
+def test_both_stacks_load(stack):
+    cfg = parse_with(stack)
+    assert cfg.control_plane.role == "control-plane"
+    assert len(cfg.services) == 15
+
+
+def test_production_is_the_plans_five_hosts():
+    cfg = parse_with("production")
+    got = {n.name: (n.role, n.arch, n.gpu.type if n.gpu else None) for n in cfg.nodes}
+    assert got == {
+        "sophia-control": ("control-plane", "amd64", "RTX6000"),
+        "sophia-ai-core": ("worker", "arm64", "GH200"),
+        "sophia-mcp": ("worker", "amd64", "A6000"),
+        "sophia-data": ("worker", "amd64", "A100"),
+        "sophia-dev": ("worker", "amd64", "A10"),
+    }
+
+
+def _only(problems: list[str]) -> str:
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
+def test_unknown_gpu_type():
+    msg = _only(problems_of("production", lambda r: r["nodes"][2]["gpu"].update(type="H100")))
+    assert msg.startswith("sophia:nodes[2].gpu.type:")
+    assert "unknown GPU type 'H100'" in msg and "GH200" in msg
+
+
+def test_duplicate_node_names():
+    def dup(r):
+        r["nodes"][2]["name"] = "sophia-ai-core"
+        r["hosts"].pop("sophia-mcp")
+    msg = _only(problems_of("production", dup))
+    assert msg.startswith("sophia:nodes:") and "'sophia-ai-core' is used 2 times" in msg
+
+
+def test_duplicate_service_names():
+    msg = _only(problems_of("production", lambda r: r["services"][5].update(name="gong")))
+    assert msg.startswith("sophia:services:") and "'gong' is used 2 times" in msg
+
+
+def test_no_first_control_plane():
+    msg = _only(problems_of("production", lambda r: r["nodes"][0].pop("clusterInit")))
+    assert msg.startswith("sophia:nodes:") and "clusterInit: true" in msg
+
+
+def test_several_first_control_planes():
+    def two(r):
+        r["nodes"][1].update(role="control-plane", clusterInit=True)
+    msg = _only(problems_of("production", two))
+    assert "2 nodes have clusterInit: true (sophia:nodes[0], sophia:nodes[1])" in msg
+
+
+def test_worker_cannot_start_the_cluster():
+    def worker_init(r):
+        r["nodes"][0]["clusterInit"] = False
+        r["nodes"][1]["clusterInit"] = True
+    msg = _only(problems_of("production", worker_init))
+    assert msg.startswith("sophia:nodes[1].clusterInit:")
+
+
+@pytest.mark.parametrize("address", ["300.1.2.3", "not an address", "http://203.0.113.10", ""])
+def test_bad_address(address):
+    msg = _only(problems_of("production", lambda r: r["hosts"].update({"sophia-mcp": {"address": address}})))
+    assert msg.startswith("sophia:hosts.sophia-mcp.address:")
+
+
+@pytest.mark.parametrize("address", ["203.0.113.10", "2001:db8::10", "gpu-1.example.com"])
+def test_good_addresses(address):
+    cfg = parse_with("production", lambda r: r["hosts"].update({"sophia-mcp": address}))
+    assert cfg.hosts["sophia-mcp"].address == address
+
+
+def test_node_without_address_and_address_without_node():
+    def swap(r):
+        r["hosts"]["sophia-mcp2"] = r["hosts"].pop("sophia-mcp")
+    problems = problems_of("production", swap)
+    assert any(p.startswith("sophia:hosts.sophia-mcp:") and "has no address" in p for p in problems)
+    assert any(p.startswith("sophia:hosts.sophia-mcp2:") and "no node named" in p for p in problems)
+
+
+def test_placement_on_a_gpu_type_no_node_has():
+    msg = _only(problems_of("dev", lambda r: r["services"][2]["placement"].update(gpuType="GH200")))
+    assert msg.startswith("sophia:services[2].placement.gpuType:") and "no node has a GH200 GPU" in msg
+
+
+def test_gpu_requests_above_capacity_counting_sharing():
+    # GH200: one GPU x4 sharing = 4 units; 5 replicas x 1 GPU do not fit.
+    msg = _only(problems_of("production", lambda r: r["services"][2].update(replicas=5)))
+    assert msg.startswith("sophia:services:") and "request 5 GH200 GPUs" in msg and "offer 4" in msg
+
+
+def test_gpu_requests_count_hpa_peak():
+    msg = _only(problems_of("production", lambda r: r["services"][2].update(maxReplicas=6)))
+    assert "request 6 GH200 GPUs at peak replicas" in msg
+
+
+def test_shared_gpu_allows_only_one_per_pod():
+    msg = _only(problems_of("production", lambda r: r["services"][2].update(gpu=2, replicas=1)))
+    assert msg.startswith("sophia:services[2].gpu:") and "time-sliced" in msg
+
+
+def test_gpu_without_placement():
+    msg = _only(problems_of("production", lambda r: r["services"][0].update(gpu=1)))
+    assert msg.startswith("sophia:services[0].placement:")
+
+
+def test_arm64_node_needs_arm64_image():
+    msg = _only(problems_of("production", lambda r: r["services"][2]["image"].update(platforms=["linux/amd64"])))
+    assert msg.startswith("sophia:services[2].image.platforms:") and "linux/arm64" in msg
+
+
+@pytest.mark.parametrize("replicas", [0, -1])
+def test_replicas_below_one(replicas):
+    msg = _only(problems_of("production", lambda r: r["services"][1].update(replicas=replicas)))
+    assert msg.startswith("sophia:services[1].replicas:") and "greater than or equal to 1" in msg
+
+
+@pytest.mark.parametrize("version", ["latest", "", "v1.34", "stable", ">=v1.34.0+k3s1"])
+def test_unpinned_k3s(version):
+    msg = _only(problems_of("production", lambda r: r["k3s"].update(version=version)))
+    assert msg.startswith("sophia:k3s.version:") and "not a pinned K3s release" in msg
+
+
+@pytest.mark.parametrize("version", ["latest", "", "^0.20.0", "0.20.x", "~0.20", ">=0.20.0"])
+def test_unpinned_chart(version):
+    msg = _only(problems_of("production", lambda r: r["charts"]["nvidia-device-plugin"].update(version=version)))
+    assert msg.startswith("sophia:charts.nvidia-device-plugin.version:")
+
+
+@pytest.mark.parametrize("tag", ["latest", "", "1.*", "^1.0"])
+def test_unpinned_image(tag):
+    msg = _only(problems_of("production", lambda r: r["services"][0]["image"].update(tag=tag)))
+    assert msg.startswith("sophia:services[0].image.tag:")
+
+
+def test_digest_is_a_pin():
+    digest = "sha256:" + "a" * 64
+    cfg = parse_with("production", lambda r: r["services"][0]["image"].update(tag=digest))
+    assert cfg.services[0].image.ref.endswith("@" + digest)
+
+
+def test_missing_secret():
+    msg = _only(problems_of("production", drop_secrets=("hubspotApiKey",)))
+    assert msg.startswith("sophia:hubspotApiKey:") and "(needed by sophia:services[5].secrets.HUBSPOT_API_KEY)" in msg
+    assert "fn::secret" in msg
+
+
+def test_secret_stored_in_plain_text():
+    msg = _only(problems_of("production", plain_secrets=("sshPrivateKey",)))
+    assert msg.startswith("sophia:sshPrivateKey:") and "plain text" in msg
+
+
+def test_etcd_s3_needs_its_keys():
+    def s3(r):
+        r["k3s"]["etcdS3"] = {"bucket": "b", "endpoint": "objects.example.com"}
+    problems = problems_of("dev", s3, drop_secrets=("etcdS3AccessKey", "etcdS3SecretKey"))
+    assert [p.split(":")[1] for p in problems] == ["etcdS3AccessKey", "etcdS3SecretKey"]
+
+
+def test_unknown_key_is_named():
+    msg = _only(problems_of("production", lambda r: r["k3s"].update(verison="v1.34.2+k3s1")))
+    assert msg.startswith("sophia:k3s.verison:") and "remove it or correct its spelling" in msg
+
+
+def test_missing_key_is_named():
+    msg = _only(problems_of("production", lambda r: r.pop("sshUser")))
+    assert msg.startswith("sophia:sshUser:") and "field required" in msg.lower()
+
+
+def test_every_problem_is_reported_at_once():
+    def many(r):
+        r["nodes"][1]["gpu"]["type"] = "H100"
+        r["services"][0]["replicas"] = 0
+        r["k3s"]["version"] = "latest"
+    assert len(problems_of("production", many)) == 3
+
+
+def test_config_error_is_a_run_error():
+    # pulumi prints a RunError's message without a traceback.
+    import pulumi
+    assert issubclass(config.ConfigError, pulumi.RunError)
+
+
+def test_gpu_capacity_counts_sharing():
+    cfg = parse_with("production")
+    assert cfg.gpu_capacity("GH200") == 4 and cfg.gpu_capacity("A100") == 2

@@ -1,0 +1,84 @@
+"""The offline plan end to end, through its command line, for both stacks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+
+def _plan(stack: str, out, root=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sophia_infra", "plan", "--stack", stack, "--out", str(out)],
+                          cwd=root, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory):
+    out = {}
+    for stack in ("dev", "production"):
+        d = tmp_path_factory.mktemp(stack)
+        proc = _plan(stack, d)
+        assert proc.returncode == 0, proc.stderr
+        out[stack] = (proc.stdout, d)
+    return out
+
+
+def test_plan_writes_its_files(plans, stack):
+    _, d = plans[stack]
+    doc = json.loads((d / "plan.json").read_text())
+    assert doc["stack"] == stack and doc["resources"] and "nodes" in doc["outputs"]
+    for r in doc["resources"]:
+        assert set(r) >= {"urn", "type", "name", "parent", "dependencies", "provider", "inputs"}
+    assert (d / "manifests").is_dir()
+    md = (d / "placement.md").read_text()
+    assert "```mermaid" in md and "| node |" in md
+
+
+def test_production_lists_five_hosts_with_gpu_and_arch(plans):
+    stdout, d = plans["production"]
+    rows = {line.split()[0]: line for line in stdout.splitlines() if line.startswith("sophia-")}
+    assert set(rows) == {"sophia-control", "sophia-ai-core", "sophia-mcp", "sophia-data", "sophia-dev"}
+    assert "linux/arm64" in rows["sophia-ai-core"] and "GH200" in rows["sophia-ai-core"]
+    for name in ("sophia-control", "sophia-mcp", "sophia-data", "sophia-dev"):
+        assert "linux/amd64" in rows[name]
+    nodes = json.loads((d / "plan.json").read_text())["outputs"]["nodes"]
+    assert nodes["sophia-ai-core"]["arch"] == "arm64" and nodes["sophia-ai-core"]["gpuType"] == "GH200"
+    assert nodes["sophia-control"]["address"] == "203.0.113.10"
+
+
+def test_no_placeholder_secret_leaks(plans, stack):
+    stdout, d = plans[stack]
+    assert "placeholder-" not in stdout
+    for path in d.rglob("*"):
+        if path.is_file():
+            assert "placeholder-" not in path.read_text(), path
+
+
+def test_manifests_are_yaml_objects(plans, stack):
+    _, d = plans[stack]
+    for path in (d / "manifests").glob("*.yaml"):
+        obj = yaml.safe_load(path.read_text())
+        assert obj["apiVersion"] and obj["kind"] and obj["metadata"]["name"], path
+
+
+def test_bad_config_stops_with_sentences_not_a_traceback(tmp_path):
+    proj = tmp_path / "proj"
+    shutil.copytree(ROOT, proj, ignore=shutil.ignore_patterns(".venv", ".tools", "build", ".git", "__pycache__"))
+    stack_file = proj / "Pulumi.dev.yaml"
+    stack_file.write_text(stack_file.read_text().replace("type: A10", "type: H100"))
+    proc = _plan("dev", tmp_path / "out", root=proj)
+    assert proc.returncode == 2
+    assert "sophia:nodes[1].gpu.type: unknown GPU type 'H100'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_stack(tmp_path):
+    proc = _plan("staging", tmp_path / "out")
+    assert proc.returncode == 2 and "Pulumi.staging.yaml does not exist" in proc.stderr
