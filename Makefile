@@ -20,7 +20,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	scripts/install-tools.sh
 
 test: $(VENV)/.installed .tools/bin/helm
-	PATH="$(CURDIR)/.tools/bin:$$PATH" $(PY) -m pytest -q
+	PATH="$(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q
 
 plan: $(VENV)/.installed
 	$(PY) -m sophia_infra plan --stack $(STACK)

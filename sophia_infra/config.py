@@ -16,7 +16,10 @@ from collections import Counter
 from typing import Any, Callable, Literal, Optional
 
 import pulumi
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
+
+from sophia_infra import platform_settings, service_settings
+from sophia_infra.model import Strict as _Strict
 
 NAMESPACE = "sophia"
 
@@ -62,10 +65,6 @@ def _pinned_tag(value: str) -> str:
     if value == "latest" or not (_IMAGE_TAG.match(value) or _DIGEST.match(value)):
         raise ValueError(f"'{value}' is not a pinned image tag; use an exact version tag or a sha256 digest, never 'latest' or a range")
     return value
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
 # ----------------------------------------------------------------------------- cluster
@@ -158,8 +157,34 @@ class K3s(_Strict):
     etcd_snapshot_retention: int = Field(28, ge=1, alias="etcdSnapshotRetention")
     etcd_s3: Optional[EtcdS3] = Field(None, alias="etcdS3")
     flannel_backend: Literal["vxlan", "wireguard-native"] = Field("vxlan", alias="flannelBackend")
+    # Pod and service ranges: given to K3s and opened in the firewall (K3s's defaults
+    # apply when unset; the firewall needs them spelled out).
+    cluster_cidr: Optional[str] = Field(None, alias="clusterCidr")
+    service_cidr: Optional[str] = Field(None, alias="serviceCidr")
     firewall: bool = False
+    # Sources allowed to reach the API server (6443) when the firewall is on; empty = any.
+    api_allow_from: list[str] = Field(default_factory=list, alias="apiAllowFrom")
     install_nvidia_toolkit: bool = Field(False, alias="installNvidiaToolkit")
+
+    @field_validator("cluster_cidr", "service_cidr")
+    @classmethod
+    def _cidr(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            try:
+                ipaddress.ip_network(v)
+            except ValueError:
+                raise ValueError(f"'{v}' is not a network in CIDR form; write it like 10.42.0.0/16") from None
+        return v
+
+    @field_validator("api_allow_from")
+    @classmethod
+    def _sources(cls, v: list[str]) -> list[str]:
+        for src in v:
+            try:
+                ipaddress.ip_network(src, strict=False)
+            except ValueError:
+                raise ValueError(f"'{src}' is not an address or CIDR range; list the networks allowed to reach the API") from None
+        return v
 
     @field_validator("version")
     @classmethod
@@ -265,6 +290,8 @@ class StackConfig(_Strict):
     charts: dict[str, ChartPin] = Field(default_factory=dict)
     services: list[Service] = Field(default_factory=list)
     delivery: Literal["helm", "argocd"] = "helm"
+    platform: platform_settings.PlatformSettings = Field(default_factory=platform_settings.PlatformSettings)
+    argocd: service_settings.ArgoCDSettings = Field(default_factory=service_settings.ArgoCDSettings)
 
     @field_validator("hosts", mode="before")
     @classmethod
@@ -301,6 +328,8 @@ class StackConfig(_Strict):
         for i, svc in enumerate(self.services):
             for env, key in svc.secrets.items():
                 needed.setdefault(key, f"sophia:services[{i}].secrets.{env}")
+        for key, why in {**platform_settings.required_secrets(self), **service_settings.required_secrets(self)}.items():
+            needed.setdefault(key, why)
         return needed
 
 
@@ -308,6 +337,7 @@ class StackConfig(_Strict):
 TOP_LEVEL_KEYS = {
     "k3s": True, "nodes": True, "hosts": True, "sshUser": False,
     "charts": True, "services": True, "delivery": False,
+    "platform": True, "argocd": True,
 }
 
 
@@ -371,6 +401,9 @@ def cross_check(cfg: StackConfig) -> list[str]:
         if name not in {n.name for n in cfg.nodes}:
             problems.append(f"sophia:hosts.{name}: there is no node named '{name}'; remove the address or add the node to sophia:nodes.")
 
+    if cfg.k3s.firewall and not (cfg.k3s.cluster_cidr and cfg.k3s.service_cidr):
+        problems.append("sophia:k3s.firewall: the firewall needs the pod and service ranges; set sophia:k3s.clusterCidr and sophia:k3s.serviceCidr.")
+
     cluster_platforms = {n.platform for n in cfg.nodes}
     demand: Counter[str] = Counter()
     for i, svc in enumerate(cfg.services):
@@ -409,7 +442,7 @@ def cross_check(cfg: StackConfig) -> list[str]:
         if wanted > have:
             users = ", ".join(s.name for s in cfg.services if s.gpu and s.placement and s.placement.gpu_type == gpu_type)
             problems.append(f"sophia:services: {users} request {wanted} {gpu_type} GPUs at peak replicas but the {gpu_type} nodes offer {have} (counting sharing); lower gpu or replicas, raise sharing, or add {gpu_type} nodes.")
-    return problems
+    return problems + platform_settings.cross_check(cfg) + service_settings.cross_check(cfg)
 
 
 SecretLookup = Callable[[str], Optional[bool]]

@@ -45,9 +45,20 @@ def fake_kubeconfig(name: str) -> str:
     })
 
 
+def default_command_stdout(name: str, inputs: dict) -> str:
+    """What the control plane's read commands print on a real host."""
+    from sophia_infra.cluster.nodes import READ_KUBECONFIG, READ_TOKEN
+
+    if name.endswith(READ_TOKEN):
+        return fake_k3s_token(name) + "\n"
+    if name.endswith(READ_KUBECONFIG):
+        return fake_kubeconfig(name)
+    return ""
+
+
 class PlanMocks(pulumi_mocks.Mocks):
     def __init__(self, command_stdout: Optional[CommandStdout] = None):
-        self.command_stdout = command_stdout or (lambda name, inputs: "")
+        self.command_stdout = command_stdout or default_command_stdout
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs):
         state = dict(args.inputs)

@@ -1,0 +1,81 @@
+"""The K3s cluster on the Lambda Labs hosts: `sophia:k3s:Cluster`."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from sophia_infra.cluster import kubeconfig, scripts
+from sophia_infra.cluster.nodes import ControlPlane, Worker
+from sophia_infra.config import Node, StackConfig
+from sophia_infra.inventory import node_inventory
+from sophia_infra.secrets import secret
+
+ExtraLabels = Callable[[Node], dict[str, str]]
+
+
+class Cluster(pulumi.ComponentResource):
+    """Control plane first, then every other node in parallel; labels enforced through
+    the API; a Kubernetes provider from the kubeconfig for the layers above."""
+
+    def __init__(self, name: str, cfg: StackConfig, extra_labels: Optional[ExtraLabels] = None,
+                 opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("sophia:k3s:Cluster", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        private_key = secret("sshPrivateKey")
+        labels = {n.name: scripts.node_labels(n, (extra_labels or (lambda _: {}))(n)) for n in cfg.nodes}
+
+        # The first server only takes the short form: a password, generated once and kept.
+        self.token = random.RandomPassword(f"{name}-token", length=48, special=False, opts=child)
+        cp = cfg.control_plane
+        # The provider marks `result` secret; say so here too, so nothing depends on that.
+        token = pulumi.Output.secret(self.token.result)
+        self.control_plane = ControlPlane(cp.name, cfg, labels[cp.name], token, private_key, opts=child)
+
+        servers = [n for n in cfg.workers if n.role == "control-plane"]
+        agents = [n for n in cfg.workers if n.role == "worker"]
+        joined: dict[str, Worker] = {}
+        for node in servers:  # extra servers join (and upgrade) before any agent
+            joined[node.name] = Worker(node.name, cfg, node, labels[node.name], self.control_plane.join_token,
+                                       private_key, self.control_plane, opts=child)
+        server_installs = [joined[n.name].install for n in servers]
+        for node in agents:
+            joined[node.name] = Worker(node.name, cfg, node, labels[node.name], self.control_plane.join_token,
+                                       private_key, self.control_plane, after=server_installs, opts=child)
+        self.workers = joined
+
+        endpoint = scripts.api_endpoint(cfg)
+        self.kubeconfig = pulumi.Output.secret(self.control_plane.raw_kubeconfig.apply(
+            lambda raw: kubeconfig.rewrite(raw, endpoint, name)))
+        self.provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=self.kubeconfig,
+            # Certificate or address churn in the kubeconfig must not replace every resource.
+            cluster_identifier=f"k3s-{cp.name}",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.control_plane]),
+        )
+
+        # Labels given to K3s apply only when a node first registers: enforce them here.
+        self.label_patches = {}
+        for node in cfg.nodes:
+            ready = [self.control_plane.install] if node.cluster_init else [joined[node.name].membership]
+            self.label_patches[node.name] = k8s.core.v1.NodePatch(
+                f"{node.name}-labels",
+                metadata=k8s.meta.v1.ObjectMetaPatchArgs(
+                    name=node.name, labels=labels[node.name],
+                    # Take over labels the kubelet set at registration, if they differ.
+                    annotations={"pulumi.com/patchForce": "true"}),
+                opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=ready),
+            )
+
+        inventory = node_inventory(cfg)
+        self.outputs = {
+            "controlPlaneIp": cfg.host(cp).address,
+            "nodeIps": {n: v["address"] for n, v in inventory.items()},
+            "nodes": inventory,
+            "kubeconfig": self.kubeconfig,
+        }
+        self.register_outputs(self.outputs)

@@ -1,0 +1,336 @@
+"""Config schema of the GPU and platform layer (`sophia:platform`).
+
+Every field has a default, so a stack file needs no `sophia:platform` key at all; a stack
+sets only what it changes, e.g.
+
+    sophia:platform:
+      postgres: {instances: 3, storageSize: 50Gi}
+      monitoring: {retention: 30d}
+      quotas:
+        sophia-mcp: {cpu: "32", memory: 128Gi}
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import TYPE_CHECKING, Literal, Optional
+from urllib.parse import urlparse
+
+from pydantic import Field, field_validator
+
+from sophia_infra import names
+from sophia_infra.model import Strict
+
+if TYPE_CHECKING:
+    from sophia_infra.config import StackConfig
+
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
+_DURATION = re.compile(r"^[0-9]+(ms|s|m|h|d|w|y)$")
+
+
+def _quantity(v: str) -> str:
+    if not _QUANTITY.match(v):
+        raise ValueError(f"'{v}' is not a Kubernetes quantity; write it like 500m, 2, 512Mi or 20Gi")
+    return v
+
+
+class Resources(Strict):
+    """Requests and limits of one workload (Kubernetes quantities)."""
+
+    cpu_request: str = Field("100m", alias="cpuRequest")
+    memory_request: str = Field("128Mi", alias="memoryRequest")
+    cpu_limit: str = Field("500m", alias="cpuLimit")
+    memory_limit: str = Field("512Mi", alias="memoryLimit")
+
+    _q = field_validator("cpu_request", "memory_request", "cpu_limit", "memory_limit")(classmethod(lambda cls, v: _quantity(v)))
+
+    def k8s(self) -> dict:
+        return {"requests": {"cpu": self.cpu_request, "memory": self.memory_request},
+                "limits": {"cpu": self.cpu_limit, "memory": self.memory_limit}}
+
+
+def _res(cpu_request: str, memory_request: str, cpu_limit: str, memory_limit: str) -> Resources:
+    return Resources(cpuRequest=cpu_request, memoryRequest=memory_request, cpuLimit=cpu_limit, memoryLimit=memory_limit)
+
+
+class Quota(Strict):
+    """ResourceQuota of one namespace. `gpu` unset = the cluster's GPU capacity (count x sharing)
+    for the namespaces that run GPU workloads, 0 elsewhere."""
+
+    cpu: str = "16"
+    memory: str = "64Gi"
+    gpu: Optional[int] = Field(None, ge=0)
+
+    _q = field_validator("cpu", "memory")(classmethod(lambda cls, v: _quantity(v)))
+
+
+DEFAULT_QUOTAS: dict[str, Quota] = {
+    names.APPS: Quota(cpu="16", memory="32Gi"),
+    names.MCP: Quota(cpu="32", memory="64Gi"),
+    names.DATA: Quota(cpu="16", memory="64Gi"),
+    names.MONITORING: Quota(cpu="16", memory="48Gi"),
+    names.ARGOCD: Quota(cpu="8", memory="16Gi"),
+    names.INGRESS: Quota(cpu="8", memory="8Gi"),
+    names.GPU: Quota(cpu="16", memory="32Gi"),
+}
+# Namespaces whose workloads may request nvidia.com/gpu (the services' kinds live here).
+GPU_WORKLOAD_NAMESPACES = (names.APPS, names.MCP)
+
+
+class LimitDefaults(Strict):
+    """LimitRange defaults applied to containers that set no requests/limits."""
+
+    default_cpu: str = Field("500m", alias="defaultCpu")
+    default_memory: str = Field("512Mi", alias="defaultMemory")
+    default_request_cpu: str = Field("100m", alias="defaultRequestCpu")
+    default_request_memory: str = Field("128Mi", alias="defaultRequestMemory")
+    max_cpu: str = Field("16", alias="maxCpu")
+    max_memory: str = Field("64Gi", alias="maxMemory")
+
+    _q = field_validator("default_cpu", "default_memory", "default_request_cpu", "default_request_memory",
+                         "max_cpu", "max_memory")(classmethod(lambda cls, v: _quantity(v)))
+
+
+class Network(Strict):
+    """Addresses the NetworkPolicies need (K3s defaults)."""
+
+    cluster_cidr: str = Field("10.42.0.0/16", alias="clusterCidr")
+    service_cidr: str = Field("10.43.0.0/16", alias="serviceCidr")
+    # Where the API server (and the kubelets / webhooks' callers) live. Unset = every node's
+    # address from sophia:hosts as /32 (0.0.0.0/0 when a host is given by DNS name).
+    node_cidrs: Optional[list[str]] = Field(None, alias="nodeCidrs")
+    # Ports the pods of apps and MCP servers may reach on the internet (SaaS APIs).
+    internet_ports: list[int] = Field(default_factory=lambda: [443], alias="internetPorts")
+
+    @field_validator("cluster_cidr", "service_cidr")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        ipaddress.ip_network(v)  # raises ValueError with a clear message
+        return v
+
+    @field_validator("node_cidrs")
+    @classmethod
+    def _cidrs(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        for c in v or []:
+            try:
+                ipaddress.ip_network(c)
+            except ValueError:
+                raise ValueError(f"'{c}' is not a CIDR; write it like 203.0.113.10/32") from None
+        return v
+
+
+class DevicePlugin(Strict):
+    gpu_feature_discovery: bool = Field(False, alias="gpuFeatureDiscovery")
+    resources: Resources = Field(default_factory=lambda: _res("50m", "64Mi", "200m", "256Mi"))
+
+
+class GpuMetrics(Strict):
+    resources: Resources = Field(default_factory=lambda: _res("100m", "128Mi", "500m", "512Mi"))
+    # Alert thresholds of the GPU PrometheusRule.
+    idle_utilization_percent: int = Field(5, ge=0, le=100, alias="idleUtilizationPercent")
+    idle_for: str = Field("2h", alias="idleFor")
+    memory_pressure_ratio: float = Field(0.9, gt=0, le=1, alias="memoryPressureRatio")
+
+
+class PostgresBackup(Strict):
+    """Backups to S3-compatible storage through the CNPG Barman Cloud plugin (needs cert-manager)."""
+
+    enabled: bool = False
+    bucket: Optional[str] = None
+    endpoint: Optional[str] = None  # https URL of the S3-compatible endpoint
+    path: str = "postgres"
+    region: Optional[str] = None
+    schedule: str = "0 0 3 * * *"  # CNPG cron: seconds first
+    retention: str = "30d"
+    # Secret config keys holding the S3 access key pair (defaults: the ones ESC already has).
+    access_key_config: str = Field("etcdS3AccessKey", alias="accessKeyConfig")
+    secret_key_config: str = Field("etcdS3SecretKey", alias="secretKeyConfig")
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, v: str) -> str:
+        if not re.fullmatch(r"[1-9][0-9]*[dwm]", v):
+            raise ValueError(f"'{v}' is not a retention; write it like 30d, 4w or 3m")
+        return v
+
+
+class Postgres(Strict):
+    cluster_name: str = Field("sophia-postgres", alias="clusterName")
+    instances: int = Field(2, ge=1, le=9)
+    storage_size: str = Field("20Gi", alias="storageSize")
+    storage_class: str = Field("local-path", alias="storageClass")
+    resources: Resources = Field(default_factory=lambda: _res("500m", "1Gi", "2", "4Gi"))
+    operator_resources: Resources = Field(default_factory=lambda: _res("100m", "128Mi", "500m", "512Mi"), alias="operatorResources")
+    backup: PostgresBackup = Field(default_factory=PostgresBackup)
+
+    _q = field_validator("storage_size")(classmethod(lambda cls, v: _quantity(v)))
+
+
+class Valkey(Strict):
+    replicas: int = Field(2, ge=0, le=8)  # read replicas besides the primary
+    storage_size: str = Field("8Gi", alias="storageSize")
+    storage_class: str = Field("local-path", alias="storageClass")
+    resources: Resources = Field(default_factory=lambda: _res("100m", "256Mi", "1", "1Gi"))
+
+    _q = field_validator("storage_size")(classmethod(lambda cls, v: _quantity(v)))
+
+
+class Ingress(Strict):
+    replicas: int = Field(2, ge=1)
+    resources: Resources = Field(default_factory=lambda: _res("100m", "128Mi", "1", "512Mi"))
+
+
+class Monitoring(Strict):
+    retention: str = "15d"
+    retention_size: Optional[str] = Field(None, alias="retentionSize")
+    storage_size: str = Field("50Gi", alias="storageSize")
+    storage_class: str = Field("local-path", alias="storageClass")
+    prometheus_resources: Resources = Field(default_factory=lambda: _res("500m", "2Gi", "2", "8Gi"), alias="prometheusResources")
+    grafana_resources: Resources = Field(default_factory=lambda: _res("100m", "256Mi", "500m", "1Gi"), alias="grafanaResources")
+    alertmanager_resources: Resources = Field(default_factory=lambda: _res("50m", "64Mi", "200m", "256Mi"), alias="alertmanagerResources")
+    operator_resources: Resources = Field(default_factory=lambda: _res("100m", "128Mi", "500m", "512Mi"), alias="operatorResources")
+    agent_resources: Resources = Field(default_factory=lambda: _res("50m", "64Mi", "250m", "256Mi"), alias="agentResources")
+
+    @field_validator("retention")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        if not _DURATION.match(v):
+            raise ValueError(f"'{v}' is not a Prometheus duration; write it like 15d or 360h")
+        return v
+
+    _q = field_validator("storage_size")(classmethod(lambda cls, v: _quantity(v)))
+
+
+class LlmGateway(Strict):
+    """Portkey in front of OpenRouter: non-secret routing settings for the backend."""
+
+    portkey_base_url: str = Field("https://api.portkey.ai/v1", alias="portkeyBaseUrl")
+    openrouter_base_url: str = Field("https://openrouter.ai/api/v1", alias="openrouterBaseUrl")
+    default_model: str = Field("openai/gpt-4o", alias="defaultModel")
+    fallback_models: list[str] = Field(default_factory=lambda: ["anthropic/claude-3.5-sonnet"], alias="fallbackModels")
+    retries: int = Field(3, ge=0, le=10)
+    timeout_seconds: int = Field(60, ge=1, alias="timeoutSeconds")
+
+    @field_validator("portkey_base_url", "openrouter_base_url")
+    @classmethod
+    def _https(cls, v: str) -> str:
+        if urlparse(v).scheme != "https":
+            raise ValueError(f"'{v}' is not an https URL; give the gateway's https base URL")
+        return v
+
+
+class Istio(Strict):
+    """Not implemented yet: must stay off (see cross_check)."""
+
+    enabled: bool = False
+
+
+class PlatformSettings(Strict):
+    quotas: dict[str, Quota] = Field(default_factory=dict)
+    limits: LimitDefaults = Field(default_factory=LimitDefaults)
+    network: Network = Field(default_factory=Network)
+    device_plugin: DevicePlugin = Field(default_factory=DevicePlugin, alias="devicePlugin")
+    gpu_metrics: GpuMetrics = Field(default_factory=GpuMetrics, alias="gpuMetrics")
+    postgres: Postgres = Field(default_factory=Postgres)
+    valkey: Valkey = Field(default_factory=Valkey)
+    ingress: Ingress = Field(default_factory=Ingress)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
+    llm_gateway: LlmGateway = Field(default_factory=LlmGateway, alias="llmGateway")
+    istio: Istio = Field(default_factory=Istio)
+
+    def quota(self, namespace: str) -> Quota:
+        return self.quotas.get(namespace, DEFAULT_QUOTAS[namespace])
+
+
+# ----------------------------------------------------------------------------- derived
+
+def total_gpu_capacity(cfg: "StackConfig") -> int:
+    """Schedulable nvidia.com/gpu units of the whole cluster: sum over nodes of count x sharing."""
+    return sum(n.gpu.capacity for n in cfg.nodes if n.gpu)
+
+
+def gpu_demand(cfg: "StackConfig", namespace: str) -> int:
+    """nvidia.com/gpu the services of one namespace request at peak replicas."""
+    kind = {names.APPS: "app", names.MCP: "mcp"}.get(namespace)
+    return sum(s.gpu * s.peak_replicas for s in cfg.services if s.kind == kind)
+
+
+def gpu_quota(cfg: "StackConfig", namespace: str) -> int:
+    """The `requests.nvidia.com/gpu` quota of a namespace."""
+    explicit = cfg.platform.quota(namespace).gpu
+    if explicit is not None:
+        return explicit
+    return total_gpu_capacity(cfg) if namespace in GPU_WORKLOAD_NAMESPACES else 0
+
+
+def required_secrets(cfg: "StackConfig") -> dict[str, str]:
+    """Secret config key -> what needs it."""
+    needed = {
+        "grafanaAdminPassword": "sophia:platform (Grafana admin)",
+        "postgresUser": "sophia:platform.postgres (application owner)",
+        "postgresPassword": "sophia:platform.postgres (application owner)",
+        "postgresDatabase": "sophia:platform.postgres (application database)",
+        "redisPassword": "sophia:platform.valkey (auth)",
+    }
+    backup = cfg.platform.postgres.backup
+    if backup.enabled:
+        needed[backup.access_key_config] = "sophia:platform.postgres.backup"
+        needed[backup.secret_key_config] = "sophia:platform.postgres.backup"
+    return needed
+
+
+def cross_check(cfg: "StackConfig") -> list[str]:
+    """Problems that span sophia:platform and other keys, one sentence each."""
+    p = cfg.platform
+    problems: list[str] = []
+    known = set(DEFAULT_QUOTAS)
+    for ns in p.quotas:
+        if ns not in known:
+            problems.append(f"sophia:platform.quotas.{ns}: there is no platform namespace '{ns}'; use one of {', '.join(sorted(known))}.")
+    capacity = total_gpu_capacity(cfg)
+    for ns in sorted(known):
+        quota = gpu_quota(cfg, ns)
+        demand = gpu_demand(cfg, ns)
+        if quota < demand:
+            problems.append(f"sophia:platform.quotas.{ns}.gpu: the quota allows {quota} nvidia.com/gpu but the services in {ns} request {demand} at peak replicas; raise the quota to at least {demand} (or leave it unset to use the capacity, {capacity}).")
+        if quota > capacity:
+            problems.append(f"sophia:platform.quotas.{ns}.gpu: the quota allows {quota} nvidia.com/gpu but the nodes offer only {capacity} (count x sharing); lower it to at most {capacity} or leave it unset.")
+    lim = p.limits
+    if _cpu(lim.default_request_cpu) > _cpu(lim.default_cpu):
+        problems.append("sophia:platform.limits.defaultRequestCpu: the default request is above the default limit; lower it or raise defaultCpu.")
+    if _mem(lim.default_request_memory) > _mem(lim.default_memory):
+        problems.append("sophia:platform.limits.defaultRequestMemory: the default request is above the default limit; lower it or raise defaultMemory.")
+
+    backup = p.postgres.backup
+    if backup.enabled:
+        if not backup.bucket:
+            problems.append("sophia:platform.postgres.backup.bucket: backups are enabled but no bucket is set; set the bucket name or set enabled: false.")
+        if not backup.endpoint or urlparse(backup.endpoint).scheme not in ("https", "http") or not urlparse(backup.endpoint).hostname:
+            problems.append("sophia:platform.postgres.backup.endpoint: backups are enabled but the endpoint is not a URL; set the S3 endpoint as https://host[:port] or set enabled: false.")
+        if "plugin-barman-cloud" not in cfg.charts:
+            problems.append("sophia:charts.plugin-barman-cloud: backups are enabled but the Barman Cloud plugin chart is not pinned; add it to sophia:charts.")
+    if p.istio.enabled:
+        problems.append("sophia:platform.istio.enabled: Istio is not part of this program yet; set enabled: false.")
+
+    required_charts = ["nvidia-device-plugin", "dcgm-exporter", "kube-prometheus-stack", "nginx-ingress", "cloudnative-pg", "valkey"]
+    for chart in required_charts:
+        if chart not in cfg.charts:
+            problems.append(f"sophia:charts.{chart}: the platform installs {chart} but it is not pinned; add {{repository, version}} for it to sophia:charts.")
+    return problems
+
+
+_CPU = re.compile(r"^([0-9.]+)(m?)$")
+_MEM_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def _cpu(q: str) -> float:
+    m = _CPU.match(q)
+    if not m:
+        return float("inf")
+    return float(m.group(1)) / (1000 if m.group(2) else 1)
+
+
+def _mem(q: str) -> float:
+    m = re.match(r"^([0-9.]+)([A-Za-z]*)$", q)
+    return float(m.group(1)) * _MEM_UNITS.get(m.group(2), 1) if m else float("inf")

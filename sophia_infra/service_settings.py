@@ -1,0 +1,160 @@
+"""Config schema of the services and ArgoCD (`sophia:argocd`, `sophia:workloads`).
+
+`sophia:argocd` (ArgoCDSettings) configures the GitOps delivery used when
+`sophia:delivery` is `argocd`; `sophia:workloads` (WorkloadSettings) holds the options of
+the platform's own workloads that apply in both delivery modes. Every field has a default,
+so stack files that set neither key validate unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Optional
+
+from pydantic import Field, field_validator
+
+from sophia_infra.model import Strict
+
+if TYPE_CHECKING:
+    from sophia_infra.config import StackConfig
+
+_HOST = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)+$")
+# A pinned git revision: a release tag (v1.2.3, 1.2.3-rc1) or a full commit SHA.
+_PINNED_REVISION = re.compile(r"^(v?\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?|[0-9a-f]{40})$")
+_QUANTITY = re.compile(r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
+
+ARGOCD_CHART = "argo-cd"
+
+
+def _host(v: Optional[str]) -> Optional[str]:
+    if v is not None and not _HOST.match(v):
+        raise ValueError(f"'{v}' is not a DNS host name; give a fully qualified lower-case host such as argocd.example.com, or leave it out")
+    return v
+
+
+class ArgoCDSettings(Strict):
+    """`sophia:argocd`: the Argo CD install and where Applications take the chart from."""
+
+    # The git repository that holds charts/sophia-service (this repository).
+    repo_url: str = Field("https://github.com/sophia-ai/sophia-infra.git", alias="repoUrl")
+    # A release tag or commit SHA: never HEAD or a branch, so a push does not roll out by itself.
+    target_revision: str = Field("v0.1.0", alias="targetRevision")
+    # Dex (SSO) is off unless an identity provider is configured.
+    dex: bool = False
+    # Host name of an Argo CD UI Ingress behind NGINX; no Ingress when unset.
+    ingress_host: Optional[str] = Field(None, alias="ingressHost")
+    # Create the `argocd` namespace here (it must exist before the argocd-secret Secret).
+    create_namespace: bool = Field(True, alias="createNamespace")
+    # admin.passwordMtime of argocd-secret: set it to the rotation time when the hash changes
+    # (Argo CD rejects tokens issued before it). Fixed, so that runs do not differ.
+    admin_password_mtime: str = Field("2026-01-01T00:00:00Z", alias="adminPasswordMtime")
+
+    @field_validator("repo_url")
+    @classmethod
+    def _repo(cls, v: str) -> str:
+        if not re.match(r"^(https://|ssh://|git@)[^\s]+$", v):
+            raise ValueError(f"'{v}' is not a git repository URL; use https://host/org/repo.git or git@host:org/repo.git")
+        return v
+
+    @field_validator("admin_password_mtime")
+    @classmethod
+    def _mtime(cls, v: str) -> str:
+        if not re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$", v):
+            raise ValueError(f"'{v}' is not an RFC 3339 UTC time; write it like 2026-01-01T00:00:00Z")
+        return v
+
+    @field_validator("ingress_host")
+    @classmethod
+    def _ingress_host(cls, v: Optional[str]) -> Optional[str]:
+        return _host(v)
+
+
+class Resources(Strict):
+    """Requests and limits of one container (Kubernetes quantities)."""
+
+    cpu_request: str = Field(alias="cpuRequest")
+    memory_request: str = Field(alias="memoryRequest")
+    cpu_limit: str = Field(alias="cpuLimit")
+    memory_limit: str = Field(alias="memoryLimit")
+
+    @field_validator("cpu_request", "memory_request", "cpu_limit", "memory_limit")
+    @classmethod
+    def _quantity(cls, v: str) -> str:
+        if not _QUANTITY.match(v):
+            raise ValueError(f"'{v}' is not a Kubernetes quantity; write it like 250m, 1, 512Mi or 2Gi")
+        return v
+
+    def as_values(self) -> dict:
+        return {"requests": {"cpu": self.cpu_request, "memory": self.memory_request},
+                "limits": {"cpu": self.cpu_limit, "memory": self.memory_limit}}
+
+
+class WorkloadSettings(Strict):
+    """`sophia:workloads`: options of backend, frontend and the MCP servers (both delivery modes)."""
+
+    # Pull images with the Docker Hub credentials of ESC (dockerUsername, dockerAccessToken).
+    # On by default: the credentials are in both ESC environments, and authenticated pulls
+    # avoid Docker Hub's anonymous rate limit on nodes that share a public address.
+    private_images: bool = Field(True, alias="privateImages")
+    registry_server: str = Field("https://index.docker.io/v1/", alias="registryServer")
+    # Host name of the frontend's Ingress behind NGINX; no Ingress when unset.
+    frontend_host: Optional[str] = Field(None, alias="frontendHost")
+    ingress_class: str = Field("nginx", alias="ingressClass")
+    # HTTP readiness/liveness path of the apps (MCP servers are probed over TCP).
+    health_paths: dict[str, str] = Field(default_factory=lambda: {"backend": "/health", "frontend": "/"}, alias="healthPaths")
+    # Per-service overrides of the default requests and limits.
+    resources: dict[str, Resources] = Field(default_factory=dict)
+    # HPA CPU target.
+    target_cpu_utilization: int = Field(70, ge=10, le=100, alias="targetCpuUtilization")
+
+    @field_validator("frontend_host")
+    @classmethod
+    def _frontend_host(cls, v: Optional[str]) -> Optional[str]:
+        return _host(v)
+
+    @field_validator("health_paths")
+    @classmethod
+    def _paths(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, path in v.items():
+            if not path.startswith("/"):
+                raise ValueError(f"the health path of '{name}' ('{path}') must start with '/'")
+        return v
+
+
+def workloads(cfg: "StackConfig") -> WorkloadSettings:
+    """The stack's WorkloadSettings (defaults until `sophia:workloads` is part of StackConfig)."""
+    return getattr(cfg, "workloads", None) or WorkloadSettings()
+
+
+def required_secrets(cfg: "StackConfig") -> dict[str, str]:
+    """Secret config key -> what needs it."""
+    needed: dict[str, str] = {}
+    if cfg.delivery == "argocd":
+        needed["argocdAdminPasswordBcrypt"] = "sophia:delivery (argocd: the admin password's bcrypt hash)"
+    if cfg.services and workloads(cfg).private_images:
+        needed["dockerUsername"] = "sophia:workloads.privateImages (image pull Secret)"
+        needed["dockerAccessToken"] = "sophia:workloads.privateImages (image pull Secret)"
+    return needed
+
+
+def cross_check(cfg: "StackConfig") -> list[str]:
+    """Problems that span sophia:services, sophia:argocd and other keys, one sentence each."""
+    problems: list[str] = []
+    argo = cfg.argocd
+    if cfg.delivery == "argocd":
+        rev = argo.target_revision
+        if rev.upper() == "HEAD" or not _PINNED_REVISION.match(rev):
+            problems.append(f"sophia:argocd.targetRevision: '{rev}' is not pinned (HEAD and branches move by themselves); use a release tag such as v0.1.0 or a full commit SHA.")
+        if ARGOCD_CHART not in cfg.charts:
+            problems.append(f"sophia:charts.{ARGOCD_CHART}: sophia:delivery is argocd but no {ARGOCD_CHART} chart is pinned; add {ARGOCD_CHART}: {{repository: https://argoproj.github.io/argo-helm, version: 10.1.1}}.")
+    for i, svc in enumerate(cfg.services):
+        if svc.port < 1024:
+            problems.append(f"sophia:services[{i}].port: {svc.port} is a privileged port, which a non-root container without capabilities cannot bind; use a port from 1024 up (8000 by default).")
+    w = workloads(cfg)
+    names = {s.name for s in cfg.services}
+    for name in sorted(set(w.resources) | set(w.health_paths)):
+        if name not in names and name not in ("backend", "frontend"):
+            problems.append(f"sophia:workloads: '{name}' is not a service of sophia:services; remove it or correct its spelling.")
+    if w.frontend_host and "frontend" not in names:
+        problems.append("sophia:workloads.frontendHost: there is no service named 'frontend'; remove frontendHost or add the frontend service.")
+    return problems

@@ -1,0 +1,155 @@
+"""The cluster under Pulumi's mock monitor: shape, ordering, secrecy, change and removal."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from sophia_infra.plan import runner, stack_config
+from sophia_infra.plan.mocks import SECRET
+
+
+def _run(stack: str, change=None):
+    config, secret_keys = stack_config.load(stack)
+    if change:
+        config = dict(config)
+        change(config)
+    return runner.run(stack, config=config, secret_keys=secret_keys)
+
+
+def _edit(key: str, fn):
+    def change(config):
+        value = json.loads(config[key])
+        fn(value)
+        config[key] = json.dumps(value)
+    return change
+
+
+@pytest.fixture(scope="module")
+def production():
+    return _run("production")
+
+
+def _by_name(result):
+    return {r.name: r for r in result.resources}
+
+
+def _urns_of(result, component_name: str) -> set[str]:
+    parent = next(r.urn for r in result.resources if r.name == component_name and r.type.startswith("sophia:k3s:"))
+    return {r.urn for r in result.resources if r.parent == parent} | {parent}
+
+
+def test_one_control_plane_and_four_workers(production):
+    types = [r.type for r in production.resources]
+    assert types.count("sophia:k3s:ControlPlane") == 1
+    assert types.count("sophia:k3s:Worker") == 4
+    assert types.count("kubernetes:core/v1:NodePatch") == 5
+
+
+def test_workers_wait_for_the_control_plane_but_not_for_each_other(production):
+    names = _by_name(production)
+    cp_install = names["sophia-control-install"].urn
+    workers = ["sophia-ai-core", "sophia-mcp", "sophia-data", "sophia-dev"]
+    for w in workers:
+        first = names[f"{w}-secrets"]
+        assert cp_install in first.dependencies
+        others = set().union(*(_urns_of(production, o) for o in workers if o != w))
+        for urn in _urns_of(production, w):
+            r = next(x for x in production.resources if x.urn == urn)
+            assert not set(r.dependencies) & others, (w, r.name)
+
+
+def test_node_chain_order(production):
+    names = _by_name(production)
+    for node in ("sophia-control", "sophia-mcp"):
+        assert names[f"{node}-secrets"].urn in names[f"{node}-config"].dependencies
+        assert names[f"{node}-config"].urn in names[f"{node}-install"].dependencies
+    assert names["sophia-mcp-install"].urn in names["sophia-mcp-membership"].dependencies
+    assert names["sophia-mcp-membership"].urn in names["sophia-mcp-labels"].dependencies
+
+
+def test_token_and_kubeconfig_are_secret(production):
+    names = _by_name(production)
+    assert production.outputs["kubeconfig"] == SECRET
+    kube = yaml.safe_load(production.secret_outputs["kubeconfig"])
+    assert kube["clusters"][0]["cluster"]["server"] == "https://203.0.113.10:6443"
+    for w in ("sophia-ai-core", "sophia-mcp"):
+        assert names[f"{w}-secrets"].inputs["stdin"] == SECRET  # the join token
+    assert names["sophia-control-secrets"].inputs["stdin"] == SECRET
+    for reader in ("sophia-control-read-token", "sophia-control-read-kubeconfig"):
+        assert names[reader].inputs["logging"] == "none"
+        assert "stdout" in names[reader].options["additionalSecretOutputs"]
+    assert names["sophia-k8s"].inputs["kubeconfig"] == SECRET
+    assert names["sophia-k8s"].inputs["clusterIdentifier"] == "k3s-sophia-control"
+
+
+def test_no_secret_in_command_text_or_plain_outputs(production):
+    secrets = [v for k, v in production.config.items() if "placeholder-" in v]
+    secrets.append(production.secret_outputs["kubeconfig"].split("client-key-data: ")[1].split()[0])
+    plain = json.dumps({k: v for k, v in production.outputs.items() if v != SECRET})
+    commands = json.dumps([r.inputs for r in production.resources if r.type == "command:remote:Command"])
+    for value in secrets:
+        assert value not in plain and value not in commands
+
+
+def test_every_resource_uses_the_cluster_provider(production):
+    k8s = [r for r in production.resources if r.type.startswith("kubernetes:")]
+    assert k8s and all(r.provider.startswith(next(x.urn for x in production.resources if x.name == "sophia-k8s")) for r in k8s)
+
+
+def test_changing_a_workers_labels_does_not_touch_its_install(production):
+    changed = _run("production", _edit("sophia:nodes", lambda nodes: nodes[2].update(labels={"team": "mcp"})))
+    before, after = _by_name(production), _by_name(changed)
+    assert before["sophia-mcp-install"].inputs == after["sophia-mcp-install"].inputs  # no diff: not replaced, not rerun
+    assert before["sophia-mcp-config"].inputs != after["sophia-mcp-config"].inputs  # config.yaml re-applied (update)
+    assert after["sophia-mcp-config"].inputs["update"]  # an update command exists, so a change is not a replace
+    assert after["sophia-mcp-labels"].inputs["metadata"]["labels"]["team"] == "mcp"  # enforced through the API
+    assert after["sophia-mcp-labels"].urn == before["sophia-mcp-labels"].urn
+
+
+def test_new_k3s_pin_reruns_installs_with_servers_first(production):
+    changed = _run("production", _edit("sophia:k3s", lambda k3s: k3s.update(version="v1.34.3+k3s1")))
+    after = _by_name(changed)
+    assert "want=v1.34.3+k3s1" in after["sophia-control-install"].inputs["update"]
+    assert after["sophia-control-install"].urn in after["sophia-mcp-secrets"].dependencies
+
+
+def test_removing_a_worker_plans_drain_node_deletion_and_uninstall(production):
+    def drop(config):
+        nodes = json.loads(config["sophia:nodes"])
+        config["sophia:nodes"] = json.dumps([n for n in nodes if n["name"] != "sophia-dev"])
+        hosts = json.loads(config["sophia:hosts"])
+        hosts.pop("sophia-dev")
+        config["sophia:hosts"] = json.dumps(hosts)
+        services = json.loads(config["sophia:services"])
+        for s in services:
+            if s.get("placement", {}).get("gpuType") == "A10":
+                s.pop("placement")
+        config["sophia:services"] = json.dumps(services)
+
+    smaller = _run("production", drop)
+    before = _by_name(production)
+    removed = set(before) - set(_by_name(smaller))
+    assert removed == {"sophia-dev", "sophia-dev-firewall", "sophia-dev-secrets", "sophia-dev-config",
+                       "sophia-dev-install", "sophia-dev-membership", "sophia-dev-labels"}
+    # What the engine runs for the removed resources, from their last state:
+    membership, install = before["sophia-dev-membership"], before["sophia-dev-install"]
+    assert "kubectl drain sophia-dev" in membership.inputs["delete"]
+    assert "kubectl delete node sophia-dev" in membership.inputs["delete"]
+    assert "k3s-agent-uninstall.sh" in install.inputs["delete"]
+    # Dependents are deleted first: labels, then drain + node deletion, then uninstall.
+    assert install.urn in membership.dependencies
+    assert membership.urn in before["sophia-dev-labels"].dependencies
+    # The drain runs on the control plane, not on the leaving host.
+    assert membership.inputs["connection"] == SECRET and "membership" in membership.name
+
+
+def test_control_plane_delete_uninstalls_the_server(production):
+    assert "k3s-uninstall.sh" in _by_name(production)["sophia-control-install"].inputs["delete"]
+
+
+def test_firewall_only_when_enabled():
+    dev = _by_name(_run("dev"))
+    assert not any(n.endswith("-firewall") for n in dev)

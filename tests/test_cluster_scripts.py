@@ -1,0 +1,200 @@
+"""The scripts sent to hosts: content, shellcheck, and idempotence run for real."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+import pytest
+import yaml
+
+from sophia_infra.cluster import kubeconfig, scripts
+from sophia_infra.plan import runner
+from tests.conftest import parse_with
+from tests.host_sandbox import Host, requires_sandbox
+
+
+def _with_everything(r):
+    r["k3s"].update(etcdS3={"bucket": "sophia-backups", "endpoint": "objects.example.com", "region": "us-east-1"},
+                    installNvidiaToolkit=True, firewall=True, apiAllowFrom=["198.51.100.0/24"],
+                    apiDnsName="k3s.example.com")
+    r["hosts"]["sophia-mcp"] = {"address": "203.0.113.12", "privateAddress": "192.0.2.12", "flannelIface": "eth1"}
+
+
+def _sent_scripts() -> dict[str, str]:
+    """Every script the program sends to a host, taken from the commands it registers."""
+    out = {}
+    for stack in ("dev", "production"):
+        for r in runner.run(stack).resources:
+            if r.type != "command:remote:Command":
+                continue
+            for verb in ("create", "update", "delete"):
+                text = r.inputs.get(verb)
+                if text:
+                    argv = shlex.split(text)
+                    assert argv[:3] == ["sudo", "bash", "-c"], text
+                    out[f"{stack}:{r.name}:{verb}"] = argv[3]
+    return out
+
+
+def _variant_scripts() -> dict[str, str]:
+    cfg = parse_with("production", _with_everything)
+    out = {}
+    for node in cfg.nodes:
+        labels = scripts.node_labels(node)
+        text = scripts.render_config(scripts.k3s_config(cfg, node, labels))
+        out[f"{node.name}:config"] = scripts.apply_config_script(node, text)
+        out[f"{node.name}:install"] = scripts.install_script(cfg, node)
+        out[f"{node.name}:secrets"] = scripts.write_secrets_script(node, with_etcd_s3=node.cluster_init)
+        out[f"{node.name}:firewall"] = scripts.firewall_script(cfg, node)
+    return out
+
+
+ALL_SCRIPTS = {**_sent_scripts(), **_variant_scripts()}
+
+
+def test_every_sent_script_passes_shellcheck():
+    failures = {}
+    for name, script in sorted(ALL_SCRIPTS.items()):
+        proc = subprocess.run(["shellcheck", "--shell=bash", "--severity=style", "-"], input=script,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            failures[name] = proc.stdout
+    assert not failures, "\n".join(f"{k}:\n{v}" for k, v in failures.items())
+    assert len(ALL_SCRIPTS) > 50
+
+
+def test_control_plane_config():
+    cfg = parse_with("production", _with_everything)
+    cp = cfg.control_plane
+    conf = scripts.k3s_config(cfg, cp, scripts.node_labels(cp))
+    assert conf["cluster-init"] is True and "server" not in conf
+    assert conf["disable"] == ["traefik"]
+    assert conf["tls-san"] == ["203.0.113.10", "k3s.example.com"]
+    assert conf["secrets-encryption"] is True and conf["write-kubeconfig-mode"] == "0600"
+    assert conf["etcd-snapshot-schedule-cron"] == "0 */6 * * *" and conf["etcd-snapshot-retention"] == 28
+    assert conf["etcd-s3"] is True and conf["etcd-s3-bucket"] == "sophia-backups"
+    assert conf["token-file"] == scripts.TOKEN_PATH
+    assert not any("secret" in k and "encryption" not in k for k in conf)  # S3 keys go via the service env
+
+
+def test_worker_config_labels_and_join():
+    cfg = parse_with("production", _with_everything)
+    node = next(n for n in cfg.nodes if n.name == "sophia-mcp")
+    conf = scripts.k3s_config(cfg, node, scripts.node_labels(node))
+    assert conf["server"] == "https://203.0.113.10:6443"
+    assert set(conf["node-label"]) == {"gpu-type=A6000", "nvidia.com/gpu.present=true", "sophia.ai/role=worker"}
+    assert conf["node-ip"] == "192.0.2.12" and conf["node-external-ip"] == "203.0.113.12"
+    assert conf["flannel-iface"] == "eth1"
+    assert "cluster-init" not in conf and "disable" not in conf
+
+
+def test_install_pins_the_version_and_role():
+    cfg = parse_with("production")
+    cp, worker = cfg.control_plane, cfg.workers[0]
+    cp_script, worker_script = scripts.install_script(cfg, cp), scripts.install_script(cfg, worker)
+    assert "want=v1.34.2+k3s1" in cp_script and "INSTALL_K3S_EXEC=server" in cp_script
+    assert "INSTALL_K3S_EXEC=agent" in worker_script
+    assert "k3s-io/k3s/v1.34.2%2Bk3s1/install.sh" in cp_script  # the installer of that very release
+    assert "nvidia-container-runtime" in worker_script  # GPU nodes check the runtime first
+
+
+def test_no_script_carries_a_token_or_echoes_one():
+    plan = runner.run("production")
+    token = plan.secret_outputs["kubeconfig"]  # any secret value of the run
+    for name, script in ALL_SCRIPTS.items():
+        assert "placeholder-" not in script, name
+        assert token not in script
+        # A secret read from stdin is only ever tested for emptiness or written to a file.
+        for line in script.splitlines():
+            if any(v in line for v in ("$token", "$access_key", "$secret_key")):
+                assert line.strip().startswith("if [ -z") or line.rstrip().endswith('> "$tmp"'), (name, line)
+
+
+def test_kubeconfig_rewrite_points_at_the_api_and_renames():
+    raw = yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "current-context": "default",
+                          "clusters": [{"name": "default", "cluster": {"server": "https://127.0.0.1:6443", "certificate-authority-data": "x"}}],
+                          "contexts": [{"name": "default", "context": {"cluster": "default", "user": "default"}}],
+                          "users": [{"name": "default", "user": {"client-key-data": "k"}}]})
+    doc = yaml.safe_load(kubeconfig.rewrite(raw, "k3s.example.com", "sophia"))
+    assert doc["clusters"][0]["cluster"]["server"] == "https://k3s.example.com:6443"
+    assert doc["current-context"] == "sophia" and doc["users"][0]["user"]["client-key-data"] == "k"
+
+
+def test_empty_kubeconfig_says_what_to_do():
+    with pytest.raises(kubeconfig.KubeconfigError, match="pulumi refresh"):
+        kubeconfig.rewrite("", "k3s.example.com", "sophia")
+
+
+# --- idempotence, run for real in a sandbox -------------------------------------------
+
+@requires_sandbox
+def test_config_apply_is_idempotent_restarts_on_change_and_rolls_back(tmp_path):
+    cfg = parse_with("dev")
+    node = cfg.workers[0]
+    host = Host(tmp_path)
+    first = scripts.apply_config_script(node, "server: https://a:6443\n")
+    changed = scripts.apply_config_script(node, "server: https://b:6443\n")
+
+    proc = host.run(first)
+    assert proc.returncode == 0 and "not installed yet" in proc.stdout
+    assert host.file("config.yaml").read_text() == "server: https://a:6443\n"
+    assert oct(host.file("config.yaml").stat().st_mode & 0o777) == "0o600"
+
+    host.set("installed", "active")
+    proc = host.run(first)
+    assert proc.returncode == 0 and "config unchanged" in proc.stdout
+    assert not any("restart" in c for c in host.calls())
+
+    proc = host.run(changed)
+    assert proc.returncode == 0, proc.stderr
+    assert "systemctl restart k3s-agent" in host.calls()
+    assert host.file("config.yaml").read_text() == "server: https://b:6443\n"
+
+    host.set("restart_fails")
+    proc = host.run(first)
+    assert proc.returncode == 1 and "rolling back" in proc.stderr
+    assert host.file("config.yaml").read_text() == "server: https://b:6443\n"  # the previous, working file
+
+
+@requires_sandbox
+def test_install_skips_a_host_at_the_pinned_version_and_upgrades_otherwise(tmp_path):
+    cfg = parse_with("dev")
+    node = cfg.workers[0]
+    host = Host(tmp_path)
+    script = scripts.install_script(cfg, node)
+
+    proc = host.run(script)
+    assert proc.returncode == 0, proc.stderr
+    assert "installer v1.34.2+k3s1 agent" in host.calls()
+
+    proc = host.run(script)
+    assert proc.returncode == 0 and "already running" in proc.stdout
+    assert not any(c.startswith("installer") for c in host.calls())
+
+    host.set(version="v1.33.5+k3s1")
+    proc = host.run(script)
+    assert "installer v1.34.2+k3s1 agent" in host.calls()
+
+
+@requires_sandbox
+def test_gpu_node_without_nvidia_runtime_stops_with_a_clear_message(tmp_path):
+    cfg = parse_with("dev")
+    host = Host(tmp_path, nvidia=False)
+    proc = host.run(scripts.install_script(cfg, cfg.workers[0]))
+    assert proc.returncode == 1
+    assert "NVIDIA container runtime is missing" in proc.stderr and "installNvidiaToolkit" in proc.stderr
+    assert not any(c.startswith("installer") for c in host.calls())
+
+
+@requires_sandbox
+def test_token_goes_to_a_0600_file_and_is_never_printed(tmp_path):
+    cfg = parse_with("dev")
+    host = Host(tmp_path)
+    script = scripts.write_secrets_script(cfg.control_plane, with_etcd_s3=False)
+    proc = host.run(script, stdin="K10abc::server:s3cr3t\n")
+    assert proc.returncode == 0 and "s3cr3t" not in proc.stdout + proc.stderr
+    token = host.file("cluster-token")
+    assert token.read_text() == "K10abc::server:s3cr3t\n" and oct(token.stat().st_mode & 0o777) == "0o600"
+    assert "token unchanged" in host.run(script, stdin="K10abc::server:s3cr3t\n").stdout
+    assert host.run(script, stdin="").returncode == 1
