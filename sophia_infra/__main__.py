@@ -1,4 +1,4 @@
-"""Command line: `python -m sophia_infra plan --stack dev|production [--out DIR]`."""
+"""Command line: `plan --stack dev|production [--out DIR]`, `audit PATH...`."""
 
 from __future__ import annotations
 
@@ -26,6 +26,19 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from sophia_infra import audit
+
+    findings = audit.audit([Path(p) for p in args.paths], Path(args.allowlist))
+    for finding in findings:
+        print(finding)
+    if findings:
+        print(f"{len(findings)} address literal(s): move them to ESC or the stack outputs, "
+              f"or allowlist them in {args.allowlist} with a reason", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sophia_infra", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -33,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("--stack", required=True, help="dev or production (a Pulumi.<stack>.yaml)")
     plan.add_argument("--out", help="output folder (default build/plan/<stack>)")
     plan.set_defaults(func=_plan)
+    audit = sub.add_parser("audit", help="find hard-coded IP addresses in code and config")
+    audit.add_argument("paths", nargs="+", help="files or folders to scan")
+    audit.add_argument("--allowlist", default=".address-allowlist", help="CIDRs to accept (default .address-allowlist)")
+    audit.set_defaults(func=_audit)
     args = parser.parse_args(argv)
     return args.func(args)
 
