@@ -1,4 +1,4 @@
-"""Command line: `plan --stack dev|production [--out DIR]`, `audit PATH...`."""
+"""Command line: `plan --stack S [--out DIR]`, `outputs --stack S [KEY]`, `audit PATH...`."""
 
 from __future__ import annotations
 
@@ -39,6 +39,39 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _outputs(args: argparse.Namespace) -> int:
+    import json
+
+    from sophia_infra import outputs
+
+    try:
+        data = outputs.read_outputs(args.stack, show_secrets=args.show_secrets)
+        value = outputs.lookup(data, args.key) if args.key else data
+    except outputs.OutputsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True))
+    return 0
+
+
+def _describe(args: argparse.Namespace) -> int:
+    """Facts deploy.sh needs about a service, read offline from the stack config."""
+    from sophia_infra import names
+    from sophia_infra.plan import stack_config
+
+    try:
+        cfg = stack_config.load_validated(args.stack)
+    except (stack_config.StackFileError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    svc = next((s for s in cfg.services if s.name == args.service), None)
+    if svc is None:
+        print(f"error: stack '{args.stack}' has no service '{args.service}'", file=sys.stderr)
+        return 2
+    print(f"namespace={names.SERVICE_NAMESPACES[svc.kind]}\ndelivery={cfg.delivery}\nkind={svc.kind}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sophia_infra", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("--stack", required=True, help="dev or production (a Pulumi.<stack>.yaml)")
     plan.add_argument("--out", help="output folder (default build/plan/<stack>)")
     plan.set_defaults(func=_plan)
+    outs = sub.add_parser("outputs", help="read the stack's outputs (node addresses, endpoints, MCP registry)")
+    outs.add_argument("--stack", required=True)
+    outs.add_argument("key", nargs="?", help="dotted path, e.g. nodeIps.sophia-mcp (default: all)")
+    outs.add_argument("--show-secrets", action="store_true", help="print secret outputs in clear text")
+    outs.set_defaults(func=_outputs)
+    describe = sub.add_parser("describe", help="a service's namespace and delivery mode (for deploy.sh)")
+    describe.add_argument("--stack", required=True)
+    describe.add_argument("service")
+    describe.set_defaults(func=_describe)
     audit = sub.add_parser("audit", help="find hard-coded IP addresses in code and config")
     audit.add_argument("paths", nargs="+", help="files or folders to scan")
     audit.add_argument("--allowlist", default=".address-allowlist", help="CIDRs to accept (default .address-allowlist)")

@@ -21,3 +21,6 @@ ARCH_LABEL = "kubernetes.io/arch"
 
 # The RuntimeClass K3s creates itself when it finds the NVIDIA container runtime.
 NVIDIA_RUNTIME_CLASS = "nvidia"
+
+# Where each kind of service runs.
+SERVICE_NAMESPACES = {"app": APPS, "mcp": MCP}

@@ -110,3 +110,21 @@ def load(stack: str, root: Path = ROOT) -> tuple[dict[str, str], list[str]]:
             value = value.value
         config[key] = value if isinstance(value, str) else json.dumps(value)
     return config, secret_keys
+
+
+def load_validated(stack: str, root: Path = ROOT):
+    """The stack's validated StackConfig, offline (placeholder secrets count as present)."""
+    from sophia_infra import config as schema
+
+    values, secret_keys = load(stack, root)
+    raw = {}
+    for key, structured in schema.TOP_LEVEL_KEYS.items():
+        text = values.get(f"{schema.NAMESPACE}:{key}")
+        raw[key] = json.loads(text) if (text is not None and structured) else text
+    secrets = set(secret_keys)
+
+    def lookup(key: str):
+        full = f"{schema.NAMESPACE}:{key}"
+        return None if full not in values else full in secrets
+
+    return schema.parse(raw, lookup)
