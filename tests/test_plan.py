@@ -82,3 +82,20 @@ def test_bad_config_stops_with_sentences_not_a_traceback(tmp_path):
 def test_unknown_stack(tmp_path):
     proc = _plan("staging", tmp_path / "out")
     assert proc.returncode == 2 and "Pulumi.staging.yaml does not exist" in proc.stderr
+
+
+def test_plan_evaluates_the_policy_pack_and_is_clean(plans, stack):
+    stdout, _ = plans[stack]
+    assert "Policy (policy/rules.py): 0 violation(s)" in stdout
+
+
+def test_plan_prints_policy_violations(tmp_path):
+    from sophia_infra.plan import report, runner
+    from sophia_infra.plan.mocks import Registration
+
+    result = runner.run("dev")
+    result.resources.append(Registration(
+        urn="urn:x", type="kubernetes:core/v1:ConfigMap", name="leak", custom=True, parent="", dependencies=[],
+        provider="", inputs={"metadata": {"name": "leak"}, "data": {"API_TOKEN": "x"}}))
+    text = report.render(result)
+    assert "1 violation(s)" in text and "[no-secrets-in-configmaps] -/leak: key 'API_TOKEN'" in text

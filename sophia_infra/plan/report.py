@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
@@ -11,6 +13,7 @@ from typing import Any, Iterable
 import yaml
 
 from sophia_infra import placement
+from sophia_infra.plan import stack_config
 from sophia_infra.plan.mocks import Registration
 from sophia_infra.plan.runner import PlanResult
 
@@ -66,6 +69,23 @@ def write(result: PlanResult, out_dir: Path) -> None:
     (out_dir / "placement.md").write_text(placement.render_markdown(cfg, result.stack))
 
 
+def _policy_rules():
+    """The policy pack's rules module (policy/rules.py), loaded once by path."""
+    name = "sophia_policy_rules"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, stack_config.ROOT / "policy" / "rules.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def policy_violations(result: PlanResult) -> list[tuple[str, str, str]]:
+    """(resource URN, rule, message) from the policy pack's own rules."""
+    rules = _policy_rules()
+    return [(r.urn, rule, msg) for r in result.resources for rule, msg in rules.evaluate(r.type, r.inputs)]
+
+
 def render(result: PlanResult) -> str:
     cfg = result.cfg
     counts = resource_counts(result)
@@ -76,4 +96,7 @@ def render(result: PlanResult) -> str:
     for name, value in result.outputs.items():
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
         lines.append(f"  {name}: {text}")
+    violations = policy_violations(result)
+    lines += ["", f"Policy (policy/rules.py): {len(violations)} violation(s)"]
+    lines += [f"  [{rule}] {msg}" for _, rule, msg in violations]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,179 @@
+"""The platform's mandatory rules, as pure functions over a resource's type and inputs.
+
+Standard library only: the policy pack (`__main__.py`, run by `pulumi preview
+--policy-pack policy`) and the offline plan (`python -m sophia_infra plan`) both
+evaluate these same functions.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+INGRESS_NAMESPACE = "nginx-ingress"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_TYPE_LABEL = "gpu-type"
+NVIDIA_RUNTIME_CLASS = "nvidia"
+
+_WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
+_SECRET_KEY = re.compile(r"pass(word|wd)?|secret|token|api[_-]?key|private[_-]?key|credential", re.I)
+_IPV4 = re.compile(r"(?<![\w.])((?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3})(/\d{1,2})?(?![\w.])")
+_NOT_HOSTS = [ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "127.0.0.0/8", "0.0.0.0/32")]
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    description: str
+    check: Callable[[str, dict], list[str]]
+
+
+def kind_of(resource_type: str) -> str:
+    """`kubernetes:apps/v1:Deployment` -> `Deployment`; CustomResources keep their kind."""
+    return resource_type.rsplit(":", 1)[-1] if resource_type.startswith("kubernetes:") else ""
+
+
+def pod_spec(resource_type: str, props: dict) -> dict | None:
+    kind = kind_of(resource_type)
+    if kind not in _WORKLOAD_KINDS:
+        return None
+    spec = props.get("spec") or {}
+    if kind == "Pod":
+        return spec
+    if kind == "CronJob":
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    return ((spec.get("template") or {}).get("spec")) or {}
+
+
+def _containers(spec: dict) -> Iterator[dict]:
+    yield from spec.get("initContainers") or []
+    yield from spec.get("containers") or []
+
+
+def _name(props: dict) -> str:
+    meta = props.get("metadata") or {}
+    return f"{meta.get('namespace', '-')}/{meta.get('name', '?')}"
+
+
+def containers_have_limits(resource_type: str, props: dict) -> list[str]:
+    spec = pod_spec(resource_type, props)
+    if spec is None:
+        return []
+    out = []
+    for c in _containers(spec):
+        limits = (c.get("resources") or {}).get("limits") or {}
+        missing = [r for r in ("cpu", "memory") if r not in limits]
+        if missing:
+            out.append(f"{_name(props)}: container '{c.get('name')}' has no {' or '.join(missing)} limit; set resources.limits")
+    return out
+
+
+def gpu_pods_use_nvidia_runtime_and_gpu_type(resource_type: str, props: dict) -> list[str]:
+    spec = pod_spec(resource_type, props)
+    if spec is None:
+        return []
+    wants_gpu = any(GPU_RESOURCE in ((c.get("resources") or {}).get(k) or {})
+                    for c in _containers(spec) for k in ("limits", "requests"))
+    if not wants_gpu:
+        return []
+    out = []
+    if spec.get("runtimeClassName") != NVIDIA_RUNTIME_CLASS:
+        out.append(f"{_name(props)}: requests {GPU_RESOURCE} but runtimeClassName is not '{NVIDIA_RUNTIME_CLASS}'")
+    selects = GPU_TYPE_LABEL in (spec.get("nodeSelector") or {})
+    terms = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
+             .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms") or []
+    selects = selects or any(e.get("key") == GPU_TYPE_LABEL for t in terms for e in t.get("matchExpressions") or [])
+    if not selects:
+        out.append(f"{_name(props)}: requests {GPU_RESOURCE} but selects no '{GPU_TYPE_LABEL}' node")
+    return out
+
+
+def images_are_pinned(resource_type: str, props: dict) -> list[str]:
+    spec = pod_spec(resource_type, props)
+    if spec is None:
+        return []
+    out = []
+    for c in _containers(spec):
+        image = c.get("image") or ""
+        if "@sha256:" in image:
+            continue
+        tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
+        if not tag or tag == "latest":
+            out.append(f"{_name(props)}: container '{c.get('name')}' image '{image}' is not pinned; use an exact tag or digest")
+    return out
+
+
+def _service_types(values: Any, path: str = "") -> Iterator[str]:
+    if isinstance(values, dict):
+        for k, v in values.items():
+            here = f"{path}.{k}" if path else k
+            if k == "type" and v == "LoadBalancer":
+                yield path
+            yield from _service_types(v, here)
+    elif isinstance(values, list):
+        for i, v in enumerate(values):
+            yield from _service_types(v, f"{path}[{i}]")
+
+
+def no_load_balancer_but_ingress(resource_type: str, props: dict) -> list[str]:
+    if kind_of(resource_type) == "Service":
+        ns = (props.get("metadata") or {}).get("namespace")
+        if (props.get("spec") or {}).get("type") == "LoadBalancer" and ns != INGRESS_NAMESPACE:
+            return [f"{_name(props)}: only the ingress controller may be a LoadBalancer Service; use ClusterIP behind the ingress"]
+    if resource_type == "kubernetes:helm.sh/v3:Release" and props.get("namespace") != INGRESS_NAMESPACE:
+        return [f"release '{props.get('name')}': values set a LoadBalancer at {p}; only the ingress controller may"
+                for p in _service_types(props.get("values") or {})]
+    return []
+
+
+def no_secret_looking_keys_in_configmaps(resource_type: str, props: dict) -> list[str]:
+    if kind_of(resource_type) != "ConfigMap":
+        return []
+    keys = list((props.get("data") or {})) + list((props.get("binaryData") or {}))
+    return [f"{_name(props)}: key '{k}' looks like a secret; put it in a Secret" for k in keys if _SECRET_KEY.search(k)]
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def no_address_literals(resource_type: str, props: dict) -> list[str]:
+    """Kubernetes objects and chart values reach hosts by DNS name, never by IP address.
+    (Ranges such as a NetworkPolicy's ipBlock are networks, not hosts, and pass.)"""
+    if not resource_type.startswith("kubernetes:") or resource_type.startswith("kubernetes:index:Provider"):
+        return []
+    found = []
+    for text in _strings(props):
+        for m in _IPV4.finditer(text):
+            net = ipaddress.ip_network(m.group(0), strict=False)
+            if net.prefixlen < 32 or any(net.subnet_of(n) for n in _NOT_HOSTS):
+                continue
+            found.append(m.group(0))
+    name = _name(props) if props.get("metadata") else props.get("name", "?")
+    return [f"{name}: address literal {a} in the inputs; use a DNS name or a stack output" for a in sorted(set(found))]
+
+
+RULES = [
+    Rule("containers-have-limits", "Every container sets CPU and memory limits.", containers_have_limits),
+    Rule("gpu-pods-use-nvidia-runtime", "GPU pods set runtimeClassName nvidia and select a gpu-type node.",
+         gpu_pods_use_nvidia_runtime_and_gpu_type),
+    Rule("images-pinned", "Every image is pinned to a tag or digest, never latest.", images_are_pinned),
+    Rule("no-load-balancer-but-ingress", "Only the ingress controller is a LoadBalancer Service.",
+         no_load_balancer_but_ingress),
+    Rule("no-secrets-in-configmaps", "ConfigMaps carry no secret-looking keys.", no_secret_looking_keys_in_configmaps),
+    Rule("no-address-literals", "Kubernetes inputs carry no IP address literals.", no_address_literals),
+]
+
+
+def evaluate(resource_type: str, props: dict) -> list[tuple[str, str]]:
+    """(rule name, message) for every violation of every rule."""
+    return [(rule.name, msg) for rule in RULES for msg in rule.check(resource_type, props)]

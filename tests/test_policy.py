@@ -1,0 +1,96 @@
+"""Every policy rule with one passing and one failing case; the pack wires them all."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from tests.conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "policy"))
+rules = importlib.import_module("rules")
+policies = importlib.import_module("policies")
+
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+
+
+def deployment(**container) -> dict:
+    base = {"name": "app", "image": "docker.io/sophia/app:1.0.0",
+            "resources": {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "100m", "memory": "128Mi"}}}
+    base.update(container)
+    return {"metadata": {"name": "app", "namespace": "sophia-apps"},
+            "spec": {"template": {"spec": {"containers": [base]}}}}
+
+
+def gpu_deployment(runtime=True, selector=True) -> dict:
+    d = deployment(resources={"limits": {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": 1}})
+    spec = d["spec"]["template"]["spec"]
+    if runtime:
+        spec["runtimeClassName"] = "nvidia"
+    if selector:
+        spec["nodeSelector"] = {"gpu-type": "GH200"}
+    return d
+
+
+CASES = {
+    "containers-have-limits": [
+        (DEPLOYMENT, deployment(), 0),
+        (DEPLOYMENT, deployment(resources={"limits": {"cpu": "1"}}), 1),
+        ("kubernetes:batch/v1:CronJob", {"metadata": {"name": "j"}, "spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "a:1"}]}}}}}}, 1),
+    ],
+    "gpu-pods-use-nvidia-runtime": [
+        (DEPLOYMENT, gpu_deployment(), 0),
+        (DEPLOYMENT, gpu_deployment(runtime=False), 1),
+        (DEPLOYMENT, gpu_deployment(selector=False), 1),
+        (DEPLOYMENT, deployment(), 0),
+    ],
+    "images-pinned": [
+        (DEPLOYMENT, deployment(image="ghcr.io/org/app@sha256:" + "a" * 64), 0),
+        (DEPLOYMENT, deployment(image="docker.io/sophia/app:latest"), 1),
+        (DEPLOYMENT, deployment(image="registry.example.com:5000/app"), 1),
+    ],
+    "no-load-balancer-but-ingress": [
+        ("kubernetes:core/v1:Service", {"metadata": {"name": "nginx", "namespace": "nginx-ingress"}, "spec": {"type": "LoadBalancer"}}, 0),
+        ("kubernetes:core/v1:Service", {"metadata": {"name": "api", "namespace": "sophia-apps"}, "spec": {"type": "LoadBalancer"}}, 1),
+        ("kubernetes:helm.sh/v3:Release", {"name": "grafana", "namespace": "monitoring", "values": {"grafana": {"service": {"type": "LoadBalancer"}}}}, 1),
+        ("kubernetes:helm.sh/v3:Release", {"name": "ingress", "namespace": "nginx-ingress", "values": {"controller": {"service": {"type": "LoadBalancer"}}}}, 0),
+    ],
+    "no-secrets-in-configmaps": [
+        ("kubernetes:core/v1:ConfigMap", {"metadata": {"name": "llm"}, "data": {"routing.json": "{}"}}, 0),
+        ("kubernetes:core/v1:ConfigMap", {"metadata": {"name": "llm"}, "data": {"OPENAI_API_KEY": "x"}}, 1),
+        ("kubernetes:core/v1:ConfigMap", {"metadata": {"name": "db"}, "data": {"db_password": "x"}}, 1),
+    ],
+    "no-address-literals": [
+        ("kubernetes:core/v1:ConfigMap", {"metadata": {"name": "c"}, "data": {"url": "http://backend.sophia-apps.svc:8000"}}, 0),
+        ("kubernetes:networking.k8s.io/v1:NetworkPolicy", {"metadata": {"name": "n"}, "spec": {"egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}]}]}}, 0),
+        ("kubernetes:core/v1:ConfigMap", {"metadata": {"name": "c"}, "data": {"url": "http://" + ".".join(["10", "9", "8", "7"]) + ":8000"}}, 1),
+        ("command:remote:Command", {"create": "echo " + ".".join(["10", "9", "8", "7"])}, 0),  # hosts come from ESC
+    ],
+}
+
+
+@pytest.mark.parametrize("rule", [r.name for r in rules.RULES])
+def test_each_rule_passes_and_fails(rule):
+    check = next(r for r in rules.RULES if r.name == rule).check
+    cases = CASES[rule]
+    assert any(n == 0 for *_, n in cases) and any(n > 0 for *_, n in cases)
+    for resource_type, props, expected in cases:
+        found = check(resource_type, copy.deepcopy(props))
+        assert len(found) == expected, (resource_type, props, found)
+
+
+def test_pack_has_every_rule_and_reports_through_pulumi_policy():
+    assert [p.name for p in policies.POLICIES] == [r.name for r in rules.RULES]
+    reported = []
+    gpu = next(p for p in policies.POLICIES if p.name == "gpu-pods-use-nvidia-runtime")
+    gpu.validate(SimpleNamespace(resource_type=DEPLOYMENT, props=gpu_deployment(runtime=False)), reported.append)
+    assert reported and "runtimeClassName" in reported[0]
+
+
+def test_pack_entry_point_is_mandatory():
+    text = (ROOT / "policy" / "__main__.py").read_text()
+    assert "EnforcementLevel.MANDATORY" in text and "policies=POLICIES" in text
