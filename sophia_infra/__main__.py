@@ -1,4 +1,4 @@
-"""Command line: `plan --stack S [--out DIR]`, `outputs --stack S [KEY]`, `audit PATH...`."""
+"""Command line: plan, outputs, describe, backups, audit (see --help)."""
 
 from __future__ import annotations
 
@@ -72,6 +72,27 @@ def _describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backups(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from sophia_infra import backups
+    from sophia_infra.plan import stack_config
+
+    try:
+        cfg = stack_config.load_validated(args.stack)
+    except (stack_config.StackFileError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    targets = backups.targets_for(cfg)
+    if not targets:
+        print(f"error: stack '{args.stack}' configures no backups (sophia:k3s.etcdS3, "
+              "sophia:platform.postgres.backup)", file=sys.stderr)
+        return 2
+    lines, ok = backups.report(targets, datetime.now(timezone.utc))
+    print("\n".join(lines))
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sophia_infra", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     describe.add_argument("--stack", required=True)
     describe.add_argument("service")
     describe.set_defaults(func=_describe)
+    bk = sub.add_parser("backups", help="check the newest etcd snapshot and PostgreSQL base backup are fresh")
+    bk.add_argument("--stack", required=True)
+    bk.set_defaults(func=_backups)
     audit = sub.add_parser("audit", help="find hard-coded IP addresses in code and config")
     audit.add_argument("paths", nargs="+", help="files or folders to scan")
     audit.add_argument("--allowlist", default=".address-allowlist", help="CIDRs to accept (default .address-allowlist)")

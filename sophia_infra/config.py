@@ -280,6 +280,13 @@ class Service(_Strict):
         return max(self.replicas, self.max_replicas or 0)
 
 
+class BackupLimits(_Strict):
+    """How old the newest backup may be before `python -m sophia_infra backups` fails."""
+
+    etcd_max_age_hours: float = Field(12, gt=0, alias="etcdMaxAgeHours")
+    postgres_max_age_hours: float = Field(26, gt=0, alias="postgresMaxAgeHours")
+
+
 # ----------------------------------------------------------------------------- the stack
 
 class StackConfig(_Strict):
@@ -292,6 +299,7 @@ class StackConfig(_Strict):
     delivery: Literal["helm", "argocd"] = "helm"
     platform: platform_settings.PlatformSettings = Field(default_factory=platform_settings.PlatformSettings)
     argocd: service_settings.ArgoCDSettings = Field(default_factory=service_settings.ArgoCDSettings)
+    backups: BackupLimits = Field(default_factory=BackupLimits)
 
     @field_validator("hosts", mode="before")
     @classmethod
@@ -337,7 +345,7 @@ class StackConfig(_Strict):
 TOP_LEVEL_KEYS = {
     "k3s": True, "nodes": True, "hosts": True, "sshUser": False,
     "charts": True, "services": True, "delivery": False,
-    "platform": True, "argocd": True,
+    "platform": True, "argocd": True, "backups": True,
 }
 
 

@@ -1,0 +1,120 @@
+"""Backup check: the newest etcd snapshot and PostgreSQL base backup, and their ages.
+
+Reads the bucket layouts as their writers leave them:
+- K3s etcd snapshots: `<folder>/etcd-snapshot-<node>-<unix-time>[.zip]` (scheduled) and
+  `<folder>/on-demand-<node>-<unix-time>[.zip]`; `.metadata/` entries are not snapshots.
+- CloudNativePG (Barman Cloud): `<path>/<cluster>/base/<backup-id>/backup.info` (with
+  `status=DONE` and `end_time=...` once complete) next to `data.tar`; WALs in `wals/`.
+Credentials come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), for
+example through `pulumi env run sophia-ai/production -- python -m sophia_infra backups ...`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+_SNAPSHOT = re.compile(r"(^|/)(etcd-snapshot|on-demand)-.+-(\d{9,11})(\.zip)?$")
+
+
+@dataclass(frozen=True)
+class Newest:
+    what: str
+    location: str
+    finished: Optional[datetime]
+
+    def age_hours(self, now: datetime) -> Optional[float]:
+        return None if self.finished is None else (now - self.finished).total_seconds() / 3600
+
+
+def _list(s3: Any, bucket: str, prefix: str) -> list[dict]:
+    objects = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        objects.extend(page.get("Contents", []))
+    return objects
+
+
+def newest_etcd_snapshot(s3: Any, bucket: str, folder: str) -> Optional[Newest]:
+    prefix = folder.strip("/") + "/" if folder else ""
+    best = None
+    for obj in _list(s3, bucket, prefix):
+        key = obj["Key"]
+        if "/.metadata/" in f"/{key}":
+            continue
+        m = _SNAPSHOT.search(key)
+        if not m:
+            continue
+        when = datetime.fromtimestamp(int(m.group(3)), tz=timezone.utc)
+        if best is None or when > best.finished:
+            best = Newest("etcd snapshot", f"s3://{bucket}/{key}", when)
+    return best
+
+
+def _backup_info(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def newest_base_backup(s3: Any, bucket: str, path: str, cluster: str) -> Optional[Newest]:
+    prefix = "/".join(p for p in (path.strip("/"), cluster, "base") if p) + "/"
+    best = None
+    for obj in _list(s3, bucket, prefix):
+        if not obj["Key"].endswith("/backup.info"):
+            continue
+        info = _backup_info(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode())
+        if info.get("status") != "DONE":
+            continue  # running or failed backups do not count
+        end = info.get("end_time")
+        when = datetime.fromisoformat(end.strip()) if end else obj["LastModified"]
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        if best is None or when > best.finished:
+            best = Newest("PostgreSQL base backup", f"s3://{bucket}/{obj['Key'].rsplit('/', 1)[0]}", when)
+    return best
+
+
+@dataclass(frozen=True)
+class Target:
+    what: str
+    bucket: str
+    max_age_hours: float
+    newest: Optional[Newest]
+
+
+def report(targets: list[Target], now: datetime) -> tuple[list[str], bool]:
+    """Lines to print and whether every target has a backup younger than its limit."""
+    lines, ok = [], True
+    for t in targets:
+        if t.newest is None:
+            lines.append(f"FAIL {t.what}: none found in s3://{t.bucket}")
+            ok = False
+            continue
+        age = t.newest.age_hours(now)
+        fresh = age is not None and age <= t.max_age_hours
+        ok = ok and fresh
+        lines.append(f"{'ok  ' if fresh else 'FAIL'} {t.what}: {t.newest.location} finished "
+                     f"{t.newest.finished:%Y-%m-%d %H:%M UTC}, {age:.1f} h ago (limit {t.max_age_hours:g} h)")
+    return lines, ok
+
+
+def s3_client(endpoint_url: str, region: Optional[str]):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region or "us-east-1")
+
+
+def targets_for(cfg, client_for=s3_client) -> list[Target]:
+    """What the stack backs up, per its config: etcd snapshots and PostgreSQL base backups."""
+    targets = []
+    etcd = cfg.k3s.etcd_s3
+    if etcd:
+        s3 = client_for(f"https://{etcd.endpoint}", etcd.region)
+        targets.append(Target("etcd snapshot", etcd.bucket, cfg.backups.etcd_max_age_hours,
+                              newest_etcd_snapshot(s3, etcd.bucket, etcd.folder)))
+    pg = cfg.platform.postgres
+    if pg.backup.enabled:
+        s3 = client_for(pg.backup.endpoint, pg.backup.region)
+        targets.append(Target("PostgreSQL base backup", pg.backup.bucket, cfg.backups.postgres_max_age_hours,
+                              newest_base_backup(s3, pg.backup.bucket, pg.backup.path, pg.cluster_name)))
+    return targets
