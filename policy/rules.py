@@ -47,6 +47,20 @@ def pod_spec(resource_type: str, props: dict) -> dict | None:
     return ((spec.get("template") or {}).get("spec")) or {}
 
 
+SERVICE_CHART = "charts/sophia-service"
+
+
+def service_chart_values(resource_type: str, props: dict) -> dict | None:
+    """Values of this repo's service chart, whether Pulumi installs it or ArgoCD does."""
+    if resource_type == "kubernetes:helm.sh/v3:Release" and str(props.get("chart", "")).endswith(SERVICE_CHART):
+        return props.get("values") or {}
+    if kind_of(resource_type) == "Application":
+        source = (props.get("spec") or {}).get("source") or {}
+        if str(source.get("path", "")).endswith(SERVICE_CHART):
+            return (source.get("helm") or {}).get("valuesObject") or {}
+    return None
+
+
 def _containers(spec: dict) -> Iterator[dict]:
     yield from spec.get("initContainers") or []
     yield from spec.get("containers") or []
@@ -57,7 +71,16 @@ def _name(props: dict) -> str:
     return f"{meta.get('namespace', '-')}/{meta.get('name', '?')}"
 
 
+def _service(props: dict, values: dict) -> str:
+    return f"service '{values.get('name') or props.get('name') or (props.get('metadata') or {}).get('name')}'"
+
+
 def containers_have_limits(resource_type: str, props: dict) -> list[str]:
+    values = service_chart_values(resource_type, props)
+    if values is not None:
+        limits = (values.get("resources") or {}).get("limits") or {}
+        missing = [r for r in ("cpu", "memory") if r not in limits]
+        return [f"{_service(props, values)}: no {' or '.join(missing)} limit in resources.limits"] if missing else []
     spec = pod_spec(resource_type, props)
     if spec is None:
         return []
@@ -71,6 +94,11 @@ def containers_have_limits(resource_type: str, props: dict) -> list[str]:
 
 
 def gpu_pods_use_nvidia_runtime_and_gpu_type(resource_type: str, props: dict) -> list[str]:
+    values = service_chart_values(resource_type, props)
+    if values is not None:  # the chart adds runtimeClassName and the toleration for a GPU
+        if (values.get("gpu") or 0) > 0 and not (values.get("placement") or {}).get("gpuType"):
+            return [f"{_service(props, values)}: requests a GPU but has no placement.gpuType"]
+        return []
     spec = pod_spec(resource_type, props)
     if spec is None:
         return []
@@ -91,6 +119,10 @@ def gpu_pods_use_nvidia_runtime_and_gpu_type(resource_type: str, props: dict) ->
 
 
 def images_are_pinned(resource_type: str, props: dict) -> list[str]:
+    values = service_chart_values(resource_type, props)
+    if values is not None:
+        tag = str((values.get("image") or {}).get("tag") or "")
+        return [] if tag and tag != "latest" else [f"{_service(props, values)}: image tag '{tag}' is not pinned"]
     spec = pod_spec(resource_type, props)
     if spec is None:
         return []
@@ -139,8 +171,9 @@ def _strings(value: Any) -> Iterator[str]:
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
-        for v in value.values():
-            yield from _strings(v)
+        for k, v in value.items():
+            if k != "ipBlock":  # NetworkPolicy can only name peers outside the cluster by IP
+                yield from _strings(v)
     elif isinstance(value, list):
         for v in value:
             yield from _strings(v)

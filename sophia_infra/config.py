@@ -157,10 +157,9 @@ class K3s(_Strict):
     etcd_snapshot_retention: int = Field(28, ge=1, alias="etcdSnapshotRetention")
     etcd_s3: Optional[EtcdS3] = Field(None, alias="etcdS3")
     flannel_backend: Literal["vxlan", "wireguard-native"] = Field("vxlan", alias="flannelBackend")
-    # Pod and service ranges: given to K3s and opened in the firewall (K3s's defaults
-    # apply when unset; the firewall needs them spelled out).
-    cluster_cidr: Optional[str] = Field(None, alias="clusterCidr")
-    service_cidr: Optional[str] = Field(None, alias="serviceCidr")
+    # Pod and service ranges: given to K3s, opened in the firewall, used by NetworkPolicies.
+    cluster_cidr: str = Field(alias="clusterCidr")
+    service_cidr: str = Field(alias="serviceCidr")
     firewall: bool = False
     # Sources allowed to reach the API server (6443) when the firewall is on; empty = any.
     api_allow_from: list[str] = Field(default_factory=list, alias="apiAllowFrom")
@@ -168,12 +167,11 @@ class K3s(_Strict):
 
     @field_validator("cluster_cidr", "service_cidr")
     @classmethod
-    def _cidr(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None:
-            try:
-                ipaddress.ip_network(v)
-            except ValueError:
-                raise ValueError(f"'{v}' is not a network in CIDR form; write it like 10.42.0.0/16") from None
+    def _cidr(cls, v: str) -> str:
+        try:
+            ipaddress.ip_network(v)
+        except ValueError:
+            raise ValueError(f"'{v}' is not a network in CIDR form; write it like 10.42.0.0/16") from None
         return v
 
     @field_validator("api_allow_from")
@@ -300,6 +298,7 @@ class StackConfig(_Strict):
     platform: platform_settings.PlatformSettings = Field(default_factory=platform_settings.PlatformSettings)
     argocd: service_settings.ArgoCDSettings = Field(default_factory=service_settings.ArgoCDSettings)
     backups: BackupLimits = Field(default_factory=BackupLimits)
+    workloads: service_settings.WorkloadSettings = Field(default_factory=service_settings.WorkloadSettings)
 
     @field_validator("hosts", mode="before")
     @classmethod
@@ -345,7 +344,7 @@ class StackConfig(_Strict):
 TOP_LEVEL_KEYS = {
     "k3s": True, "nodes": True, "hosts": True, "sshUser": False,
     "charts": True, "services": True, "delivery": False,
-    "platform": True, "argocd": True, "backups": True,
+    "platform": True, "argocd": True, "backups": True, "workloads": True,
 }
 
 
@@ -408,9 +407,6 @@ def cross_check(cfg: StackConfig) -> list[str]:
     for name in cfg.hosts:
         if name not in {n.name for n in cfg.nodes}:
             problems.append(f"sophia:hosts.{name}: there is no node named '{name}'; remove the address or add the node to sophia:nodes.")
-
-    if cfg.k3s.firewall and not (cfg.k3s.cluster_cidr and cfg.k3s.service_cidr):
-        problems.append("sophia:k3s.firewall: the firewall needs the pod and service ranges; set sophia:k3s.clusterCidr and sophia:k3s.serviceCidr.")
 
     cluster_platforms = {n.platform for n in cfg.nodes}
     demand: Counter[str] = Counter()

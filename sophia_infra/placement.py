@@ -75,29 +75,60 @@ def _gpu_cell(use: NodeUse) -> str:
 
 def table_rows(cfg: StackConfig) -> list[list[str]]:
     placement = plan_placement(cfg)
-    rows = [[u.name, u.role, f"linux/{u.arch}", _gpu_cell(u), _workloads(u, cfg), f"{u.requested}/{u.capacity}"]
+    # Services without a GPU type are in the services table ("any" node of their arch).
+    return [[u.name, u.role, f"linux/{u.arch}", _gpu_cell(u), _workloads(u, cfg), f"{u.requested}/{u.capacity}"]
             for u in placement.nodes]
-    for svc in placement.unplaced:
-        rows.append([f"(any {' or '.join(svc.image.platforms)} node)", "-", ", ".join(svc.image.platforms), "-",
-                     f"{svc.name} x{svc.replicas}", "0"])
-    return rows
 
 
 HEADER = ["node", "role", "arch", "GPU", "workloads (replicas)", "GPU requested/capacity"]
+SERVICE_HEADER = ["service", "kind", "node type", "arch", "replicas", "GPU/pod", "endpoint"]
 
 
-def render_text(cfg: StackConfig) -> str:
-    rows = [HEADER] + table_rows(cfg)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
+def service_rows(cfg: StackConfig) -> list[list[str]]:
+    """Every service: where it lands, how many, its GPU request and its in-cluster endpoint."""
+    from sophia_infra.services.values import architectures, endpoint
+
+    rows = []
+    for svc in cfg.services:
+        replicas = f"{svc.replicas}-{svc.max_replicas}" if svc.max_replicas and svc.max_replicas > svc.replicas else str(svc.replicas)
+        rows.append([svc.name, svc.kind, svc.placement.gpu_type if svc.placement else "any",
+                     ",".join(architectures(cfg, svc)), replicas, str(svc.gpu), endpoint(svc)])
+    return rows
+
+
+def quota_lines(cfg: StackConfig) -> list[str]:
+    """The GPU ResourceQuota of each workload namespace against the cluster's capacity."""
+    from sophia_infra import names
+    from sophia_infra.platform_settings import gpu_demand, gpu_quota, total_gpu_capacity
+
+    capacity = total_gpu_capacity(cfg)
+    return [f"{ns}: requests.nvidia.com/gpu quota {gpu_quota(cfg, ns)}, peak demand {gpu_demand(cfg, ns)}, "
+            f"cluster capacity {capacity} (count x sharing)" for ns in names.SERVICE_NAMESPACES.values()]
+
+
+def _text_table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
+def _md_table(rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])] + ["| " + " | ".join(r) + " |" for r in rows[1:]]
+
+
+def render_text(cfg: StackConfig) -> str:
+    out = _text_table([HEADER] + table_rows(cfg))
+    if cfg.services:
+        out += "\n\n" + _text_table([SERVICE_HEADER] + service_rows(cfg))
+    return out + "\n\n" + "\n".join(quota_lines(cfg))
+
+
 def render_markdown(cfg: StackConfig, stack: str) -> str:
-    rows = table_rows(cfg)
-    out = [f"# GPU placement: `{stack}`", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
+    out = [f"# GPU placement: `{stack}`", ""] + _md_table([HEADER] + table_rows(cfg))
+    if cfg.services:
+        out += ["", "## Services", ""] + _md_table([SERVICE_HEADER] + service_rows(cfg))
+    out += ["", "## GPU quotas", ""] + [f"- {line}" for line in quota_lines(cfg)]
     out += ["", "```mermaid", "flowchart LR"]
     placement = plan_placement(cfg)
     for u in placement.nodes:

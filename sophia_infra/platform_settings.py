@@ -93,21 +93,13 @@ class LimitDefaults(Strict):
 
 
 class Network(Strict):
-    """Addresses the NetworkPolicies need (K3s defaults)."""
+    """Addresses the NetworkPolicies need (pod and service ranges: sophia:k3s)."""
 
-    cluster_cidr: str = Field("10.42.0.0/16", alias="clusterCidr")
-    service_cidr: str = Field("10.43.0.0/16", alias="serviceCidr")
     # Where the API server (and the kubelets / webhooks' callers) live. Unset = every node's
     # address from sophia:hosts as /32 (0.0.0.0/0 when a host is given by DNS name).
     node_cidrs: Optional[list[str]] = Field(None, alias="nodeCidrs")
     # Ports the pods of apps and MCP servers may reach on the internet (SaaS APIs).
     internet_ports: list[int] = Field(default_factory=lambda: [443], alias="internetPorts")
-
-    @field_validator("cluster_cidr", "service_cidr")
-    @classmethod
-    def _cidr(cls, v: str) -> str:
-        ipaddress.ip_network(v)  # raises ValueError with a clear message
-        return v
 
     @field_validator("node_cidrs")
     @classmethod
@@ -252,7 +244,7 @@ def total_gpu_capacity(cfg: "StackConfig") -> int:
 
 def gpu_demand(cfg: "StackConfig", namespace: str) -> int:
     """nvidia.com/gpu the services of one namespace request at peak replicas."""
-    kind = {names.APPS: "app", names.MCP: "mcp"}.get(namespace)
+    kind = {ns: kind for kind, ns in names.SERVICE_NAMESPACES.items()}.get(namespace)
     return sum(s.gpu * s.peak_replicas for s in cfg.services if s.kind == kind)
 
 

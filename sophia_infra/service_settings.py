@@ -43,8 +43,9 @@ class ArgoCDSettings(Strict):
     dex: bool = False
     # Host name of an Argo CD UI Ingress behind NGINX; no Ingress when unset.
     ingress_host: Optional[str] = Field(None, alias="ingressHost")
-    # Create the `argocd` namespace here (it must exist before the argocd-secret Secret).
-    create_namespace: bool = Field(True, alias="createNamespace")
+    # Create the `argocd` namespace in Services (off: the platform layer creates it, with its
+    # Pod Security labels, quota and network policies; turn on only without that layer).
+    create_namespace: bool = Field(False, alias="createNamespace")
     # admin.passwordMtime of argocd-secret: set it to the rotation time when the hash changes
     # (Argo CD rejects tokens issued before it). Fixed, so that runs do not differ.
     admin_password_mtime: str = Field("2026-01-01T00:00:00Z", alias="adminPasswordMtime")

@@ -42,7 +42,7 @@ def test_plan_writes_its_files(plans, stack):
 
 def test_production_lists_five_hosts_with_gpu_and_arch(plans):
     stdout, d = plans["production"]
-    rows = {line.split()[0]: line for line in stdout.splitlines() if line.startswith("sophia-")}
+    rows = {line.split()[0]: line for line in stdout.splitlines() if line.startswith("sophia-") and "linux/" in line}
     assert set(rows) == {"sophia-control", "sophia-ai-core", "sophia-mcp", "sophia-data", "sophia-dev"}
     assert "linux/arm64" in rows["sophia-ai-core"] and "GH200" in rows["sophia-ai-core"]
     for name in ("sophia-control", "sophia-mcp", "sophia-data", "sophia-dev"):
@@ -99,3 +99,14 @@ def test_plan_prints_policy_violations(tmp_path):
         provider="", inputs={"metadata": {"name": "leak"}, "data": {"API_TOKEN": "x"}}))
     text = report.render(result)
     assert "1 violation(s)" in text and "[no-secrets-in-configmaps] -/leak: key 'API_TOKEN'" in text
+
+
+def test_plan_shows_every_service_and_the_gpu_quota(plans):
+    stdout, d = plans["production"]
+    lines = {line.split()[0]: line.split() for line in stdout.splitlines() if line.split()}
+    assert lines["ai-memory"][1:6] == ["mcp", "GH200", "arm64", "2", "1"]
+    assert lines["ai-memory"][6] == "http://ai-memory.sophia-mcp.svc.cluster.local:8000/mcp"
+    assert lines["backend"][1:6] == ["app", "any", "amd64", "3-6", "0"]
+    assert "sophia-mcp: requests.nvidia.com/gpu quota 15, peak demand 2, cluster capacity 15" in stdout
+    md = (d / "placement.md").read_text()
+    assert "## Services" in md and "| snowflake-cortex | mcp | A100 |" in md

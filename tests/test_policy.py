@@ -36,22 +36,43 @@ def gpu_deployment(runtime=True, selector=True) -> dict:
     return d
 
 
+def chart_release(**values) -> dict:
+    base = {"name": "ai-memory", "image": {"repository": "docker.io/sophia/m", "tag": "1.0.0"}, "gpu": 1,
+            "placement": {"gpuType": "GH200"}, "resources": {"limits": {"cpu": "2", "memory": "8Gi"}}}
+    base.update(values)
+    return {"name": "ai-memory", "chart": "charts/sophia-service", "namespace": "sophia-mcp", "values": base}
+
+
+def chart_application(**values) -> dict:
+    release = chart_release(**values)
+    return {"metadata": {"name": "ai-memory", "namespace": "argocd"},
+            "spec": {"source": {"path": "charts/sophia-service", "helm": {"valuesObject": release["values"]}}}}
+
+
+RELEASE, APPLICATION = "kubernetes:helm.sh/v3:Release", "kubernetes:argoproj.io/v1alpha1:Application"
+
 CASES = {
     "containers-have-limits": [
         (DEPLOYMENT, deployment(), 0),
         (DEPLOYMENT, deployment(resources={"limits": {"cpu": "1"}}), 1),
         ("kubernetes:batch/v1:CronJob", {"metadata": {"name": "j"}, "spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "a:1"}]}}}}}}, 1),
+        (RELEASE, chart_release(), 0),
+        (RELEASE, chart_release(resources={"requests": {"cpu": "1"}}), 1),
+        (APPLICATION, chart_application(resources={"limits": {"cpu": "1"}}), 1),
     ],
     "gpu-pods-use-nvidia-runtime": [
         (DEPLOYMENT, gpu_deployment(), 0),
         (DEPLOYMENT, gpu_deployment(runtime=False), 1),
         (DEPLOYMENT, gpu_deployment(selector=False), 1),
         (DEPLOYMENT, deployment(), 0),
+        (APPLICATION, chart_application(), 0),
+        (APPLICATION, chart_application(placement=None), 1),
     ],
     "images-pinned": [
         (DEPLOYMENT, deployment(image="ghcr.io/org/app@sha256:" + "a" * 64), 0),
         (DEPLOYMENT, deployment(image="docker.io/sophia/app:latest"), 1),
         (DEPLOYMENT, deployment(image="registry.example.com:5000/app"), 1),
+        (RELEASE, chart_release(image={"repository": "docker.io/sophia/m", "tag": "latest"}), 1),
     ],
     "no-load-balancer-but-ingress": [
         ("kubernetes:core/v1:Service", {"metadata": {"name": "nginx", "namespace": "nginx-ingress"}, "spec": {"type": "LoadBalancer"}}, 0),

@@ -73,10 +73,8 @@ def k3s_config(cfg: StackConfig, node: Node, labels: dict[str, str]) -> dict:
         out["disable"] = ["traefik"]
         out["secrets-encryption"] = k3s.secrets_encryption
         out["write-kubeconfig-mode"] = "0600"
-        if k3s.cluster_cidr:
-            out["cluster-cidr"] = k3s.cluster_cidr
-        if k3s.service_cidr:
-            out["service-cidr"] = k3s.service_cidr
+        out["cluster-cidr"] = k3s.cluster_cidr
+        out["service-cidr"] = k3s.service_cidr
         out["flannel-backend"] = k3s.flannel_backend
         out["etcd-snapshot-schedule-cron"] = k3s.etcd_snapshot_schedule
         out["etcd-snapshot-retention"] = k3s.etcd_snapshot_retention

@@ -1,0 +1,36 @@
+{{/* The workload's name: .Values.name or the release name. */}}
+{{- define "sophia-service.name" -}}
+{{- default .Release.Name .Values.name | trunc 53 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "sophia-service.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sophia-service.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Labels of the pods: no chart version, so a chart bump alone restarts nothing. */}}
+{{- define "sophia-service.podLabels" -}}
+{{ include "sophia-service.selectorLabels" . }}
+app.kubernetes.io/component: {{ .Values.kind }}
+app.kubernetes.io/part-of: sophia-ai
+app.kubernetes.io/version: {{ .Values.image.tag | replace ":" "-" | trunc 63 | trimSuffix "-" | quote }}
+{{- end -}}
+
+{{- define "sophia-service.labels" -}}
+{{ include "sophia-service.podLabels" . }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{/* repository:tag, or repository@sha256:... for a digest. */}}
+{{- define "sophia-service.image" -}}
+{{- if hasPrefix "sha256:" .Values.image.tag -}}
+{{ .Values.image.repository }}@{{ .Values.image.tag }}
+{{- else -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag }}
+{{- end -}}
+{{- end -}}
+
+{{- define "sophia-service.hpa" -}}
+{{- if gt (int .Values.autoscaling.maxReplicas) (int .Values.replicas) }}true{{ end -}}
+{{- end -}}

@@ -1,0 +1,126 @@
+"""The platform layer: namespaces, secrets, GPU layer, data stores, ingress, monitoring.
+
+Order (explicit dependencies): namespaces -> secrets -> kube-prometheus-stack (installs the
+monitoring CRDs) -> device plugin, dcgm-exporter + GPU dashboard/alerts, CloudNativePG
+operator -> PostgreSQL Cluster (+ backups), Valkey, NGINX ingress, LLM gateway ConfigMap.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from sophia_infra import names
+from sophia_infra import secrets as stack_secrets
+from sophia_infra.config import StackConfig
+from sophia_infra.platform import values as v
+from sophia_infra.platform.helm import config_map, custom_resource, release
+from sophia_infra.platform.namespaces import Namespaces
+
+
+class PlatformSecrets(pulumi.ComponentResource):
+    """Kubernetes Secrets of the platform components, from ESC-backed secret config."""
+
+    def __init__(self, name: str, cfg: StackConfig, provider: k8s.Provider,
+                 namespaces: dict[str, k8s.core.v1.Namespace], opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("sophia:platform:Secrets", name, None, opts)
+        self.secrets: dict[str, k8s.core.v1.Secret] = {}
+        for m in v.platform_secrets(cfg, lambda key: pulumi.Output.secret(stack_secrets.secret(key))):
+            meta = m["metadata"]
+            self.secrets[meta["name"]] = k8s.core.v1.Secret(
+                f"{name}-{meta['name']}", metadata=meta, type=m["type"], string_data=m["stringData"],
+                opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[namespaces[meta["namespace"]]]))
+        self.register_outputs({})
+
+
+class Postgres(pulumi.ComponentResource):
+    """CloudNativePG operator and the platform's PostgreSQL cluster (backups via Barman Cloud plugin)."""
+
+    def __init__(self, name: str, cfg: StackConfig, provider: k8s.Provider, namespace: k8s.core.v1.Namespace,
+                 app_secret: k8s.core.v1.Secret, backup_secret: Optional[k8s.core.v1.Secret],
+                 prometheus: k8s.helm.v3.Release, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("sophia:platform:Postgres", name, None, opts)
+        # The operator's PodMonitor needs the monitoring CRDs.
+        self.operator = release(f"{name}-operator", cfg, "cloudnative-pg", v.CNPG_RELEASE, names.DATA,
+                                v.cnpg_values(cfg), provider, self, depends_on=[namespace, prometheus])
+        cluster_deps: list[pulumi.Resource] = [self.operator, app_secret]
+        self.plugin = self.object_store = self.scheduled_backup = None
+        if cfg.platform.postgres.backup.enabled:
+            # Needs cert-manager in the cluster (the plugin's TLS certificates).
+            self.plugin = release(f"{name}-barman-plugin", cfg, "plugin-barman-cloud", v.BARMAN_RELEASE, names.DATA,
+                                  v.barman_values(cfg), provider, self, depends_on=[self.operator])
+            self.object_store = custom_resource(f"{name}-object-store", v.object_store(cfg), provider, self,
+                                                depends_on=[self.plugin, backup_secret])
+            cluster_deps += [self.plugin, self.object_store]
+        self.cluster = custom_resource(
+            f"{name}-cluster",
+            v.postgres_cluster(cfg, database=stack_secrets.secret("postgresDatabase"),
+                               owner=stack_secrets.secret("postgresUser")),
+            provider, self, depends_on=cluster_deps)
+        self.pod_monitor = custom_resource(f"{name}-pod-monitor", v.postgres_pod_monitor(cfg), provider, self,
+                                           depends_on=[prometheus, self.cluster])
+        if cfg.platform.postgres.backup.enabled:
+            self.scheduled_backup = custom_resource(f"{name}-scheduled-backup", v.scheduled_backup(cfg), provider,
+                                                    self, depends_on=[self.cluster])
+        self.host = v.postgres_host(cfg)
+        self.register_outputs({"host": self.host})
+
+
+class Platform(pulumi.ComponentResource):
+    """Everything between the bare K3s cluster and the Sophia services."""
+
+    namespaces: dict[str, k8s.core.v1.Namespace]
+    outputs: dict[str, pulumi.Input]
+
+    def __init__(self, name: str, cfg: StackConfig, provider: k8s.Provider,
+                 opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("sophia:platform:Platform", name, None, opts)
+        from sophia_infra.gpu.components import DevicePlugin, GpuMetrics  # gpu.components imports platform.helm
+
+        child = pulumi.ResourceOptions(parent=self)
+        ns = Namespaces(f"{name}-namespaces", cfg, provider, opts=child)
+        self.namespaces = ns.namespaces
+        self.network_policies = ns.policies
+        sec = PlatformSecrets(f"{name}-secrets", cfg, provider, ns.namespaces, opts=child)
+        self.secrets = sec.secrets
+
+        self.monitoring = release(f"{name}-kube-prometheus-stack", cfg, "kube-prometheus-stack", v.PROMETHEUS_RELEASE,
+                                  names.MONITORING, v.kube_prometheus_stack_values(cfg), provider, self,
+                                  depends_on=[ns.namespaces[names.MONITORING], ns.namespaces[names.GPU],
+                                              sec.secrets[v.GRAFANA_ADMIN_SECRET]], timeout=900)
+
+        self.device_plugin = DevicePlugin(f"{name}-device-plugin", cfg, provider,
+                                          opts=pulumi.ResourceOptions(parent=self, depends_on=[ns.namespaces[names.GPU]]))
+        self.gpu_metrics = GpuMetrics(f"{name}-gpu-metrics", cfg, provider, self.monitoring, v.PROMETHEUS_RELEASE,
+                                      opts=pulumi.ResourceOptions(parent=self, depends_on=[ns.namespaces[names.GPU]]))
+
+        self.postgres = Postgres(f"{name}-postgres", cfg, provider, ns.namespaces[names.DATA],
+                                 sec.secrets[v.POSTGRES_APP_SECRET], sec.secrets.get(v.BACKUP_S3_SECRET),
+                                 self.monitoring, opts=child)
+        self.valkey = release(f"{name}-valkey", cfg, "valkey", v.VALKEY_RELEASE, names.DATA, v.valkey_values(cfg),
+                              provider, self, depends_on=[ns.namespaces[names.DATA], sec.secrets[v.VALKEY_USERS_SECRET],
+                                                          self.monitoring])
+        self.ingress = release(f"{name}-nginx-ingress", cfg, "nginx-ingress", v.INGRESS_RELEASE, names.INGRESS,
+                               v.nginx_ingress_values(cfg), provider, self,
+                               depends_on=[ns.namespaces[names.INGRESS], self.monitoring])
+        self.llm_gateway = config_map(f"{name}-llm-gateway", v.llm_gateway_configmap(cfg), provider, self,
+                                      depends_on=[ns.namespaces[names.APPS]])
+
+        self.outputs: dict[str, Any] = {
+            "grafanaUrl": v.grafana_url(),
+            "prometheusUrl": v.prometheus_url(),
+            "postgresHost": v.postgres_host(cfg),
+            "postgresReadHost": v.postgres_host(cfg, read_only=True),
+            "postgresPort": 5432,
+            "postgresAppSecret": f"{names.DATA}/{v.POSTGRES_APP_SECRET}",
+            "redisHost": v.valkey_host(),
+            "redisReadHost": v.valkey_host(read_only=True),
+            "redisPort": 6379,
+            "ingressClass": v.INGRESS_CLASS,
+            "llmGatewayConfigMap": f"{names.APPS}/{v.LLM_GATEWAY_CONFIGMAP}",
+            "gpuCapacity": self.device_plugin.capacity,
+            "namespaces": {k: r.metadata["name"] for k, r in self.namespaces.items()},
+        }
+        self.register_outputs(self.outputs)

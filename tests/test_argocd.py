@@ -1,0 +1,206 @@
+"""Production delivery through Argo CD: the release, argocd-secret, AppProject, Applications.
+
+Custom resources are validated against the upstream CRDs and the argo-cd values against
+the chart's own values.yaml, both read from ../shared (skipped with a reason when absent).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from sophia_infra import names
+from sophia_infra.services import app_project_spec, argocd_values
+from sophia_infra.services.values import has_hpa, namespace
+from tests.conftest import SHARED, parse_with
+from tests.test_services import APPLICATION, APPPROJECT, RELEASE, SECRET, SECRET_TYPE, run_services
+
+CRDS = SHARED / "crds"
+ARGO_CHART = SHARED / "charts" / "argo-cd-10.1.1"
+needs_crds = pytest.mark.skipif(not CRDS.is_dir(), reason=f"{CRDS} is absent: the upstream CRDs are not available here")
+needs_chart = pytest.mark.skipif(not ARGO_CHART.is_dir(), reason=f"{ARGO_CHART} is absent: the argo-cd chart's values.yaml is not available here")
+
+
+@lru_cache(maxsize=None)
+def crd_schema(file: str, version: str = "v1alpha1") -> dict:
+    crd = yaml.safe_load((CRDS / file).read_text())
+    (v,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
+    return v["schema"]["openAPIV3Schema"]
+
+
+@lru_cache(maxsize=None)
+def crd_validator(file: str) -> jsonschema.protocols.Validator:
+    """One validator per CRD (jsonschema.validate would re-check the big schema every call)."""
+    schema = crd_schema(file)
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def applications() -> dict[str, dict]:
+    run = run_services("production")
+    return {run.raw[r.name]["metadata"]["name"]: run.raw[r.name] for r in run.of_type(APPLICATION)}
+
+
+# ----------------------------------------------------------------------------- Applications
+
+@needs_crds
+def test_applications_validate_against_the_crd():
+    apps = applications()
+    assert len(apps) == 15
+    validator = crd_validator("argoproj.io_application.yaml")
+    for name, app in apps.items():
+        assert app["apiVersion"] == "argoproj.io/v1alpha1" and app["kind"] == "Application"
+        validator.validate(app)
+
+
+@needs_crds
+def test_an_invalid_application_fails_the_crd_schema():
+    """The validation above can fail: a misspelt sync policy is caught."""
+    app = dict(next(iter(applications().values())))
+    app["spec"] = {**app["spec"], "syncPolicy": {"automated": {"prune": "yes"}}}
+    with pytest.raises(jsonschema.ValidationError):
+        crd_validator("argoproj.io_application.yaml").validate(app)
+
+
+def test_applications_sync_automatically_from_the_pinned_chart():
+    cfg = parse_with("production")
+    for name, app in applications().items():
+        svc = next(s for s in cfg.services if s.name == name)
+        spec = app["spec"]
+        assert app["metadata"]["namespace"] == names.ARGOCD
+        assert spec["project"] == "sophia"
+        assert spec["source"]["repoURL"] == cfg.argocd.repo_url
+        assert spec["source"]["targetRevision"] == cfg.argocd.target_revision != "HEAD"
+        assert spec["source"]["path"] == "charts/sophia-service"
+        assert spec["source"]["helm"]["releaseName"] == name
+        assert spec["destination"] == {"server": "https://kubernetes.default.svc", "namespace": namespace(svc)}
+        policy = spec["syncPolicy"]
+        assert policy["automated"] == {"prune": True, "selfHeal": True}
+        assert policy["syncOptions"][:2] == ["CreateNamespace=true", "ServerSideApply=true"]
+        assert policy["retry"]["backoff"] == {"duration": "10s", "factor": 2, "maxDuration": "3m"}
+        if has_hpa(svc):
+            assert spec["ignoreDifferences"] == [{"group": "apps", "kind": "Deployment", "name": name, "jsonPointers": ["/spec/replicas"]}]
+            assert "RespectIgnoreDifferences=true" in policy["syncOptions"]
+        else:
+            assert "ignoreDifferences" not in spec, name
+    hpa_apps = {n for n, a in applications().items() if "ignoreDifferences" in a["spec"]}
+    assert hpa_apps == {"backend", "frontend"}
+
+
+def test_applications_depend_on_the_argo_cd_release_and_their_secrets():
+    run = run_services("production")
+    (release,) = run.of_type(RELEASE)
+    (project,) = run.of_type(APPPROJECT)
+    assert release.urn in project.dependencies
+    for reg in run.of_type(APPLICATION):
+        assert release.urn in reg.dependencies, reg.name
+        assert project.urn in reg.dependencies, reg.name
+    backend = run.named("services-app-backend")
+    secret_urns = {r.urn for r in run.of_type(SECRET_TYPE) if r.inputs["metadata"]["name"] == "backend-secrets"}
+    assert secret_urns <= set(backend.dependencies)
+
+
+# ----------------------------------------------------------------------------- AppProject
+
+@needs_crds
+def test_app_project_limits_sources_and_destinations():
+    run = run_services("production")
+    (reg,) = run.of_type(APPPROJECT)
+    project = run.raw[reg.name]
+    crd_validator("argoproj.io_appproject.yaml").validate(project)
+    spec = project["spec"]
+    assert spec["sourceRepos"] == ["https://github.com/sophia-ai/sophia-infra.git"]
+    assert sorted(d["namespace"] for d in spec["destinations"]) == sorted([names.APPS, names.MCP])
+    assert all(d["server"] == "https://kubernetes.default.svc" for d in spec["destinations"])
+    assert spec["clusterResourceWhitelist"] == [{"group": "", "kind": "Namespace"}]
+    kinds = {k["kind"] for k in spec["namespaceResourceWhitelist"]}
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "NetworkPolicy", "Ingress"} <= kinds
+
+
+# ----------------------------------------------------------------------------- argo-cd itself
+
+def test_argo_cd_release_is_pinned_and_keeps_the_password_out_of_values():
+    run = run_services("production")
+    (reg,) = run.of_type(RELEASE)
+    inputs = run.raw[reg.name]
+    assert inputs["chart"] == "argo-cd" and inputs["version"] == "10.1.1"
+    assert inputs["repositoryOpts"]["repo"] == "https://argoproj.github.io/argo-helm"
+    assert inputs["namespace"] == names.ARGOCD
+    values = inputs["values"]
+    assert values["configs"]["secret"] == {"createSecret": False}
+    assert values["dex"]["enabled"] is False
+    assert "argocdServerAdminPassword" not in str(values) and SECRET not in str(reg.inputs)
+    secret = run.named("services-argocd-secret")
+    assert secret.urn in reg.dependencies
+    assert secret.inputs["metadata"]["name"] == "argocd-secret"
+    assert secret.inputs["metadata"]["namespace"] == names.ARGOCD
+    assert secret.inputs["metadata"]["labels"]["app.kubernetes.io/part-of"] == "argocd"
+    masked = secret.inputs["stringData"]
+    assert masked == SECRET or (masked["admin.password"] == SECRET and masked["server.secretkey"] == SECRET)
+    real = run.raw[secret.name]["stringData"]
+    assert real["admin.password"] == "placeholder-production-infrastructure-argocd-admin-password-bcrypt"
+    assert real["admin.passwordMtime"] == "2026-01-01T00:00:00Z"
+    assert set(real) == {"admin.password", "admin.passwordMtime", "server.secretkey"}
+
+
+def _missing_keys(ours: Any, upstream: Any, path: str = "") -> list[str]:
+    """Keys we set that the chart's values.yaml does not have (free-form maps excepted)."""
+    if not isinstance(ours, dict):
+        return []
+    if not isinstance(upstream, dict):
+        return [path]
+    if not upstream:  # {} upstream: a free-form map (resources, annotations, ...)
+        return []
+    missing = []
+    for key, value in ours.items():
+        if key not in upstream:
+            missing.append(f"{path}.{key}".lstrip("."))
+        else:
+            missing += _missing_keys(value, upstream[key], f"{path}.{key}")
+    return missing
+
+
+FREE_FORM = ("configs.cm.", "configs.params.")
+
+
+@needs_chart
+@pytest.mark.parametrize("argocd", [{}, {"dex": True, "ingressHost": "argocd.sophia.example.com"}])
+def test_argo_cd_values_are_keys_of_the_chart(argocd):
+    upstream = yaml.safe_load((ARGO_CHART / "values.yaml").read_text())
+    cfg = parse_with("production", lambda raw: raw.update(argocd=argocd))
+    values = argocd_values(cfg)
+    missing = [k for k in _missing_keys(values, upstream) if not k.startswith(FREE_FORM)]
+    assert not missing, f"not keys of argo-cd 10.1.1: {missing}"
+    assert upstream["configs"]["secret"]["createSecret"] is True  # the option we turn off exists
+    if argocd:
+        assert values["dex"]["enabled"] is True
+        assert values["server"]["ingress"] == {"enabled": True, "ingressClassName": "nginx", "hostname": "argocd.sophia.example.com"}
+        assert values["configs"]["params"]["server.insecure"] is True
+
+
+def test_every_argo_cd_component_has_requests_and_limits():
+    values = argocd_values(parse_with("production"))
+    for component in ("controller", "server", "repoServer", "applicationSet", "notifications", "redis", "dex", "redisSecretInit"):
+        res = values[component]["resources"]
+        assert res["requests"]["cpu"] and res["limits"]["memory"], component
+
+
+def test_app_project_spec_follows_settings():
+    cfg = parse_with("production", lambda raw: raw.update(argocd={"repoUrl": "https://git.example.com/sophia/infra.git", "targetRevision": "v0.3.1"}))
+    assert app_project_spec(cfg)["sourceRepos"] == ["https://git.example.com/sophia/infra.git"]
+
+
+def test_argocd_namespace_only_when_asked():
+    """The platform layer creates `argocd`; Services creates it only with createNamespace."""
+    assert not [r for r in run_services("production").of_type("kubernetes:core/v1:Namespace")]
+    run = run_services("production", None, '{"createNamespace": true, "ingressHost": "argocd.sophia.example.com"}')
+    (ns,) = run.of_type("kubernetes:core/v1:Namespace")
+    assert ns.inputs["metadata"]["name"] == names.ARGOCD
+    assert ns.urn in run.named("services-argocd-secret").dependencies
+    (release,) = run.of_type(RELEASE)
+    assert run.raw[release.name]["values"]["server"]["ingress"]["hostname"] == "argocd.sophia.example.com"
