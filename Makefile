@@ -27,3 +27,6 @@ plan: $(VENV)/.installed
 
 clean:
 	rm -rf build .pytest_cache
+
+bench: $(VENV)/.installed
+	$(PY) -m sophia_infra.bench
