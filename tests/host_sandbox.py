@@ -81,6 +81,10 @@ mkdir /etc/rancher /etc/systemd
 mount --bind {self.snapshot} /etc/rancher
 mount -t tmpfs tmpfs /var/lib
 mount -t tmpfs tmpfs /usr/local/bin
+if [ -f "$STATE_DIR/nvidia_in_containerd" ]; then
+  mkdir -p /var/lib/rancher/k3s/agent/etc/containerd
+  echo 'runtime_type = "nvidia"' > /var/lib/rancher/k3s/agent/etc/containerd/config.toml
+fi
 exec bash -c "$SCRIPT"
 """
         env = {"PATH": f"{self.bin}:/usr/sbin:/usr/bin:/sbin:/bin", "STATE_DIR": str(self.state), "SCRIPT": script}

@@ -68,6 +68,7 @@ def test_node_chain_order(production):
         assert names[f"{node}-config"].urn in names[f"{node}-install"].dependencies
     assert names["sophia-mcp-install"].urn in names["sophia-mcp-membership"].dependencies
     assert names["sophia-mcp-membership"].urn in names["sophia-mcp-labels"].dependencies
+    assert names["sophia-control-registered"].urn in names["sophia-control-labels"].dependencies
 
 
 def test_token_and_kubeconfig_are_secret(production):
@@ -142,8 +143,8 @@ def test_removing_a_worker_plans_drain_node_deletion_and_uninstall(production):
     # Dependents are deleted first: labels, then drain + node deletion, then uninstall.
     assert install.urn in membership.dependencies
     assert membership.urn in before["sophia-dev-labels"].dependencies
-    # The drain runs on the control plane, not on the leaving host.
-    assert membership.inputs["connection"] == SECRET and "membership" in membership.name
+    # A change to the membership script updates it in place: replacing it would drain the node.
+    assert membership.inputs["update"] == membership.inputs["create"]
 
 
 def test_control_plane_delete_uninstalls_the_server(production):

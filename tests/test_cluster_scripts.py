@@ -168,9 +168,10 @@ def test_install_skips_a_host_at_the_pinned_version_and_upgrades_otherwise(tmp_p
     assert proc.returncode == 0, proc.stderr
     assert "installer v1.34.2+k3s1 agent" in host.calls()
 
+    host.set("nvidia_in_containerd")
     proc = host.run(script)
     assert proc.returncode == 0 and "already running" in proc.stdout
-    assert not any(c.startswith("installer") for c in host.calls())
+    assert not any(c.startswith("installer") or "restart" in c for c in host.calls())
 
     host.set(version="v1.33.5+k3s1")
     proc = host.run(script)
@@ -198,3 +199,17 @@ def test_token_goes_to_a_0600_file_and_is_never_printed(tmp_path):
     assert token.read_text() == "K10abc::server:s3cr3t\n" and oct(token.stat().st_mode & 0o777) == "0o600"
     assert "token unchanged" in host.run(script, stdin="K10abc::server:s3cr3t\n").stdout
     assert host.run(script, stdin="").returncode == 1
+
+
+@requires_sandbox
+def test_gpu_node_restarts_k3s_once_when_containerd_lacks_the_nvidia_runtime(tmp_path):
+    cfg = parse_with("dev")
+    host = Host(tmp_path)
+    host.set("installed", "active", version=cfg.k3s.version)
+    proc = host.run(scripts.install_script(cfg, cfg.workers[0]))
+    assert proc.returncode == 0 and "picks up the NVIDIA runtime" in proc.stdout
+    assert "systemctl restart k3s-agent" in host.calls()
+    # A CPU-only control plane never restarts for the runtime.
+    host.set(version=cfg.k3s.version)
+    proc = host.run(scripts.install_script(cfg, cfg.control_plane))
+    assert "restart" not in " ".join(host.calls())

@@ -61,7 +61,7 @@ class Cluster(pulumi.ComponentResource):
         # Labels given to K3s apply only when a node first registers: enforce them here.
         self.label_patches = {}
         for node in cfg.nodes:
-            ready = [self.control_plane.install] if node.cluster_init else [joined[node.name].membership]
+            ready = [self.control_plane.registered] if node.cluster_init else [joined[node.name].membership]
             self.label_patches[node.name] = k8s.core.v1.NodePatch(
                 f"{node.name}-labels",
                 metadata=k8s.meta.v1.ObjectMetaPatchArgs(

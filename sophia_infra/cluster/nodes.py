@@ -92,6 +92,9 @@ class ControlPlane(K3sNode):
             stdin = pulumi.Output.concat(token, "\n", secret("etcdS3AccessKey"), "\n", secret("etcdS3SecretKey"))
         super().__init__("sophia:k3s:ControlPlane", name, cfg, node, labels, stdin, private_key, opts=opts)
         after_install = pulumi.ResourceOptions(parent=self, depends_on=[self.install])
+        # The API answers before the node object exists: wait for it before labelling it.
+        self.registered = _script_command(f"{name}-registered", self.connection,
+                                          scripts.wait_registered_script(node.name), after_install)
         # The secure token (K10<ca-hash>::server:<password>) joiners verify the CA with.
         self.read_token = _script_command(f"{name}-{READ_TOKEN}", self.connection,
                                           scripts.read_file_script(scripts.SERVER_TOKEN_PATH),
@@ -117,11 +120,10 @@ class Worker(K3sNode):
                          after=[control_plane.install, *after], opts=opts)
         # Runs on the control plane: waits for the node to register; on delete it drains
         # the node and deletes its Node object before the agent is uninstalled.
-        self.membership = remote.Command(
-            f"{name}-membership",
-            connection=control_plane.connection,
-            create=scripts.as_root(scripts.wait_registered_script(node.name)),
-            delete=scripts.as_root(scripts.drain_and_delete_script(node.name)),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.install]),
-        )
+        # `update` matters: without it a change to the script would replace this resource,
+        # and replacing runs the old delete, draining a healthy node.
+        self.membership = _script_command(
+            f"{name}-membership", control_plane.connection, scripts.wait_registered_script(node.name),
+            pulumi.ResourceOptions(parent=self, depends_on=[self.install]),
+            delete=scripts.drain_and_delete_script(node.name))
         self.register_outputs({"install": self.install.id})

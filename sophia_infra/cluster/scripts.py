@@ -19,6 +19,7 @@ from sophia_infra.config import Host, Node, StackConfig
 
 K3S_DIR = "/etc/rancher/k3s"
 CONFIG_PATH = f"{K3S_DIR}/config.yaml"
+CONTAINERD_CONFIG = "/var/lib/rancher/k3s/agent/etc/containerd/config.toml"
 TOKEN_PATH = f"{K3S_DIR}/cluster-token"
 S3_ENV_PATH = f"{K3S_DIR}/etcd-s3.env"
 SERVER_TOKEN_PATH = "/var/lib/rancher/k3s/server/token"
@@ -219,13 +220,20 @@ def install_script(cfg: StackConfig, node: Node) -> str:
     exec_role = "server" if node.role == "control-plane" else "agent"
     svc = service_name(node)
     gpu_check = nvidia_runtime_check(cfg.k3s.install_nvidia_toolkit) if node.gpu else ""
+    # K3s adds the nvidia runtime to containerd only when it starts with the toolkit present.
+    runtime_reload = f"""  if ! grep -qs nvidia {CONTAINERD_CONFIG}; then
+    echo "restarting {svc} so containerd picks up the NVIDIA runtime"
+    systemctl restart {svc}
+    wait_ready || {{ echo "{svc} did not come back after the restart" >&2; exit 1; }}
+  fi
+""" if node.gpu else ""
     installer = f"https://raw.githubusercontent.com/k3s-io/k3s/{quote(version, safe='')}/install.sh"
     return _PRELUDE + _wait_ready(node) + gpu_check + f"""want={shlex.quote(version)}
 have="$(k3s --version 2>/dev/null | head -n 1 || true)"
 have="${{have#k3s version }}"
 have="${{have%% *}}"
 if [ "$have" = "$want" ] && systemctl is-active --quiet {svc}; then
-  echo "K3s $want already running"
+{runtime_reload}  echo "K3s $want already running"
   exit 0
 fi
 echo "installing K3s $want (found: ${{have:-none}})"
