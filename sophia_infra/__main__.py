@@ -54,15 +54,23 @@ def _outputs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe(args: argparse.Namespace) -> int:
-    """Facts deploy.sh needs about a service, read offline from the stack config."""
-    from sophia_infra import names
+def _validated(stack: str):
+    """The stack's validated config, or None after printing why not."""
     from sophia_infra.plan import stack_config
 
     try:
-        cfg = stack_config.load_validated(args.stack)
+        return stack_config.load_validated(stack)
     except (stack_config.StackFileError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return None
+
+
+def _describe(args: argparse.Namespace) -> int:
+    """Facts deploy.sh needs about a service, read offline from the stack config."""
+    from sophia_infra import names
+
+    cfg = _validated(args.stack)
+    if cfg is None:
         return 2
     svc = next((s for s in cfg.services if s.name == args.service), None)
     if svc is None:
@@ -76,12 +84,9 @@ def _backups(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
     from sophia_infra import backups
-    from sophia_infra.plan import stack_config
 
-    try:
-        cfg = stack_config.load_validated(args.stack)
-    except (stack_config.StackFileError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    cfg = _validated(args.stack)
+    if cfg is None:
         return 2
     targets = backups.targets_for(cfg)
     if not targets:

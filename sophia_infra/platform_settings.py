@@ -14,40 +14,19 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import TYPE_CHECKING, Literal, Optional
+from typing import TYPE_CHECKING, Optional
 from urllib.parse import urlparse
 
 from pydantic import Field, field_validator
 
 from sophia_infra import names
-from sophia_infra.model import Strict
+from sophia_infra.model import Resources, Strict
+from sophia_infra.model import quantity as _quantity
+
+_DURATION = re.compile(r"^[0-9]+(ms|s|m|h|d|w|y)$")
 
 if TYPE_CHECKING:
     from sophia_infra.config import StackConfig
-
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
-_DURATION = re.compile(r"^[0-9]+(ms|s|m|h|d|w|y)$")
-
-
-def _quantity(v: str) -> str:
-    if not _QUANTITY.match(v):
-        raise ValueError(f"'{v}' is not a Kubernetes quantity; write it like 500m, 2, 512Mi or 20Gi")
-    return v
-
-
-class Resources(Strict):
-    """Requests and limits of one workload (Kubernetes quantities)."""
-
-    cpu_request: str = Field("100m", alias="cpuRequest")
-    memory_request: str = Field("128Mi", alias="memoryRequest")
-    cpu_limit: str = Field("500m", alias="cpuLimit")
-    memory_limit: str = Field("512Mi", alias="memoryLimit")
-
-    _q = field_validator("cpu_request", "memory_request", "cpu_limit", "memory_limit")(classmethod(lambda cls, v: _quantity(v)))
-
-    def k8s(self) -> dict:
-        return {"requests": {"cpu": self.cpu_request, "memory": self.memory_request},
-                "limits": {"cpu": self.cpu_limit, "memory": self.memory_limit}}
 
 
 def _res(cpu_request: str, memory_request: str, cpu_limit: str, memory_limit: str) -> Resources:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Optional
 
 from pydantic import Field, field_validator
 
-from sophia_infra.model import Strict
+from sophia_infra.model import Resources, Strict
 
 if TYPE_CHECKING:
     from sophia_infra.config import StackConfig
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 _HOST = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)+$")
 # A pinned git revision: a release tag (v1.2.3, 1.2.3-rc1) or a full commit SHA.
 _PINNED_REVISION = re.compile(r"^(v?\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?|[0-9a-f]{40})$")
-_QUANTITY = re.compile(r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
 
 ARGOCD_CHART = "argo-cd"
 
@@ -68,26 +67,6 @@ class ArgoCDSettings(Strict):
     @classmethod
     def _ingress_host(cls, v: Optional[str]) -> Optional[str]:
         return _host(v)
-
-
-class Resources(Strict):
-    """Requests and limits of one container (Kubernetes quantities)."""
-
-    cpu_request: str = Field(alias="cpuRequest")
-    memory_request: str = Field(alias="memoryRequest")
-    cpu_limit: str = Field(alias="cpuLimit")
-    memory_limit: str = Field(alias="memoryLimit")
-
-    @field_validator("cpu_request", "memory_request", "cpu_limit", "memory_limit")
-    @classmethod
-    def _quantity(cls, v: str) -> str:
-        if not _QUANTITY.match(v):
-            raise ValueError(f"'{v}' is not a Kubernetes quantity; write it like 250m, 1, 512Mi or 2Gi")
-        return v
-
-    def as_values(self) -> dict:
-        return {"requests": {"cpu": self.cpu_request, "memory": self.memory_request},
-                "limits": {"cpu": self.cpu_limit, "memory": self.memory_limit}}
 
 
 class WorkloadSettings(Strict):

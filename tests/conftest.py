@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,13 +18,8 @@ STACKS = ("dev", "production")
 
 def raw_stack(stack: str) -> tuple[dict[str, Any], set[str]]:
     """(top-level key -> value, secret keys) exactly as the program would read them."""
-    values, secret_keys = stack_config.load(stack)
-    raw = {}
-    for key, structured in config.TOP_LEVEL_KEYS.items():
-        text = values.get(f"{config.NAMESPACE}:{key}")
-        raw[key] = json.loads(text) if (text is not None and structured) else text
-    secrets = {k.split(":", 1)[1] for k in secret_keys}
-    return raw, secrets
+    raw, present = stack_config.raw_config(stack)
+    return raw, {k for k, is_secret in present.items() if is_secret}
 
 
 def parse_with(stack: str, change: Callable[[dict], None] | None = None,

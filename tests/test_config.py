@@ -196,3 +196,12 @@ def test_config_error_is_a_run_error():
 def test_gpu_capacity_counts_sharing():
     cfg = parse_with("production")
     assert cfg.gpu_capacity("GH200") == 4 and cfg.gpu_capacity("A100") == 2
+
+
+@pytest.mark.parametrize("key,value,path", [
+    ("monitoring", {"retention": "two weeks"}, "sophia:platform.monitoring.retention"),
+    ("postgres", {"storageSize": "20 gigs"}, "sophia:platform.postgres.storageSize"),
+])
+def test_platform_values_are_checked(key, value, path):
+    msg = _only(problems_of("production", lambda r: r.update(platform={key: value})))
+    assert msg.startswith(path + ":")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import kubernetes_validate
-import pytest
 import yaml
 
 from sophia_infra import names

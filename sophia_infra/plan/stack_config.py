@@ -112,8 +112,8 @@ def load(stack: str, root: Path = ROOT) -> tuple[dict[str, str], list[str]]:
     return config, secret_keys
 
 
-def load_validated(stack: str, root: Path = ROOT):
-    """The stack's validated StackConfig, offline (placeholder secrets count as present)."""
+def raw_config(stack: str, root: Path = ROOT) -> tuple[dict[str, Any], dict[str, bool]]:
+    """(top-level key -> value as the schema reads it, secret key -> is it marked secret)."""
     from sophia_infra import config as schema
 
     values, secret_keys = load(stack, root)
@@ -121,10 +121,14 @@ def load_validated(stack: str, root: Path = ROOT):
     for key, structured in schema.TOP_LEVEL_KEYS.items():
         text = values.get(f"{schema.NAMESPACE}:{key}")
         raw[key] = json.loads(text) if (text is not None and structured) else text
-    secrets = set(secret_keys)
+    prefix = f"{schema.NAMESPACE}:"
+    present = {k[len(prefix):]: k in secret_keys for k in values if k.startswith(prefix)}
+    return raw, present
 
-    def lookup(key: str):
-        full = f"{schema.NAMESPACE}:{key}"
-        return None if full not in values else full in secrets
 
-    return schema.parse(raw, lookup)
+def load_validated(stack: str, root: Path = ROOT):
+    """The stack's validated StackConfig, offline (placeholder secrets count as present)."""
+    from sophia_infra import config as schema
+
+    raw, present = raw_config(stack, root)
+    return schema.parse(raw, present.get)

@@ -82,14 +82,14 @@ def architectures(cfg: StackConfig, svc: Service) -> list[str]:
 def resources(cfg: StackConfig, svc: Service) -> dict[str, Any]:
     override = workloads(cfg).resources.get(svc.name)
     if override:
-        return override.as_values()
+        return override.k8s()
     if svc.gpu:
         key = "gpu"
     elif svc.kind == "mcp":
         key = "mcp"
     else:
         key = svc.name if svc.name in _DEFAULT_RESOURCES else "backend"
-    return _DEFAULT_RESOURCES[key].as_values()
+    return _DEFAULT_RESOURCES[key].k8s()
 
 
 def _allowed_peers(svc: Service) -> list[dict[str, Any]]:
