@@ -253,6 +253,8 @@ class Service(_Strict):
     gpu: int = Field(0, ge=0)
     placement: Optional[Placement] = None
     port: int = Field(8000, ge=1, le=65535)
+    # Path of Prometheus metrics on the port; a ServiceMonitor is created when set.
+    metrics_path: Optional[str] = Field(None, alias="metricsPath", pattern=r"^/")
     # Environment variable -> secret config key: the only secrets this workload gets.
     secrets: dict[str, str] = Field(default_factory=dict)
 

@@ -22,6 +22,7 @@ from sophia_infra import names
 from sophia_infra.service_settings import WorkloadSettings
 from sophia_infra.services import values as values_mod
 from sophia_infra.services.values import CHART_DIR, namespace, service_values
+from tests.platform_helpers import crd_errors
 from tests.conftest import STACKS, parse_with
 
 HELM = shutil.which("helm")
@@ -134,7 +135,21 @@ def test_every_rendered_object_is_valid_kubernetes(stack):
         kinds = sorted(o["kind"] for o in r["objects"])
         assert {"Deployment", "Service", "ServiceAccount", "NetworkPolicy"} <= set(kinds), (name, kinds)
         for obj in r["objects"]:
-            kubernetes_validate.validate(obj, names.KUBERNETES_VERSION, strict=True)
+            if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+                assert not crd_errors(obj), (name, crd_errors(obj))
+            else:
+                kubernetes_validate.validate(obj, names.KUBERNETES_VERSION, strict=True)
+
+
+@needs_helm
+def test_service_monitor_only_where_metrics_are_served():
+    for name, r in rendered("production").items():
+        monitors = [o for o in r["objects"] if o["kind"] == "ServiceMonitor"]
+        if r["svc"].metrics_path:
+            (monitor,) = monitors
+            assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+        else:
+            assert not monitors, name
 
 
 @needs_helm

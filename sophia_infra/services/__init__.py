@@ -51,6 +51,7 @@ CHART_KINDS = [
     ("", "ServiceAccount"), ("", "Service"), ("apps", "Deployment"),
     ("autoscaling", "HorizontalPodAutoscaler"), ("policy", "PodDisruptionBudget"),
     ("networking.k8s.io", "NetworkPolicy"), ("networking.k8s.io", "Ingress"),
+    ("monitoring.coreos.com", "ServiceMonitor"),
 ]
 
 

@@ -151,6 +151,7 @@ def service_values(cfg: StackConfig, svc: Service) -> dict[str, Any]:
             "allowFrom": _allowed_peers(svc),
             "monitoringNamespace": names.MONITORING,
         },
+        "metrics": {"enabled": bool(svc.metrics_path), "path": svc.metrics_path or "/metrics", "interval": "30s"},
         "ingress": {
             "enabled": bool(ingress_host),
             "className": w.ingress_class,
