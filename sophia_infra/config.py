@@ -204,6 +204,8 @@ class K3s(_Strict):
 class ChartPin(_Strict):
     repository: str
     version: str
+    # The chart's name in its repository, when the key differs (istio-base -> base).
+    chart: Optional[str] = None
 
     @field_validator("version")
     @classmethod

@@ -11,6 +11,7 @@ MONITORING = "monitoring"     # kube-prometheus-stack, dcgm-exporter's ServiceMo
 ARGOCD = "argocd"
 INGRESS = "nginx-ingress"
 GPU = "nvidia-gpu"            # device plugin, dcgm-exporter (privileged)
+ISTIO = "istio-system"        # optional service mesh (privileged: the Istio CNI node agent)
 
 # Node labels the cluster layer sets and every placement selects on.
 GPU_TYPE_LABEL = "gpu-type"

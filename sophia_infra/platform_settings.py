@@ -191,10 +191,17 @@ class LlmGateway(Strict):
         return v
 
 
+ISTIO_CHARTS = ("istio-base", "istio-cni", "istiod")
+
+
 class Istio(Strict):
-    """Not implemented yet: must stay off (see cross_check)."""
+    """Optional sidecar mesh for apps and MCP servers: istio-base, the Istio CNI node agent
+    (so injected pods stay within the restricted Pod Security profile) and istiod, all pinned
+    in sophia:charts at one version."""
 
     enabled: bool = False
+    istiod_resources: Resources = Field(default_factory=lambda: _res("100m", "256Mi", "1", "1Gi"), alias="istiodResources")
+    cni_resources: Resources = Field(default_factory=lambda: _res("50m", "64Mi", "200m", "256Mi"), alias="cniResources")
 
 
 class PlatformSettings(Strict):
@@ -282,7 +289,12 @@ def cross_check(cfg: "StackConfig") -> list[str]:
         if "plugin-barman-cloud" not in cfg.charts:
             problems.append("sophia:charts.plugin-barman-cloud: backups are enabled but the Barman Cloud plugin chart is not pinned; add it to sophia:charts.")
     if p.istio.enabled:
-        problems.append("sophia:platform.istio.enabled: Istio is not part of this program yet; set enabled: false.")
+        missing = [c for c in ISTIO_CHARTS if c not in cfg.charts]
+        for chart in missing:
+            problems.append(f"sophia:charts.{chart}: Istio is enabled but the {chart} chart is not pinned; add it to sophia:charts or set sophia:platform.istio.enabled: false.")
+        versions = {cfg.charts[c].version for c in ISTIO_CHARTS if c in cfg.charts}
+        if not missing and len(versions) > 1:
+            problems.append(f"sophia:charts: istio-base, istio-cni and istiod are pinned at different versions ({', '.join(sorted(versions))}); pin them at one Istio release.")
 
     required_charts = ["nvidia-device-plugin", "dcgm-exporter", "kube-prometheus-stack", "nginx-ingress", "cloudnative-pg", "valkey"]
     for chart in required_charts:

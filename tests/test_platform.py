@@ -264,9 +264,60 @@ def test_unknown_quota_namespace_and_setting_typos():
     assert any("not a Kubernetes quantity" in p for p in problems)
 
 
-def test_istio_is_refused_until_implemented():
-    problems = problems_of("production", _with_platform({"istio": {"enabled": True}}))
-    assert any(p.startswith("sophia:platform.istio.enabled:") for p in problems)
+def test_istio_needs_its_three_charts_at_one_version():
+    def unpinned(r):
+        _with_istio(r)
+        for chart in ("istio-base", "istio-cni", "istiod"):
+            r["charts"].pop(chart)
+    problems = problems_of("production", unpinned)
+    assert [p.split(":")[1] for p in problems] == ["charts.istio-base", "charts.istio-cni", "charts.istiod"]
+
+    def skewed(r):
+        _with_istio(r)
+        r["charts"]["istiod"]["version"] = "1.27.3"
+    (msg,) = problems_of("production", skewed)
+    assert msg.startswith("sophia:charts: istio-base, istio-cni and istiod are pinned at different versions")
+
+
+def _with_istio(r):
+    r["platform"] = {**(r.get("platform") or {}), "istio": {"enabled": True}}
+    repo = "https://istio-release.storage.googleapis.com/charts"
+    r["charts"].update({"istio-base": {"repository": repo, "version": "1.28.0", "chart": "base"},
+                        "istio-cni": {"repository": repo, "version": "1.28.0", "chart": "cni"},
+                        "istiod": {"repository": repo, "version": "1.28.0"}})
+
+
+def test_istio_when_enabled():
+    from sophia_infra.platform.istio import istiod_values
+    cfg = parse_with("production", _with_istio)
+    for ns in (names.APPS, names.MCP):
+        assert namespace_manifest(cfg, ns)["metadata"]["labels"]["istio-injection"] == "enabled"
+        assert namespace_manifest(cfg, ns)["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+        pols = {p["metadata"]["name"]: p for p in network_policies(cfg, ns)}
+        assert pols["allow-istiod"]["spec"]["egress"][0]["ports"] == [{"port": 15012, "protocol": "TCP"}]
+    assert "istio-injection" not in namespace_manifest(cfg, names.DATA)["metadata"]["labels"]
+    assert istiod_values(cfg)["pilot"]["cni"]["enabled"] is True
+    off = parse_with("production")
+    assert "istio-injection" not in namespace_manifest(off, names.APPS)["metadata"]["labels"]
+    assert "allow-istiod" not in {p["metadata"]["name"] for p in network_policies(off, names.APPS)}
+
+
+def test_istio_releases_in_order_under_mocks():
+    from sophia_infra.plan import runner, stack_config
+
+    config, secret_keys = stack_config.load("production")
+    platform = json.loads(config.get("sophia:platform", "{}"))
+    charts = json.loads(config["sophia:charts"])
+    r = {"platform": platform, "charts": charts}
+    _with_istio(r)
+    config = {**config, "sophia:platform": json.dumps(r["platform"]), "sophia:charts": json.dumps(r["charts"])}
+    result = runner.run("production", config=config, secret_keys=secret_keys)
+    by = {x.name: x for x in result.resources}
+    assert by["platform-istio-base"].inputs["chart"] == "base"
+    assert by["platform-istio-cni"].inputs["chart"] == "cni"
+    assert by["platform-istio-base"].urn in by["platform-istio-cni"].dependencies
+    assert by["platform-istio-cni"].urn in by["platform-istio-istiod"].dependencies
+    assert by["platform-istio-namespace"].inputs["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
 
 
 def test_platform_secrets_are_required():

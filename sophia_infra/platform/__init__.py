@@ -83,6 +83,11 @@ class Platform(pulumi.ComponentResource):
         ns = Namespaces(f"{name}-namespaces", cfg, provider, opts=child)
         self.namespaces = ns.namespaces
         self.network_policies = ns.policies
+        # The mesh comes first, so that injected namespaces never see a pod without istiod.
+        self.istio = None
+        if cfg.platform.istio.enabled:
+            from sophia_infra.platform.istio import Istio
+            self.istio = Istio(f"{name}-istio", cfg, provider, opts=child)
         sec = PlatformSecrets(f"{name}-secrets", cfg, provider, ns.namespaces, opts=child)
         self.secrets = sec.secrets
 

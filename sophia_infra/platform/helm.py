@@ -13,9 +13,10 @@ from sophia_infra.config import StackConfig
 def chart_source(cfg: StackConfig, chart: str) -> dict[str, Any]:
     """`chart`, `version` and (for classic repositories) `repository_opts` of a pinned chart."""
     pin = cfg.charts[chart]
+    name = pin.chart or chart
     if pin.repository.startswith("oci://"):
-        return {"chart": f"{pin.repository.rstrip('/')}/{chart}", "version": pin.version}
-    return {"chart": chart, "version": pin.version,
+        return {"chart": f"{pin.repository.rstrip('/')}/{name}", "version": pin.version}
+    return {"chart": name, "version": pin.version,
             "repository_opts": k8s.helm.v3.RepositoryOptsArgs(repo=pin.repository)}
 
 

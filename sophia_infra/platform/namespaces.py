@@ -124,6 +124,12 @@ def _services(cfg: StackConfig, kind: str):
     return [s for s in cfg.services if s.kind == kind]
 
 
+# Namespaces whose pods get an Istio sidecar when the mesh is on.
+MESHED = (names.APPS, names.MCP)
+ISTIOD_POD = {"app": "istiod"}
+ISTIOD_XDS_PORT = 15012
+
+
 def network_policies(cfg: StackConfig, ns: str) -> list[dict]:
     net = cfg.platform.network
     everything: dict = {}
@@ -206,7 +212,11 @@ def network_policies(cfg: StackConfig, ns: str) -> list[dict]:
                 "ports": _ports(s.port for s in apps)}]))
         pols.append(_policy(ns, "allow-api-server", everything, egress=[_api_server(cfg)]))
         pols.append(_policy(ns, "allow-prometheus", everything, ingress=[{"from": from_prometheus, "ports": _ports(METRICS_PORTS[ns])}]))
-    elif ns == names.GPU:
+    if cfg.platform.istio.enabled and ns in MESHED:
+        # Sidecars fetch config and certificates from istiod; mesh traffic keeps the ports above.
+        pols.append(_policy(ns, "allow-istiod", everything, egress=[{
+            "to": [_ns_peer(names.ISTIO, ISTIOD_POD)], "ports": _ports([ISTIOD_XDS_PORT])}]))
+    if ns == names.GPU:
         pols.append(_policy(ns, "allow-prometheus", everything, ingress=[{"from": from_prometheus, "ports": _ports(METRICS_PORTS[ns])}]))
         pols.append(_policy(ns, "allow-api-server", everything, egress=[_api_server(cfg)]))
     return pols
@@ -223,6 +233,8 @@ def namespace_manifest(cfg: StackConfig, ns: str) -> dict:
         "pod-security.kubernetes.io/audit": "restricted" if level != "privileged" else "privileged",
         "pod-security.kubernetes.io/audit-version": PSA_VERSION,
     }
+    if cfg.platform.istio.enabled and ns in MESHED:
+        labels["istio-injection"] = "enabled"
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}}
 
 
