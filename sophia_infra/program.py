@@ -23,7 +23,9 @@ def _device_plugin_label(node) -> dict[str, str]:
 def build(cfg: StackConfig) -> dict[str, Any]:
     """Register every resource of the stack; return the stack outputs by name."""
     cluster = Cluster("sophia", cfg, extra_labels=_device_plugin_label)
-    platform = Platform("platform", cfg, cluster.provider,
-                        opts=pulumi.ResourceOptions(depends_on=list(cluster.label_patches.values())))
-    services = Services("services", cfg, cluster.provider, opts=pulumi.ResourceOptions(depends_on=[platform]))
+    # Platform resources wait for the API (through the provider); workloads also wait for
+    # every node to be labelled, since placement selects on gpu-type.
+    platform = Platform("platform", cfg, cluster.provider)
+    services = Services("services", cfg, cluster.provider, opts=pulumi.ResourceOptions(
+        depends_on=[platform, *cluster.label_patches.values()]))
     return {**cluster.outputs, **platform.outputs, **services.outputs}

@@ -154,3 +154,10 @@ def test_control_plane_delete_uninstalls_the_server(production):
 def test_firewall_only_when_enabled():
     dev = _by_name(_run("dev"))
     assert not any(n.endswith("-firewall") for n in dev)
+
+
+def test_workloads_wait_for_labelled_nodes():
+    dev = _by_name(_run("dev"))
+    release = dev["services-ai-memory"]  # placed on the A10 worker by gpu-type
+    assert dev["sophia-dev-a10-labels"].urn in release.dependencies
+    assert dev["sophia-dev-control-labels"].urn in release.dependencies
