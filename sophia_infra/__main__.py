@@ -1,4 +1,8 @@
-"""Command line: plan, outputs, describe, backups, audit (see --help)."""
+"""Command line: plan, outputs, describe, backups, audit (see --help).
+
+Every command answers in one of three ways, so scripts and CI can tell a failed check
+from a check that could not run; an expected failure is one sentence on stderr, never a
+traceback."""
 
 from __future__ import annotations
 
@@ -8,35 +12,59 @@ from pathlib import Path
 
 from sophia_infra.config import ConfigError
 
+OK, CHECK_FAILED, COULD_NOT_CHECK = 0, 1, 2
+
+EXIT_CODES = """\
+exit codes:
+  0  ok
+  1  the check ran and failed: policy violations (plan), stale or missing backups
+     (backups), address literals found (audit)
+  2  could not check: bad input (a stack or ESC file that is not valid YAML, an invalid
+     configuration, an unknown stack, service, key or path) or something missing to run
+     (the Pulumi CLI, S3 credentials, a reachable endpoint)
+"""
+
+
+def _fail(err: object) -> int:
+    """Print one expected failure and return the could-not-check code."""
+    from sophia_infra.plan.stack_config import StackFileSyntaxError
+
+    # A syntax error is already `file:line:column: what`, the form editors and CI link.
+    print(err if isinstance(err, StackFileSyntaxError) else f"error: {err}", file=sys.stderr)
+    return COULD_NOT_CHECK
+
 
 def _plan(args: argparse.Namespace) -> int:
     from sophia_infra.plan import report, runner, stack_config
     out_dir = Path(args.out) if args.out else stack_config.ROOT / "build" / "plan" / args.stack
     try:
         result = runner.run(args.stack)
-    except stack_config.StackFileError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    report.write(result, out_dir)
+    except (stack_config.StackFileError, ConfigError) as err:
+        return _fail(err)
+    try:
+        report.write(result, out_dir)
+    except OSError as err:
+        return _fail(f"cannot write the plan to {out_dir} ({err.strerror}); give a writable --out folder")
     sys.stdout.write(report.render(result))
     print(f"\nWrote {out_dir}/plan.json, manifests/ and placement.md")
-    return 0
+    return CHECK_FAILED if report.policy_violations(result) else OK
 
 
 def _audit(args: argparse.Namespace) -> int:
     from sophia_infra import audit
 
-    findings = audit.audit([Path(p) for p in args.paths], Path(args.allowlist))
+    allowlist = Path(args.allowlist or audit.ALLOWLIST)
+    try:
+        findings = audit.audit([Path(p) for p in args.paths], allowlist, allowlist_required=args.allowlist is not None)
+    except audit.AuditError as err:
+        return _fail(err)
     for finding in findings:
         print(finding)
     if findings:
         print(f"{len(findings)} address literal(s): move them to ESC or the stack outputs, "
-              f"or allowlist them in {args.allowlist} with a reason", file=sys.stderr)
-        return 1
-    return 0
+              f"or allowlist them in {allowlist} with a reason", file=sys.stderr)
+        return CHECK_FAILED
+    return OK
 
 
 def _outputs(args: argparse.Namespace) -> int:
@@ -48,10 +76,9 @@ def _outputs(args: argparse.Namespace) -> int:
         data = outputs.read_outputs(args.stack, show_secrets=args.show_secrets)
         value = outputs.lookup(data, args.key) if args.key else data
     except outputs.OutputsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _fail(err)
     print(value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True))
-    return 0
+    return OK
 
 
 def _validated(stack: str):
@@ -61,7 +88,7 @@ def _validated(stack: str):
     try:
         return stack_config.load_validated(stack)
     except (stack_config.StackFileError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        _fail(err)
         return None
 
 
@@ -71,13 +98,13 @@ def _describe(args: argparse.Namespace) -> int:
 
     cfg = _validated(args.stack)
     if cfg is None:
-        return 2
+        return COULD_NOT_CHECK
     svc = next((s for s in cfg.services if s.name == args.service), None)
     if svc is None:
-        print(f"error: stack '{args.stack}' has no service '{args.service}'", file=sys.stderr)
-        return 2
+        return _fail(f"stack '{args.stack}' has no service '{args.service}'; "
+                     f"use one of {', '.join(s.name for s in cfg.services)}")
     print(f"namespace={names.SERVICE_NAMESPACES[svc.kind]}\ndelivery={cfg.delivery}\nkind={svc.kind}")
-    return 0
+    return OK
 
 
 def _backups(args: argparse.Namespace) -> int:
@@ -87,39 +114,56 @@ def _backups(args: argparse.Namespace) -> int:
 
     cfg = _validated(args.stack)
     if cfg is None:
-        return 2
-    targets = backups.targets_for(cfg)
+        return COULD_NOT_CHECK
+    try:
+        targets = backups.targets_for(cfg)
+    except backups.BackupCheckError as err:
+        return _fail(err)
     if not targets:
-        print(f"error: stack '{args.stack}' configures no backups (sophia:k3s.etcdS3, "
-              "sophia:platform.postgres.backup)", file=sys.stderr)
-        return 2
+        return _fail(f"stack '{args.stack}' configures no backups (sophia:k3s.etcdS3, "
+                     "sophia:platform.postgres.backup)")
     lines, ok = backups.report(targets, datetime.now(timezone.utc))
     print("\n".join(lines))
-    return 0 if ok else 1
+    return OK if ok else CHECK_FAILED
+
+
+def _command(sub, name: str, help: str, codes: str):
+    return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                          epilog=f"exit codes: {codes}", formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sophia_infra", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m sophia_infra", description=__doc__, epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    plan = sub.add_parser("plan", help="run the program offline under Pulumi's mock monitor")
+    plan = _command(sub, "plan", "run the program offline under Pulumi's mock monitor",
+                    "0 planned, no policy violation; 1 planned, with policy violations (the files are written); "
+                    "2 not planned: a stack or ESC file that is not valid YAML, or an invalid configuration")
     plan.add_argument("--stack", required=True, help="dev or production (a Pulumi.<stack>.yaml)")
     plan.add_argument("--out", help="output folder (default build/plan/<stack>)")
     plan.set_defaults(func=_plan)
-    outs = sub.add_parser("outputs", help="read the stack's outputs (node addresses, endpoints, MCP registry)")
+    outs = _command(sub, "outputs", "read the stack's outputs (node addresses, endpoints, MCP registry)",
+                    "0 printed; 2 not read: no Pulumi CLI, not logged in, unknown stack or key")
     outs.add_argument("--stack", required=True)
     outs.add_argument("key", nargs="?", help="dotted path, e.g. nodeIps.sophia-mcp (default: all)")
     outs.add_argument("--show-secrets", action="store_true", help="print secret outputs in clear text")
     outs.set_defaults(func=_outputs)
-    describe = sub.add_parser("describe", help="a service's namespace and delivery mode (for deploy.sh)")
+    describe = _command(sub, "describe", "a service's namespace and delivery mode (for deploy.sh)",
+                        "0 printed; 2 invalid configuration or unknown service")
     describe.add_argument("--stack", required=True)
     describe.add_argument("service")
     describe.set_defaults(func=_describe)
-    bk = sub.add_parser("backups", help="check the newest etcd snapshot and PostgreSQL base backup are fresh")
+    bk = _command(sub, "backups", "check the newest etcd snapshot and PostgreSQL base backup are fresh",
+                  "0 every backup is younger than its limit; 1 a backup is stale or missing; "
+                  "2 not checked: invalid configuration, no backups configured, no S3 credentials, "
+                  "access denied, a missing bucket or an unreachable endpoint")
     bk.add_argument("--stack", required=True)
     bk.set_defaults(func=_backups)
-    audit = sub.add_parser("audit", help="find hard-coded IP addresses in code and config")
+    audit = _command(sub, "audit", "find hard-coded IP addresses in code and config",
+                     "0 no address literal; 1 address literals found (listed on stdout); "
+                     "2 not checked: a path or the --allowlist file does not exist, or the allowlist has a bad entry")
     audit.add_argument("paths", nargs="+", help="files or folders to scan")
-    audit.add_argument("--allowlist", default=".address-allowlist", help="CIDRs to accept (default .address-allowlist)")
+    audit.add_argument("--allowlist", help="CIDRs to accept, one per line (default .address-allowlist, if present)")
     audit.set_defaults(func=_audit)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -38,14 +38,23 @@ class Finding:
         return f"{self.path}:{self.line}: {self.literal}"
 
 
-def load_allowlist(path: Path) -> list:
-    if not path.exists():
+class AuditError(Exception):
+    """The audit could not run (a missing path, a bad allowlist); one sentence."""
+
+
+def load_allowlist(path: Path, required: bool = False) -> list:
+    if not path.is_file():
+        if required:
+            raise AuditError(f"{path} does not exist; give an allowlist file (one CIDR per line) or leave --allowlist out")
         return []
     nets = []
-    for raw in path.read_text().splitlines():
+    for number, raw in enumerate(path.read_text(errors="replace").splitlines(), 1):
         entry = raw.split("#", 1)[0].strip()
         if entry:
-            nets.append(ipaddress.ip_network(entry, strict=False))
+            try:
+                nets.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                raise AuditError(f"{path}:{number}: '{entry}' is not an address or CIDR range; write one CIDR per line, `# why` after it") from None
     return nets
 
 
@@ -91,8 +100,13 @@ def files(paths: Iterable[Path]) -> Iterator[Path]:
                 yield p
 
 
-def audit(paths: Iterable[Path], allowlist: Path) -> list[Finding]:
-    allow = load_allowlist(allowlist)
+def audit(paths: Iterable[Path], allowlist: Path, allowlist_required: bool = False) -> list[Finding]:
+    """Findings in `paths`; AuditError when a path does not exist (nothing checked is not a pass)."""
+    paths = list(paths)
+    for path in paths:
+        if not path.exists():
+            raise AuditError(f"{path} does not exist; give files or folders to scan")
+    allow = load_allowlist(allowlist, allowlist_required)
     found = []
     for p in files(paths):
         try:

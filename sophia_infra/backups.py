@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 _SNAPSHOT = re.compile(r"(^|/)(etcd-snapshot|on-demand)-.+-(\d{9,11})(\.zip)?$")
 
@@ -98,23 +98,65 @@ def report(targets: list[Target], now: datetime) -> tuple[list[str], bool]:
     return lines, ok
 
 
-def s3_client(endpoint_url: str, region: Optional[str]):
-    import boto3
+class BackupCheckError(Exception):
+    """The backups could not be checked at all (credentials, endpoint, permissions)."""
 
-    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region or "us-east-1")
+
+def s3_client(endpoint_url: str, region: Optional[str]):
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError:
+        raise BackupCheckError("boto3 is not installed; install the tools with `pip install -r requirements-dev.txt`") from None
+    # Bounded: an unreachable endpoint is an answer, not a hang.
+    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region or "us-east-1",
+                        config=Config(connect_timeout=10, read_timeout=30))
+
+
+def _why(err: Exception, key: str) -> str:
+    """The reason an S3 call failed and the fix, for the errors an operator can cause."""
+    from botocore import exceptions as bx
+
+    if isinstance(err, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError)):
+        return ("no S3 credentials were found; run it inside the stack's ESC environment "
+                "(`pulumi env run sophia-ai/<stack> -- python -m sophia_infra backups --stack <stack>`) "
+                "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    if isinstance(err, bx.ConnectionError):
+        return f"the endpoint cannot be reached ({type(err).__name__}); check {key}.endpoint and the network"
+    if isinstance(err, bx.ClientError):
+        code = str(err.response.get("Error", {}).get("Code", "")) or "an error"
+        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"):
+            return f"access was denied ({code}); check that the key pair may list and read the bucket"
+        if code in ("NoSuchBucket", "404"):
+            return f"the bucket does not exist ({code}); check {key}.bucket"
+        return f"S3 answered {code}; check {key}"
+    return f"{type(err).__name__}: {err}"
+
+
+def _checked(what: str, bucket: str, endpoint: str, key: str, read: Callable[[], Optional[Newest]]) -> Optional[Newest]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return read()
+    except (BotoCoreError, ClientError) as err:
+        raise BackupCheckError(f"cannot check the {what}s in s3://{bucket} ({endpoint}): {_why(err, key)}") from None
 
 
 def targets_for(cfg, client_for=s3_client) -> list[Target]:
-    """What the stack backs up, per its config: etcd snapshots and PostgreSQL base backups."""
+    """What the stack backs up, per its config: etcd snapshots and PostgreSQL base backups.
+    Raises BackupCheckError, one sentence, when a bucket cannot be read."""
     targets = []
     etcd = cfg.k3s.etcd_s3
     if etcd:
-        s3 = client_for(f"https://{etcd.endpoint}", etcd.region)
-        targets.append(Target("etcd snapshot", etcd.bucket, cfg.backups.etcd_max_age_hours,
-                              newest_etcd_snapshot(s3, etcd.bucket, etcd.folder)))
+        url = f"https://{etcd.endpoint}"
+        s3 = client_for(url, etcd.region)
+        newest = _checked("etcd snapshot", etcd.bucket, url, "sophia:k3s.etcdS3",
+                          lambda: newest_etcd_snapshot(s3, etcd.bucket, etcd.folder))
+        targets.append(Target("etcd snapshot", etcd.bucket, cfg.backups.etcd_max_age_hours, newest))
     pg = cfg.platform.postgres
     if pg.backup.enabled:
         s3 = client_for(pg.backup.endpoint, pg.backup.region)
-        targets.append(Target("PostgreSQL base backup", pg.backup.bucket, cfg.backups.postgres_max_age_hours,
-                              newest_base_backup(s3, pg.backup.bucket, pg.backup.path, pg.cluster_name)))
+        newest = _checked("PostgreSQL base backup", pg.backup.bucket, pg.backup.endpoint, "sophia:platform.postgres.backup",
+                          lambda: newest_base_backup(s3, pg.backup.bucket, pg.backup.path, pg.cluster_name))
+        targets.append(Target("PostgreSQL base backup", pg.backup.bucket, cfg.backups.postgres_max_age_hours, newest))
     return targets

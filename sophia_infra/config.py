@@ -9,14 +9,17 @@ since loading happens before any resource is registered, nothing is half-applied
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import re
+import types
+import typing
 from collections import Counter
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable, Iterable, Literal, Optional
 
 import pulumi
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from sophia_infra import platform_settings, service_settings
 from sophia_infra.model import Strict as _Strict
@@ -37,6 +40,9 @@ _IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
 _SECRET_KEY = re.compile(r"^[a-z][A-Za-z0-9]*$")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+# apiAllowFrom: [any] opens the API server to every address, explicitly.
+ANY = "any"
+ENVIRONMENTS = ("dev", "staging", "production")
 
 
 class ConfigError(pulumi.RunError):
@@ -161,7 +167,8 @@ class K3s(_Strict):
     cluster_cidr: str = Field(alias="clusterCidr")
     service_cidr: str = Field(alias="serviceCidr")
     firewall: bool = False
-    # Sources allowed to reach the API server (6443) when the firewall is on; empty = any.
+    # Sources allowed to reach the API server (6443) when the firewall is on: CIDRs, or
+    # [any] on purpose. Empty means any as well, which a production stack may not leave implicit.
     api_allow_from: list[str] = Field(default_factory=list, alias="apiAllowFrom")
     install_nvidia_toolkit: bool = Field(False, alias="installNvidiaToolkit")
 
@@ -177,12 +184,22 @@ class K3s(_Strict):
     @field_validator("api_allow_from")
     @classmethod
     def _sources(cls, v: list[str]) -> list[str]:
+        v = [ANY if src.strip().lower() == ANY else src for src in v]
+        if ANY in v:
+            if len(v) > 1:
+                raise ValueError("'any' already allows every address; write either apiAllowFrom: [any] or a list of CIDRs, not both")
+            return v  # the firewall renders it as `ufw allow ... from any`
         for src in v:
             try:
                 ipaddress.ip_network(src, strict=False)
             except ValueError:
                 raise ValueError(f"'{src}' is not an address or CIDR range; list the networks allowed to reach the API") from None
         return v
+
+    @property
+    def api_open_to_any(self) -> bool:
+        """Whether every address may reach the API server (6443): said, or left empty."""
+        return not self.api_allow_from or self.api_allow_from == [ANY]
 
     @field_validator("version")
     @classmethod
@@ -292,6 +309,8 @@ class BackupLimits(_Strict):
 # ----------------------------------------------------------------------------- the stack
 
 class StackConfig(_Strict):
+    # What the stack is for; production gets the stricter checks (apiAllowFrom said explicitly).
+    environment: Literal["dev", "staging", "production"]
     k3s: K3s
     nodes: list[Node] = Field(min_length=1)
     hosts: dict[str, Host]
@@ -346,7 +365,7 @@ class StackConfig(_Strict):
 
 # Top-level config keys and whether they hold structured (object/array) values.
 TOP_LEVEL_KEYS = {
-    "k3s": True, "nodes": True, "hosts": True, "sshUser": False,
+    "environment": False, "k3s": True, "nodes": True, "hosts": True, "sshUser": False,
     "charts": True, "services": True, "delivery": False,
     "platform": True, "argocd": True, "backups": True, "workloads": True,
 }
@@ -369,6 +388,67 @@ _FIXES = {
 }
 
 
+_MISSING = {("environment",): "add `sophia:environment: production` (or dev, staging) to the stack file"}
+
+
+def _closest(key: str, candidates: Iterable[str]) -> Optional[str]:
+    """The candidate `key` most likely misspells (case does not count), if any is close."""
+    by_lower = {c.lower(): c for c in candidates}
+    match = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=0.6)
+    return by_lower[match[0]] if match else None
+
+
+def _model_of(tp: Any) -> Optional[type[BaseModel]]:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        tp = next((a for a in typing.get_args(tp) if a is not type(None)), None)
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _keys_at(loc: tuple) -> list[str]:
+    """The keys the schema reads at a location (top-level key, then fields, indexes, map keys)."""
+    tp: Any = StackConfig
+    for part in loc:
+        model = _model_of(tp)
+        if model is not None:
+            field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+            if field is None:
+                return []
+            tp = field.annotation
+        elif typing.get_origin(tp) in (list, dict):
+            tp = typing.get_args(tp)[-1]
+        else:
+            return []
+    model = _model_of(tp)
+    return [f.alias or n for n, f in model.model_fields.items()] if model else []
+
+
+def _unknown_key(loc: tuple) -> str:
+    guess = _closest(str(loc[-1]), _keys_at(loc[:-1]))
+    fix = f"did you mean {_path(loc[:-1] + (guess,))}?" if guess else "remove it or correct its spelling."
+    return f"{_path(loc)}: is not a key this program reads; {fix}"
+
+
+def _unknown_top_level_keys(raw: dict[str, Any], lookup: "SecretLookup", secrets: Optional[set[str]]) -> list[str]:
+    """Plain `sophia:` keys outside the schema, which a typo would otherwise drop silently.
+
+    Secret keys (fn::secret) are read one by one where something needs them, and every
+    needed one is checked by name, so a secret is never "unknown". `secrets` are the
+    secret keys this configuration needs (a plain one is reported as plain text instead);
+    it is None when the schema did not validate, and then only near-misses of schema keys
+    are reported (a plain key might be a needed secret we cannot tell yet)."""
+    problems = []
+    for key in sorted(k for k, v in raw.items() if k not in TOP_LEVEL_KEYS and v is not None):
+        if lookup(key) or (secrets is not None and key in secrets):
+            continue
+        guess = _closest(key, list(TOP_LEVEL_KEYS) + sorted(secrets or ()))
+        if secrets is None and guess not in TOP_LEVEL_KEYS:
+            continue
+        fix = (f"did you mean {NAMESPACE}:{guess}?" if guess else
+               "remove it or correct its spelling (a secret belongs in the ESC environment, with fn::secret).")
+        problems.append(f"{NAMESPACE}:{key}: is not a key this program reads; {fix}")
+    return problems
+
+
 def _pydantic_problems(err: ValidationError, aliases: dict[str, str]) -> list[str]:
     problems = []
     for e in err.errors():
@@ -381,16 +461,27 @@ def _pydantic_problems(err: ValidationError, aliases: dict[str, str]) -> list[st
             problems.append(f"{_path(loc)}: {msg}.")
             continue
         if e["type"] == "extra_forbidden":
-            msg = "is not a key this program reads"
-        fix = _FIXES.get(e["type"], "correct the value")
+            problems.append(_unknown_key(loc))
+            continue
+        fix = _MISSING.get(loc, _FIXES["missing"]) if e["type"] == "missing" else _FIXES.get(e["type"], "correct the value")
         got = "" if e["type"] == "missing" else f" (got {json.dumps(e.get('input'), default=str)[:60]})"
         problems.append(f"{_path(loc)}: {msg[0].lower() + msg[1:]}{got}; {fix}.")
     return problems
 
 
+def api_exposure(cfg: StackConfig) -> list[str]:
+    """Who may reach the Kubernetes API (6443): production must say it; the firewall enforces it."""
+    k3s, problems = cfg.k3s, []
+    if cfg.environment == "production" and not k3s.api_allow_from:
+        problems.append("sophia:k3s.apiAllowFrom: is empty, which would open the Kubernetes API (6443) of this production stack to every address; list the networks CI and operators connect from (e.g. [198.51.100.0/24]), or write apiAllowFrom: [any] to open it on purpose.")
+    if not k3s.api_open_to_any and not k3s.firewall:
+        problems.append("sophia:k3s.apiAllowFrom: lists sources, but sophia:k3s.firewall is false, so nothing limits the API to them; set firewall: true or remove apiAllowFrom.")
+    return problems
+
+
 def cross_check(cfg: StackConfig) -> list[str]:
     """Checks that span several keys: inventory, placement, capacity, architectures."""
-    problems: list[str] = []
+    problems: list[str] = api_exposure(cfg)
 
     for kind, names in (("node", [n.name for n in cfg.nodes]), ("service", [s.name for s in cfg.services])):
         for name, count in Counter(names).items():
@@ -469,16 +560,31 @@ def check_secrets(cfg: StackConfig, lookup: SecretLookup) -> list[str]:
 
 
 def parse(raw: dict[str, Any], lookup: SecretLookup) -> StackConfig:
-    """Validate raw config values (top-level key -> value) into a StackConfig."""
+    """Validate raw config values (top-level key -> value) into a StackConfig.
+
+    `raw` holds every plain `sophia:` key that was passed (None = unset); keys outside the
+    schema are refused by name. Secrets are not in `raw`: `lookup` answers for them."""
     aliases = {name: f.alias or name for name, f in StackConfig.model_fields.items()}
     try:
-        cfg = StackConfig.model_validate({k: v for k, v in raw.items() if v is not None})
+        cfg = StackConfig.model_validate({k: v for k, v in raw.items() if k in TOP_LEVEL_KEYS and v is not None})
     except ValidationError as err:
-        raise ConfigError(_pydantic_problems(err, aliases)) from None
-    problems = cross_check(cfg) + check_secrets(cfg, lookup)
+        raise ConfigError(_unknown_top_level_keys(raw, lookup, None) + _pydantic_problems(err, aliases)) from None
+    problems = (_unknown_top_level_keys(raw, lookup, set(cfg.required_secrets()))
+                + cross_check(cfg) + check_secrets(cfg, lookup))
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+def _passed_keys() -> dict[str, Any]:
+    """Every `sophia:` key the engine passed, without the namespace. The language host hands
+    the program all of its config at start (pulumi.runtime.config), which is where
+    pulumi.Config reads from too; PULUMI_CONFIG is the older way of passing it."""
+    from pulumi.runtime import config as runtime_config
+
+    passed = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    prefix = f"{NAMESPACE}:"
+    return {k[len(prefix):]: v for k, v in passed.items() if k.startswith(prefix)}
 
 
 def _read_pulumi_config() -> tuple[dict[str, Any], SecretLookup]:
@@ -503,10 +609,25 @@ def _read_pulumi_config() -> tuple[dict[str, Any], SecretLookup]:
             return None
         return pulumi.runtime.is_config_secret(full)
 
+    for key, value in _passed_keys().items():
+        if key not in raw and not lookup(key):
+            raw[key] = value  # not read by the schema: kept (plain only) so parse can name it
+
     return raw, lookup
+
+
+def check_stack_name(cfg: StackConfig, stack: str) -> list[str]:
+    """A stack named like an environment must be that environment (a copied stack file)."""
+    if stack in ENVIRONMENTS and stack != cfg.environment:
+        return [f"sophia:environment: the stack is named '{stack}' but its configuration says {cfg.environment}; set sophia:environment: {stack} in Pulumi.{stack}.yaml."]
+    return []
 
 
 def load() -> StackConfig:
     """Read and validate the current stack's configuration, or raise ConfigError."""
     raw, lookup = _read_pulumi_config()
-    return parse(raw, lookup)
+    cfg = parse(raw, lookup)
+    problems = check_stack_name(cfg, pulumi.get_stack())
+    if problems:
+        raise ConfigError(problems)
+    return cfg

@@ -33,7 +33,12 @@ def read_outputs(stack: str, show_secrets: bool = False, cwd: Path = ROOT,
     cmd = [exe, "stack", "output", "--json", "--stack", stack]
     if show_secrets:
         cmd.append("--show-secrets")
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise OutputsError("`pulumi stack output` did not answer within 120 s; check the network and `pulumi whoami`") from None
+    except OSError as e:
+        raise OutputsError(f"the Pulumi CLI at {exe} cannot be run ({e.strerror}); reinstall it") from None
     if proc.returncode != 0:
         err = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
         if "no stack named" in proc.stderr or "not found" in proc.stderr:

@@ -169,9 +169,105 @@ def test_etcd_s3_needs_its_keys():
     assert [p.split(":")[1] for p in problems] == ["etcdS3AccessKey", "etcdS3SecretKey"]
 
 
-def test_unknown_key_is_named():
+def test_unknown_key_is_named_with_the_closest_key():
     msg = _only(problems_of("production", lambda r: r["k3s"].update(verison="v1.34.2+k3s1")))
-    assert msg.startswith("sophia:k3s.verison:") and "remove it or correct its spelling" in msg
+    assert msg == "sophia:k3s.verison: is not a key this program reads; did you mean sophia:k3s.version?"
+    msg = _only(problems_of("production", lambda r: r["services"][1].update(replcas=2)))
+    assert msg == "sophia:services[1].replcas: is not a key this program reads; did you mean sophia:services[1].replicas?"
+
+
+def test_unknown_key_without_a_close_one():
+    msg = _only(problems_of("production", lambda r: r["k3s"].update(zzz=1)))
+    assert msg == "sophia:k3s.zzz: is not a key this program reads; remove it or correct its spelling."
+
+
+def _rename(old: str, new: str):
+    def change(r):
+        r[new] = r.pop(old)
+    return change
+
+
+@pytest.mark.parametrize("typo,key", [("service", "services"), ("platfrom", "platform"), ("sshUsr", "sshUser")])
+def test_top_level_typo_is_refused(typo, key):
+    # `sophia:service:` used to pass and drop every workload.
+    change = _rename(key, typo) if key != "platform" else (lambda r: r.update(platfrom={"valkey": {"replicas": 3}}))
+    problems = problems_of("production", change)
+    assert problems[0] == f"sophia:{typo}: is not a key this program reads; did you mean sophia:{key}?"
+
+
+def test_top_level_typo_is_named_even_when_other_keys_are_wrong():
+    def change(r):
+        r["platfrom"] = {}
+        r["k3s"]["version"] = "latest"
+    problems = problems_of("production", change)
+    assert problems[0] == "sophia:platfrom: is not a key this program reads; did you mean sophia:platform?"
+    assert problems[1].startswith("sophia:k3s.version:") and len(problems) == 2
+
+
+def test_plain_unknown_key_without_a_close_one():
+    msg = _only(problems_of("dev", lambda r: r.update(colour="blue")))
+    assert msg.startswith("sophia:colour: is not a key this program reads; remove it or correct its spelling")
+
+
+def test_secret_keys_are_not_unknown_but_a_plain_needed_secret_is_plain_text():
+    parse_with("production")  # openaiApiKey, hubspotApiKey, ... are secrets the services name
+    msg = _only(problems_of("production", lambda r: r.update(openaiApiKey="sk-x"), plain_secrets=("openaiApiKey",)))
+    assert msg.startswith("sophia:openaiApiKey: the value is stored in plain text")
+
+
+def test_top_level_keys_are_the_schemas():
+    aliases = {f.alias or n for n, f in config.StackConfig.model_fields.items()}
+    assert set(config.TOP_LEVEL_KEYS) == aliases
+
+
+# ----------------------------------------------------------------------------- environment, API exposure
+
+def test_environment_is_required():
+    msg = _only(problems_of("dev", lambda r: r.pop("environment")))
+    assert msg.startswith("sophia:environment: field required") and "sophia:environment: production" in msg
+
+
+def test_stack_named_like_another_environment_is_refused():
+    cfg = parse_with("dev")
+    assert config.check_stack_name(cfg, "dev") == [] and config.check_stack_name(cfg, "my-test") == []
+    msg = config.check_stack_name(cfg, "production")[0]
+    assert msg.startswith("sophia:environment: the stack is named 'production' but its configuration says dev")
+
+
+def test_production_with_empty_api_allow_from_is_refused():
+    msg = _only(problems_of("production", lambda r: r["k3s"].pop("apiAllowFrom")))
+    assert msg.startswith("sophia:k3s.apiAllowFrom: is empty, which would open the Kubernetes API (6443)")
+    assert "apiAllowFrom: [any]" in msg
+
+
+def test_production_may_open_the_api_on_purpose():
+    cfg = parse_with("production", lambda r: r["k3s"].update(apiAllowFrom=["Any"]))
+    assert cfg.k3s.api_allow_from == ["any"] and cfg.k3s.api_open_to_any
+
+
+def test_production_as_shipped_limits_the_api():
+    k3s = parse_with("production").k3s
+    assert k3s.firewall and k3s.api_allow_from == ["198.51.100.0/24"] and not k3s.api_open_to_any
+
+
+def test_dev_may_leave_api_allow_from_empty():
+    assert parse_with("dev").k3s.api_open_to_any
+
+
+def test_any_with_cidrs_is_refused():
+    msg = _only(problems_of("production", lambda r: r["k3s"].update(apiAllowFrom=["any", "198.51.100.0/24"])))
+    assert msg.startswith("sophia:k3s.apiAllowFrom: 'any' already allows every address")
+
+
+def test_api_sources_without_the_firewall_are_refused():
+    msg = _only(problems_of("production", lambda r: r["k3s"].update(firewall=False)))
+    assert msg.startswith("sophia:k3s.apiAllowFrom: lists sources, but sophia:k3s.firewall is false")
+
+
+def test_firewall_renders_any_as_ufw_any():
+    from sophia_infra.cluster import scripts
+    cfg = parse_with("production", lambda r: r["k3s"].update(apiAllowFrom=["any"]))
+    assert "ufw allow proto tcp from any to any port 6443 comment sophia-api" in scripts.firewall_script(cfg, cfg.control_plane)
 
 
 def test_missing_key_is_named():
@@ -205,3 +301,37 @@ def test_gpu_capacity_counts_sharing():
 def test_platform_values_are_checked(key, value, path):
     msg = _only(problems_of("production", lambda r: r.update(platform={key: value})))
     assert msg.startswith(path + ":")
+
+
+# ----------------------------------------------------------------------------- under the engine
+
+def _engine_problems(change) -> list[str]:
+    """config.load() as `pulumi preview` runs it: every key the engine passed, secrets marked."""
+    from sophia_infra.plan import runner, stack_config
+    config_values, secret_keys = stack_config.load("production")
+    config_values, secret_keys = dict(config_values), list(secret_keys)
+    change(config_values, secret_keys)
+    with pytest.raises(config.ConfigError) as err:
+        runner.run("production", config=config_values, secret_keys=secret_keys)
+    return err.value.problems
+
+
+def test_engine_refuses_a_top_level_typo():
+    def typo(c, _):
+        c["sophia:service"] = c.pop("sophia:services")
+    assert _engine_problems(typo) == ["sophia:service: is not a key this program reads; did you mean sophia:services?"]
+
+
+def test_engine_accepts_secrets_and_refuses_plain_unknown_keys():
+    def extra(c, secret_keys):
+        c["sophia:unusedApiKey"] = "placeholder-unused"  # a secret nothing reads: ESC may hold more
+        secret_keys.append("sophia:unusedApiKey")
+        c["sophia:platfrom"] = "{}"
+        c["kubernetes:enableServerSideApply"] = "true"  # other namespaces are not ours
+    assert _engine_problems(extra) == ["sophia:platfrom: is not a key this program reads; did you mean sophia:platform?"]
+
+
+def test_engine_checks_the_stack_name_against_the_environment():
+    def dev(c, _):
+        c["sophia:environment"] = "dev"
+    assert _engine_problems(dev) == ["sophia:environment: the stack is named 'production' but its configuration says dev; set sophia:environment: production in Pulumi.production.yaml."]

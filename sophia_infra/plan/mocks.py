@@ -95,10 +95,13 @@ class Registration:
 
 
 def mask(value: Any) -> Any:
-    """Replace Pulumi's secret envelopes by "[secret]" and unknowns by "[unknown]"."""
+    """What the engine saw, as plain JSON: Pulumi's secret envelopes become "[secret]" (a
+    secret mapping keeps its keys: `{KEY: "[secret]"}`), unknowns "[unknown]", and the
+    integral floats the protobuf Struct made of every number become integers again."""
     if isinstance(value, dict):
         if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
-            return SECRET
+            inner = value.get("value")
+            return {k: SECRET for k in inner} if isinstance(inner, dict) else SECRET
         if value.get(rpc._special_sig_key) == rpc._special_resource_sig:
             return value.get("urn")
         return {k: mask(v) for k, v in value.items()}
@@ -106,6 +109,8 @@ def mask(value: Any) -> Any:
         return [mask(v) for v in value]
     if value == rpc.UNKNOWN:
         return UNKNOWN
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     return value
 
 

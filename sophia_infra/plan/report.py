@@ -41,17 +41,33 @@ def manifest_filename(obj: dict) -> str:
     return "_".join(p.lower() for p in parts) + ".yaml"
 
 
+def canonical(value: Any) -> Any:
+    """Mappings with sorted keys, all the way down: the same plan always reads the same."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
 def plan_document(result: PlanResult) -> dict[str, Any]:
+    """plan.json: resources in URN order (registration order varies from run to run)."""
     return {
         "stack": result.stack,
         "resources": [
             {"urn": r.urn, "type": r.type, "name": r.name, "custom": r.custom, "parent": r.parent or None,
-             "dependencies": r.dependencies, "provider": r.provider or None, "options": r.options,
-             "inputs": r.inputs}
-            for r in result.resources
+             "dependencies": sorted(r.dependencies), "provider": r.provider or None,
+             "options": canonical(r.options), "inputs": canonical(r.inputs)}
+            for r in sorted(result.resources, key=lambda r: r.urn)
         ],
-        "outputs": result.outputs,
+        "outputs": canonical(result.outputs),
     }
+
+
+def manifest(obj: dict) -> dict:
+    """A manifest as kubectl shows one: apiVersion, kind, metadata first, then sorted keys."""
+    head = [k for k in ("apiVersion", "kind", "metadata") if k in obj]
+    return {k: canonical(obj[k]) for k in head + sorted(k for k in obj if k not in head)}
 
 
 def resource_counts(result: PlanResult) -> Counter:
@@ -63,9 +79,9 @@ def write(result: PlanResult, out_dir: Path) -> None:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     (out_dir / "manifests").mkdir(parents=True)
-    (out_dir / "plan.json").write_text(json.dumps(plan_document(result), indent=2, sort_keys=False) + "\n")
-    for obj in kubernetes_objects(result.resources):
-        (out_dir / "manifests" / manifest_filename(obj)).write_text(yaml.safe_dump(obj, sort_keys=False))
+    (out_dir / "plan.json").write_text(json.dumps(plan_document(result), indent=2) + "\n")
+    for obj in kubernetes_objects(sorted(result.resources, key=lambda r: r.urn)):
+        (out_dir / "manifests" / manifest_filename(obj)).write_text(yaml.safe_dump(manifest(obj), sort_keys=False))
     (out_dir / "placement.md").write_text(placement.render_markdown(cfg, result.stack))
 
 
@@ -83,7 +99,8 @@ def _policy_rules():
 def policy_violations(result: PlanResult) -> list[tuple[str, str, str]]:
     """(resource URN, rule, message) from the policy pack's own rules."""
     rules = _policy_rules()
-    return [(r.urn, rule, msg) for r in result.resources for rule, msg in rules.evaluate(r.type, r.inputs)]
+    return [(r.urn, rule, msg) for r in sorted(result.resources, key=lambda r: r.urn)
+            for rule, msg in rules.evaluate(r.type, r.inputs)]
 
 
 def render(result: PlanResult) -> str:

@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
@@ -22,6 +22,10 @@ _REF = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}")
 
 class StackFileError(Exception):
     """A stack or ESC file that cannot be read; the message says which and why."""
+
+
+class StackFileSyntaxError(StackFileError):
+    """A file that is not valid YAML; the message is `file:line:column: what`."""
 
 
 @dataclass(frozen=True)
@@ -74,13 +78,67 @@ def _unwrap(v: Any) -> Any:
     return v.value if isinstance(v, Secret) else v
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (the Pulumi CLI does too)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:
+                continue  # an unhashable key: SafeLoader reports it
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"'{key}' is given twice (first on line {first.line + 1}); keep one", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> tuple[Optional[yaml.Mark], str]:
+    """Where and what, in one line: PyYAML's problem, with its context's position."""
+    if not isinstance(err, yaml.MarkedYAMLError):
+        return None, str(err).replace("\n", " ")
+    what = err.problem or err.context or "not valid YAML"
+    if "'\\t'" in what or "\t" in what:
+        what += "; indent with spaces, not tabs"
+    mark = err.problem_mark or err.context_mark
+    ctx = err.context_mark
+    if err.context and ctx is not None and mark is not None and (ctx.line, ctx.column) != (mark.line, mark.column):
+        what += f" ({err.context} that starts at line {ctx.line + 1}, column {ctx.column + 1})"
+    return mark, what
+
+
 def _read_yaml(path: Path) -> dict:
+    """A stack or ESC file as a mapping; any syntax problem as `file:line:column: what`."""
     if not path.exists():
         raise StackFileError(f"{path.name} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise StackFileError(f"{path.name} is not a YAML mapping")
-    return data
+    name = _display(path)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise StackFileSyntaxError(f"{name}:{line}:{column}: byte 0x{data[err.start]:02x} is not UTF-8; save the file as UTF-8") from None
+    try:
+        loaded = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+    except yaml.YAMLError as err:
+        mark, what = _yaml_problem(err)
+        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else name
+        raise StackFileSyntaxError(f"{where}: {what}") from None
+    if not isinstance(loaded, dict):
+        raise StackFileSyntaxError(f"{name}:1:1: the file is not a YAML mapping; write `key: value` at the top level")
+    return loaded
 
 
 def esc_pulumi_config(env_file: Path) -> dict[str, Any]:
@@ -117,12 +175,15 @@ def raw_config(stack: str, root: Path = ROOT) -> tuple[dict[str, Any], dict[str,
     from sophia_infra import config as schema
 
     values, secret_keys = load(stack, root)
-    raw = {}
+    raw: dict[str, Any] = {}
     for key, structured in schema.TOP_LEVEL_KEYS.items():
         text = values.get(f"{schema.NAMESPACE}:{key}")
         raw[key] = json.loads(text) if (text is not None and structured) else text
     prefix = f"{schema.NAMESPACE}:"
     present = {k[len(prefix):]: k in secret_keys for k in values if k.startswith(prefix)}
+    for key, is_secret in present.items():
+        if key not in raw and not is_secret:
+            raw[key] = values[prefix + key]  # not in the schema: parse names it
     return raw, present
 
 
@@ -131,4 +192,8 @@ def load_validated(stack: str, root: Path = ROOT):
     from sophia_infra import config as schema
 
     raw, present = raw_config(stack, root)
-    return schema.parse(raw, present.get)
+    cfg = schema.parse(raw, present.get)
+    problems = schema.check_stack_name(cfg, stack)
+    if problems:
+        raise schema.ConfigError(problems)
+    return cfg
