@@ -23,9 +23,14 @@ def _device_plugin_label(node) -> dict[str, str]:
 def build(cfg: StackConfig) -> dict[str, Any]:
     """Register every resource of the stack; return the stack outputs by name."""
     cluster = Cluster("sophia", cfg, extra_labels=_device_plugin_label)
-    # Platform resources wait for the API (through the provider); workloads also wait for
-    # every node to be labelled, since placement selects on gpu-type.
-    platform = Platform("platform", cfg, cluster.provider)
+    # Everything above the cluster waits until every node has joined and is labelled: the
+    # platform's stateful charts (Prometheus, PostgreSQL, Valkey) bind local-path volumes
+    # that pin their pods to the first node they land on, and workloads place by gpu-type.
+    # (Each label patch waits for its node's membership or registration.) The platform's
+    # children wait through it: a child registers only once its parent has, and a
+    # component registers only once its depends_on are done.
+    nodes_ready = list(cluster.label_patches.values())
+    platform = Platform("platform", cfg, cluster.provider, opts=pulumi.ResourceOptions(depends_on=nodes_ready))
     services = Services("services", cfg, cluster.provider, opts=pulumi.ResourceOptions(
-        depends_on=[platform, *cluster.label_patches.values()]))
+        depends_on=[platform, *nodes_ready]))
     return {**cluster.outputs, **platform.outputs, **services.outputs}

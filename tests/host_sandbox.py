@@ -1,8 +1,9 @@
 """Run a host script for real, in a private mount namespace with fake system commands.
 
-/etc, /var/lib and /usr/local/bin are empty tmpfs mounts (/etc/rancher persists between runs) visible only to
-the script; `systemctl`, `k3s`, `curl`, `ufw` are stubs that record their calls and act
-as the test says. Nothing on this machine changes.
+/etc, /var/lib, /usr/local/bin and /usr/share/keyrings are empty tmpfs mounts (/etc/rancher and
+/etc/systemd persist between runs) visible only to the script; `systemctl`, `timeout`, `k3s`,
+`curl`, `gpg`, `apt-get`, `ufw` are stubs that record their calls and act as the test says
+(`timeout` records the bound asked for and enforces 2 s). Nothing on this machine changes.
 """
 
 from __future__ import annotations
@@ -16,35 +17,74 @@ from pathlib import Path
 import pytest
 
 STUBS = {
-    # STATE_DIR holds files that steer the stubs: installed, active, restart_fails, version.
-    "systemctl": r'''
+    # STATE_DIR holds files that steer the stubs: installed, active, restart_fails, restart_hangs,
+    # version, node_not_ready, node_gone.
+    "systemctl": r"""
         echo "systemctl $*" >> "$STATE_DIR/calls"
         case "$1" in
           list-unit-files) [ -f "$STATE_DIR/installed" ] ;;
           is-enabled) [ -f "$STATE_DIR/installed" ] ;;
           is-active) [ -f "$STATE_DIR/active" ] ;;
-          restart) if [ -f "$STATE_DIR/restart_fails" ] && [ ! -f "$STATE_DIR/restart_failed_once" ]; then
+          restart) if [ -f "$STATE_DIR/restart_hangs" ]; then  # Type=notify, never READY
+                     rm -f "$STATE_DIR/active"; exec sleep 60; fi
+                   if [ -f "$STATE_DIR/restart_fails" ] && [ ! -f "$STATE_DIR/restart_failed_once" ]; then
                      touch "$STATE_DIR/restart_failed_once"; rm -f "$STATE_DIR/active"; exit 1; fi
                    touch "$STATE_DIR/active" ;;
           *) true ;;
-        esac''',
-    "k3s": r'''
+        esac""",
+    # Records the bound the script asked for, then enforces a short one, so that a hang
+    # shows up in seconds.
+    "timeout": r"""
+        echo "timeout $*" >> "$STATE_DIR/calls"
+        shift
+        exec /usr/bin/timeout 2 "$@" """,
+    "k3s": r"""
         echo "k3s $*" >> "$STATE_DIR/calls"
         case "$1" in
           --version) [ -f "$STATE_DIR/version" ] && echo "k3s version $(cat "$STATE_DIR/version") (abc)" ;;
-          kubectl) [ -f "$STATE_DIR/active" ] ;;
-        esac''',
-    "curl": r'''
+          kubectl)
+            case "$*" in
+              *jsonpath*) if [ -f "$STATE_DIR/node_not_ready" ]; then echo Unknown; else echo True; fi ;;
+              "kubectl get node "*) [ ! -f "$STATE_DIR/node_gone" ] ;;
+              *" cordon "*|*" drain "*|*" delete node "*) true ;;
+              *) [ -f "$STATE_DIR/active" ] ;;
+            esac ;;
+        esac""",
+    # `curl -o FILE` of install.sh writes a fake installer (and logs the mode of FILE's
+    # directory); piped downloads (the NVIDIA key and list) print a line.
+    "curl": r"""
         echo "curl $*" >> "$STATE_DIR/calls"
         out=""; while [ $# -gt 0 ]; do [ "$1" = "-o" ] && out="$2"; shift; done
-        printf 'echo "installer $INSTALL_K3S_VERSION $INSTALL_K3S_EXEC" >> "$STATE_DIR/calls"\ntouch "$STATE_DIR/installed" "$STATE_DIR/active"\necho "$INSTALL_K3S_VERSION" > "$STATE_DIR/version"\n' > "$out"''',
-    "ufw": r'''echo "ufw $*" >> "$STATE_DIR/calls"''',
+        if [ -z "$out" ]; then echo "deb https://nvidia.github.io/libnvidia-container/stable/deb/amd64 /"; exit 0; fi
+        echo "download dir $(dirname "$out") mode $(stat -c %a "$(dirname "$out")")" >> "$STATE_DIR/calls"
+        cat > "$out" <<'INSTALLER'
+echo "installer $INSTALL_K3S_VERSION $INSTALL_K3S_EXEC skip-start=${INSTALL_K3S_SKIP_START:-false}" >> "$STATE_DIR/calls"
+touch "$STATE_DIR/installed"
+[ "${INSTALL_K3S_SKIP_START:-false}" = true ] || touch "$STATE_DIR/active"
+echo "$INSTALL_K3S_VERSION" > "$STATE_DIR/version"
+INSTALLER""",
+    "gpg": r"""
+        echo "gpg $*" >> "$STATE_DIR/calls"
+        out=""; while [ $# -gt 0 ]; do [ "$1" = "-o" ] && out="$2"; shift; done
+        cat > "$out" """,
+    # What the unprivileged _apt user will find when apt reads the key and the list.
+    "apt-get": r"""
+        echo "apt-get $*" >> "$STATE_DIR/calls"
+        for f in /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg /etc/apt/sources.list.d/nvidia-container-toolkit.list; do
+          [ -f "$f" ] && echo "apt sees $f mode $(stat -c %a "$f")" >> "$STATE_DIR/calls"
+        done
+        true""",
+    "ufw": r"""echo "ufw $*" >> "$STATE_DIR/calls" """,
     "nvidia-container-runtime": "true",
 }
 
+# K3s's uninstall scripts, present on the host once it is installed.
+UNINSTALL_STUB = 'echo "uninstall $(basename "$0")" >> "$STATE_DIR/calls"\nrm -f "$STATE_DIR/installed" "$STATE_DIR/active"\n'
+
 
 def available() -> bool:
-    return os.geteuid() == 0 and shutil.which("unshare") is not None
+    # /usr/share/keyrings must exist to be hidden behind a tmpfs (the NVIDIA toolkit path writes there).
+    return os.geteuid() == 0 and shutil.which("unshare") is not None and Path("/usr/share/keyrings").is_dir()
 
 
 class Host:
@@ -62,6 +102,8 @@ class Host:
             path.chmod(0o755)
         self.snapshot = tmp / "etc-rancher"
         self.snapshot.mkdir()
+        self.systemd = tmp / "etc-systemd"  # unit drop-ins, kept between runs too
+        self.systemd.mkdir()
 
     def set(self, *flags: str, version: str | None = None) -> None:
         for f in flags:
@@ -77,17 +119,26 @@ class Host:
         (self.state / "calls").write_text("")
         wrapper = f"""set -e
 mount -t tmpfs tmpfs /etc
-mkdir /etc/rancher /etc/systemd
+mkdir -p /etc/rancher /etc/systemd /etc/apt/sources.list.d
 mount --bind {self.snapshot} /etc/rancher
+mount --bind {self.systemd} /etc/systemd
 mount -t tmpfs tmpfs /var/lib
 mount -t tmpfs tmpfs /usr/local/bin
+mount -t tmpfs tmpfs /usr/share/keyrings
+if [ -f "$STATE_DIR/installed" ]; then
+  for u in k3s-uninstall.sh k3s-agent-uninstall.sh; do
+    printf '%s' "$UNINSTALL_STUB" > /usr/local/bin/$u
+    chmod 0755 /usr/local/bin/$u
+  done
+fi
 if [ -f "$STATE_DIR/nvidia_in_containerd" ]; then
   mkdir -p /var/lib/rancher/k3s/agent/etc/containerd
   echo 'runtime_type = "nvidia"' > /var/lib/rancher/k3s/agent/etc/containerd/config.toml
 fi
 exec bash -c "$SCRIPT"
 """
-        env = {"PATH": f"{self.bin}:/usr/sbin:/usr/bin:/sbin:/bin", "STATE_DIR": str(self.state), "SCRIPT": script}
+        env = {"PATH": f"{self.bin}:/usr/sbin:/usr/bin:/sbin:/bin", "STATE_DIR": str(self.state), "SCRIPT": script,
+               "UNINSTALL_STUB": "#!/bin/bash\n" + UNINSTALL_STUB}
         return subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", wrapper],
                               input=stdin, capture_output=True, text=True, env=env, timeout=60)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -166,16 +167,23 @@ def test_install_skips_a_host_at_the_pinned_version_and_upgrades_otherwise(tmp_p
 
     proc = host.run(script)
     assert proc.returncode == 0, proc.stderr
-    assert "installer v1.34.2+k3s1 agent" in host.calls()
+    calls = host.calls()
+    # install.sh only installs; the script starts K3s itself, bounded, then waits for it.
+    assert "installer v1.34.2+k3s1 agent skip-start=true" in calls
+    assert calls.index("installer v1.34.2+k3s1 agent skip-start=true") < calls.index(
+        f"timeout {scripts.RESTART_SECONDS} systemctl restart k3s-agent")
+    assert "K3s v1.34.2+k3s1 is running" in proc.stdout
 
     host.set("nvidia_in_containerd")
     proc = host.run(script)
     assert proc.returncode == 0 and "already running" in proc.stdout
     assert not any(c.startswith("installer") or "restart" in c for c in host.calls())
 
-    host.set(version="v1.33.5+k3s1")
+    host.set(version="v1.33.5+k3s1")  # an upgrade: the running unit is restarted on the new binary
     proc = host.run(script)
-    assert "installer v1.34.2+k3s1 agent" in host.calls()
+    assert proc.returncode == 0, proc.stderr
+    assert "installer v1.34.2+k3s1 agent skip-start=true" in host.calls()
+    assert "systemctl restart k3s-agent" in host.calls()
 
 
 @requires_sandbox
@@ -213,3 +221,150 @@ def test_gpu_node_restarts_k3s_once_when_containerd_lacks_the_nvidia_runtime(tmp
     host.set(version=cfg.k3s.version)
     proc = host.run(scripts.install_script(cfg, cfg.control_plane))
     assert "restart" not in " ".join(host.calls())
+
+
+@requires_sandbox
+def test_installer_is_fetched_to_a_private_directory_and_removed(tmp_path):
+    cfg = parse_with("dev")
+    host = Host(tmp_path)
+    proc = host.run(scripts.install_script(cfg, cfg.workers[0]))
+    assert proc.returncode == 0, proc.stderr
+    download = next(c for c in host.calls() if c.startswith("download dir "))
+    directory, mode = download.removeprefix("download dir ").split(" mode ")
+    assert mode == "700" and directory.startswith("/tmp/tmp.")  # mktemp -d, not a fixed /tmp path
+    assert not Path(directory).exists()  # removed on exit
+    assert f"--max-time {scripts.DOWNLOAD_SECONDS}" in next(c for c in host.calls() if c.startswith("curl "))
+    assert f"timeout {scripts.INSTALLER_SECONDS} sh {directory}/install.sh" in host.calls()
+
+
+@requires_sandbox
+def test_an_agent_that_never_reports_ready_fails_the_install_instead_of_hanging(tmp_path):
+    cfg = parse_with("dev")
+    host = Host(tmp_path)
+    host.set("restart_hangs")  # Type=notify, TimeoutStartSec=0, and the agent cannot join
+    proc = host.run(scripts.install_script(cfg, cfg.workers[0]))
+    assert proc.returncode == 1
+    assert f"did not report ready within {scripts.RESTART_SECONDS}s" in proc.stderr
+    assert "did not become ready on sophia-dev-a10; see: journalctl -u k3s-agent" in proc.stderr
+    assert f"timeout {scripts.RESTART_SECONDS} systemctl restart k3s-agent" in host.calls()
+
+
+@requires_sandbox
+def test_a_config_restart_that_hangs_is_bounded_and_rolled_back(tmp_path):
+    cfg = parse_with("dev")
+    node = cfg.workers[0]
+    host = Host(tmp_path)
+    host.set("installed", "active")
+    assert host.run(scripts.apply_config_script(node, "server: https://a:6443\n")).returncode == 0
+    host.set("restart_hangs")
+    proc = host.run(scripts.apply_config_script(node, "server: https://b:6443\n"))
+    assert proc.returncode == 1 and "rolling back" in proc.stderr
+    assert host.calls().count(f"timeout {scripts.RESTART_SECONDS} systemctl restart k3s-agent") == 2
+    assert host.file("config.yaml").read_text() == "server: https://a:6443\n"
+
+
+def test_every_restart_in_a_sent_script_is_bounded():
+    for name, script in ALL_SCRIPTS.items():
+        for line in script.splitlines():
+            if "systemctl restart" in line or "systemctl start" in line:
+                assert line.strip().startswith(f"if ! timeout {scripts.RESTART_SECONDS} systemctl restart "), (name, line)
+            if "curl " in line:
+                assert "--max-time" in line, (name, line)
+            if "install.sh" in line and line.strip().startswith("INSTALL_K3S_"):
+                assert "INSTALL_K3S_SKIP_START=true" in line, (name, line)
+
+
+@requires_sandbox
+def test_uninstall_removes_k3s_from_a_host_that_is_still_this_node(tmp_path):
+    cfg = parse_with("dev")
+    node = cfg.workers[0]
+    host = Host(tmp_path)
+    host.set("installed", "active")
+    host.run(scripts.apply_config_script(node, scripts.render_config(scripts.k3s_config(cfg, node, {}))))
+    proc = host.run(scripts.uninstall_script(node))
+    assert proc.returncode == 0 and "K3s uninstalled" in proc.stdout, proc.stderr
+    assert "uninstall k3s-agent-uninstall.sh" in host.calls()
+    assert f"timeout {scripts.UNINSTALL_SECONDS} /usr/local/bin/k3s-agent-uninstall.sh" in host.calls()
+
+
+@requires_sandbox
+def test_uninstall_leaves_a_host_now_configured_as_another_node(tmp_path):
+    """A rename on the same host: the new node's commands ran first; the old node's
+    uninstall, run last, must not wipe it."""
+    def rename(r):
+        next(n for n in r["nodes"] if n["name"] == "sophia-dev-a10")["name"] = "sophia-dev-gpu"
+        r["hosts"]["sophia-dev-gpu"] = r["hosts"].pop("sophia-dev-a10")
+
+    old = parse_with("dev").workers[0]
+    cfg = parse_with("dev", rename)
+    renamed = next(n for n in cfg.nodes if n.name == "sophia-dev-gpu")
+    host = Host(tmp_path)
+    host.set("installed", "active")
+    host.run(scripts.apply_config_script(renamed, scripts.render_config(scripts.k3s_config(cfg, renamed, {}))))
+    assert "node-name: sophia-dev-gpu" in host.file("config.yaml").read_text()
+    host.run("set -e\nprintf x > /etc/rancher/k3s/cluster-token", "")
+    proc = host.run(scripts.uninstall_script(old))
+    assert proc.returncode == 0, proc.stderr
+    assert "not uninstalling K3s: this host is now configured as node sophia-dev-gpu, not sophia-dev-a10" in proc.stdout
+    assert not any(c.startswith("uninstall") or "uninstall.sh" in c for c in host.calls())
+    assert host.file("cluster-token").exists()  # the new node's token is kept
+
+
+@requires_sandbox
+def test_removing_a_node_whose_host_is_gone_deletes_it_without_a_drain(tmp_path):
+    host = Host(tmp_path)
+    script = scripts.drain_and_delete_script("sophia-dev-a10")
+    proc = host.run(script)
+    assert proc.returncode == 0, proc.stderr
+    assert any(" drain sophia-dev-a10 " in c for c in host.calls())
+    assert any("delete node sophia-dev-a10" in c and f"--timeout={scripts.NODE_DELETE_SECONDS}s" in c for c in host.calls())
+
+    host.set("node_not_ready")
+    proc = host.run(script)
+    assert proc.returncode == 0 and "deleting it without a drain" in proc.stdout
+    assert not any(" drain " in c or " cordon " in c for c in host.calls())
+    assert any("delete node sophia-dev-a10" in c for c in host.calls())
+
+    host.set("node_gone")
+    assert "already gone" in host.run(script).stdout
+
+
+def _peers(cfg, node):
+    return sorted({a for n in cfg.nodes if n.name != node.name
+                   for a in (cfg.host(n).address, cfg.host(n).private_address) if a})
+
+
+def test_firewall_opens_node_exporter_to_every_peer_only():
+    cfg = parse_with("production", _with_everything)
+    for node in cfg.nodes:
+        script = scripts.firewall_script(cfg, node)
+        opened = {line.split(" from ")[1].split()[0] for line in script.splitlines()
+                  if f"to any port {scripts.NODE_EXPORTER_PORT} " in line}
+        assert opened == set(_peers(cfg, node)), node.name
+        assert "192.0.2.12" in opened or node.name == "sophia-mcp"  # private addresses too
+
+
+@requires_sandbox
+def test_firewall_script_runs_and_opens_9100_from_every_peer(tmp_path):
+    cfg = parse_with("production", _with_everything)
+    node = next(n for n in cfg.nodes if n.name == "sophia-mcp")
+    host = Host(tmp_path)
+    proc = host.run(scripts.firewall_script(cfg, node))
+    assert proc.returncode == 0 and "firewall rules applied" in proc.stdout, proc.stderr
+    calls = host.calls()
+    for peer in _peers(cfg, node):
+        assert f"ufw allow proto tcp from {peer} to any port 9100 comment sophia-node-exporter" in calls
+    assert not any("port 9100" in c and ("from any" in c or "192.0.2.12" in c or "203.0.113.12" in c) for c in calls)
+    assert calls[-1] == "ufw --force enable"
+
+
+@requires_sandbox
+def test_nvidia_toolkit_key_and_list_are_readable_by_apt(tmp_path):
+    cfg = parse_with("dev", lambda r: r["k3s"].update(installNvidiaToolkit=True))
+    host = Host(tmp_path, nvidia=False)
+    proc = host.run(scripts.install_script(cfg, cfg.workers[0]))
+    assert proc.returncode == 0, proc.stderr
+    seen = [c for c in host.calls() if c.startswith("apt sees ")]
+    assert seen and all(c.endswith(" mode 644") for c in seen), seen
+    assert len(seen) == 4  # both files, at `apt-get update` and at `apt-get install`
+    assert any(c.startswith("apt-get -o DPkg::Lock::Timeout=") and " install " in c for c in host.calls())

@@ -4,11 +4,18 @@ Each node is a short chain of remote commands, each idempotent on the host:
 firewall -> secrets (token on stdin) -> config.yaml -> install at the pinned version.
 Changing a command's inputs runs its `update` (the same idempotent script), never a
 replacement, so an unchanged node is untouched and a changed config restarts K3s once.
+
+Only `triggers` replace a command (pulumi-command 1.2.1 marks them replaceOnChanges); a
+changed connection just runs `update` on the new host. So a joining node's address is a
+trigger of its `install` and `membership`, with delete-before-replace: a new address
+drains and deletes the old Node, uninstalls the old host, then installs the new one.
+The control plane's install has no such trigger: replacing it would uninstall the only
+etcd; moving the control plane is a rebuild from an etcd snapshot, not an address change.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import pulumi
 from pulumi_command import remote
@@ -30,10 +37,17 @@ def connection(cfg: StackConfig, node: Node, private_key: pulumi.Input[str]) -> 
     )
 
 
+# Longer than any script's own bounds (scripts.py) plus the SSH dial retries above, so a
+# script fails with its own message before Pulumi gives up on it.
+COMMAND_TIMEOUTS = pulumi.CustomTimeouts(create="60m", update="60m", delete="30m")
+
+
 def _script_command(name: str, conn: remote.ConnectionArgs, script: str, opts: pulumi.ResourceOptions,
                     delete: Optional[str] = None, stdin: Optional[pulumi.Input[str]] = None,
-                    secret_output: bool = False) -> remote.Command:
-    """A command whose create and update run the same idempotent script as root."""
+                    secret_output: bool = False,
+                    replace_on: Optional[Sequence[pulumi.Input[Any]]] = None) -> remote.Command:
+    """A command whose create and update run the same idempotent script as root.
+    `replace_on`: values whose change replaces the command, deleting the old one first."""
     command = scripts.as_root(script)
     return remote.Command(
         name,
@@ -42,9 +56,14 @@ def _script_command(name: str, conn: remote.ConnectionArgs, script: str, opts: p
         update=command,
         delete=scripts.as_root(delete) if delete else None,
         stdin=stdin,
+        triggers=list(replace_on) if replace_on else None,
+        # Else the previous stdout/stderr travel as environment variables to the next run.
+        add_previous_output_in_env=False,
         logging=remote.Logging.NONE if secret_output else None,
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-            additional_secret_outputs=["stdout"] if secret_output else None)),
+            additional_secret_outputs=["stdout"] if secret_output else None,
+            delete_before_replace=True if replace_on else None,
+            custom_timeouts=COMMAND_TIMEOUTS)),
     )
 
 
@@ -55,7 +74,8 @@ class K3sNode(pulumi.ComponentResource):
 
     def __init__(self, type_: str, name: str, cfg: StackConfig, node: Node, labels: dict[str, str],
                  secrets_stdin: pulumi.Input[str], private_key: pulumi.Input[str],
-                 after: Sequence[pulumi.Resource] = (), opts: Optional[pulumi.ResourceOptions] = None):
+                 after: Sequence[pulumi.Resource] = (), replace_install_on: Sequence[pulumi.Input[Any]] = (),
+                 opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(type_, name, None, opts)
         self.node = node
         self.connection = connection(cfg, node, private_key)
@@ -77,7 +97,7 @@ class K3sNode(pulumi.ComponentResource):
         self.install = _script_command(
             f"{name}-install", self.connection, scripts.install_script(cfg, node),
             pulumi.ResourceOptions(parent=self, depends_on=[self.config]),
-            delete=scripts.uninstall_script(node))
+            delete=scripts.uninstall_script(node), replace_on=replace_install_on)
 
 
 class ControlPlane(K3sNode):
@@ -89,7 +109,8 @@ class ControlPlane(K3sNode):
         stdin: pulumi.Input[str] = token
         if cfg.k3s.etcd_s3:
             from sophia_infra.secrets import secret
-            stdin = pulumi.Output.concat(token, "\n", secret("etcdS3AccessKey"), "\n", secret("etcdS3SecretKey"))
+            stdin = pulumi.Output.secret(pulumi.Output.all(token, secret("etcdS3AccessKey"), secret("etcdS3SecretKey"))
+                                         .apply(lambda v: scripts.secrets_stdin(v[0], (v[1], v[2]))))
         super().__init__("sophia:k3s:ControlPlane", name, cfg, node, labels, stdin, private_key, opts=opts)
         after_install = pulumi.ResourceOptions(parent=self, depends_on=[self.install])
         # The API answers before the node object exists: wait for it before labelling it.
@@ -116,14 +137,18 @@ class Worker(K3sNode):
                  join_token: pulumi.Input[str], private_key: pulumi.Input[str], control_plane: ControlPlane,
                  after: Sequence[pulumi.Resource] = (), opts: Optional[pulumi.ResourceOptions] = None):
         type_ = "sophia:k3s:Server" if node.role == "control-plane" else "sophia:k3s:Worker"
+        address = cfg.host(node).address
         super().__init__(type_, name, cfg, node, labels, join_token, private_key,
-                         after=[control_plane.install, *after], opts=opts)
+                         after=[control_plane.install, *after], replace_install_on=[address], opts=opts)
         # Runs on the control plane: waits for the node to register; on delete it drains
         # the node and deletes its Node object before the agent is uninstalled.
         # `update` matters: without it a change to the script would replace this resource,
         # and replacing runs the old delete, draining a healthy node.
+        # The install's id in the triggers is a property dependency: when the install is
+        # replaced (delete first), the engine deletes this command first, so the old Node is
+        # drained and deleted before its host is uninstalled and the new host joins.
         self.membership = _script_command(
             f"{name}-membership", control_plane.connection, scripts.wait_registered_script(node.name),
             pulumi.ResourceOptions(parent=self, depends_on=[self.install]),
-            delete=scripts.drain_and_delete_script(node.name))
+            delete=scripts.drain_and_delete_script(node.name), replace_on=[address, self.install.id])
         self.register_outputs({"install": self.install.id})

@@ -5,6 +5,12 @@ differs, so `pulumi up` can re-run it safely (the kube-hetzner way of re-applyin
 config). Scripts take no secret in their text: secrets arrive on standard input and
 go straight to files with mode 0600, so command text can be logged and diffed.
 Every script is checked by shellcheck in the tests.
+
+Nothing waits without a bound: K3s's install.sh writes a `Type=notify` unit with
+`TimeoutStartSec=0`, so a K3s that never reports ready (an agent that cannot join, k3s
+#11808, #6879) would hold `systemctl restart` and the remote command forever. Every start
+and restart goes through `timeout`, every wait has a deadline, every download a
+`--max-time`; the commands' own timeouts (nodes.py) are longer than these bounds.
 """
 
 from __future__ import annotations
@@ -25,6 +31,15 @@ S3_ENV_PATH = f"{K3S_DIR}/etcd-s3.env"
 SERVER_TOKEN_PATH = "/var/lib/rancher/k3s/server/token"
 KUBECONFIG_PATH = f"{K3S_DIR}/k3s.yaml"
 API_PORT = 6443
+NODE_EXPORTER_PORT = 9100
+
+# Bounds, in seconds, of the waits in the scripts (see the module docstring).
+READY_SECONDS = 300  # K3s answering after a (re)start
+RESTART_SECONDS = 300  # `systemctl restart` of a Type=notify unit that may never report ready
+INSTALLER_SECONDS = 600  # install.sh downloading and verifying the binary (it starts nothing)
+UNINSTALL_SECONDS = 600
+DOWNLOAD_SECONDS = 120  # one `curl` of a small file
+APT_LOCK_SECONDS = 300  # apt waiting for another apt (unattended-upgrades on a fresh host)
 
 _PRELUDE = "set -euo pipefail\numask 077\n"
 
@@ -102,11 +117,22 @@ def render_config(config: dict) -> str:
     return yaml.safe_dump(config, sort_keys=True, default_flow_style=False)
 
 
+def secrets_stdin(token: str, etcd_s3_keys: tuple[str, str] | None = None) -> str:
+    """What the secrets command reads: the token, then the S3 key pair, one per line.
+    pulumi-command sends it as is, so the last line has no final newline."""
+    return "\n".join([token, *(etcd_s3_keys or ())])
+
+
 def write_secrets_script(node: Node, with_etcd_s3: bool) -> str:
     """Reads the join token (line 1) and, on an S3-backed server, the S3 keys (lines 2-3)
-    from standard input into 0600 files; restarts nothing and prints no secret."""
-    script = _PRELUDE + f"""install -d -m 0700 {K3S_DIR}
-IFS= read -r token
+    from standard input into 0600 files; prints no secret. A change of the S3 keys restarts
+    K3s (bounded), since K3s reads them from its environment only when it starts."""
+    # `read` returns 1 on a last line without a newline (how pulumi-command sends stdin):
+    # the line is read all the same, so that status must not end the script under `set -e`.
+    head = _PRELUDE + (_k3s_functions(node) if with_etcd_s3 else "")
+    script = head + f"""install -d -m 0700 {K3S_DIR}
+token=""
+IFS= read -r token || true
 if [ -z "$token" ]; then
   echo "no cluster token on standard input" >&2
   exit 1
@@ -122,21 +148,50 @@ else
 fi
 """
     if with_etcd_s3:
-        script += f"""IFS= read -r access_key
-IFS= read -r secret_key
+        svc = service_name(node)
+        dropin_dir = f"/etc/systemd/system/{svc}.service.d"
+        script += f"""access_key=""
+secret_key=""
+IFS= read -r access_key || true
+IFS= read -r secret_key || true
+if [ -z "$access_key" ] || [ -z "$secret_key" ]; then
+  echo "no etcd S3 access key and secret key on standard input (lines 2 and 3)" >&2
+  exit 1
+fi
+s3_changed=false
 tmp="$(mktemp {K3S_DIR}/.s3.XXXXXX)"
 printf 'AWS_ACCESS_KEY_ID=%s\\nAWS_SECRET_ACCESS_KEY=%s\\n' "$access_key" "$secret_key" > "$tmp"
-mv "$tmp" {S3_ENV_PATH}
-install -d -m 0755 /etc/systemd/system/k3s.service.d
-printf '[Service]\\nEnvironmentFile=-{S3_ENV_PATH}\\n' > /etc/systemd/system/k3s.service.d/10-etcd-s3.conf
-chmod 0644 /etc/systemd/system/k3s.service.d/10-etcd-s3.conf
-systemctl daemon-reload
-echo "etcd S3 credentials written"
+if cmp -s "$tmp" {S3_ENV_PATH}; then
+  rm -f "$tmp"
+  echo "etcd S3 credentials unchanged"
+else
+  mv "$tmp" {S3_ENV_PATH}
+  s3_changed=true
+  echo "etcd S3 credentials written"
+fi
+install -d -m 0755 {dropin_dir}
+tmp="$(mktemp {dropin_dir}/.etcd-s3.XXXXXX)"
+printf '[Service]\\nEnvironmentFile=-{S3_ENV_PATH}\\n' > "$tmp"
+chmod 0644 "$tmp"
+if cmp -s "$tmp" {dropin_dir}/10-etcd-s3.conf; then
+  rm -f "$tmp"
+else
+  mv "$tmp" {dropin_dir}/10-etcd-s3.conf
+  systemctl daemon-reload
+  s3_changed=true
+fi
+if [ "$s3_changed" = true ] && systemctl is-active --quiet {svc}; then
+  echo "restarting {svc} so etcd snapshots use the new S3 credentials"
+  if ! restart_k3s; then
+    echo "{svc} did not come back after the restart; see: journalctl -u {svc}" >&2
+    exit 1
+  fi
+fi
 """
     return script
 
 
-def _wait_ready(node: Node, seconds: int = 300) -> str:
+def _wait_ready(node: Node, seconds: int = READY_SECONDS) -> str:
     if node.role == "control-plane":
         probe = "k3s kubectl get --raw=/readyz >/dev/null 2>&1"
     else:
@@ -153,11 +208,26 @@ def _wait_ready(node: Node, seconds: int = 300) -> str:
 """
 
 
+def _k3s_functions(node: Node) -> str:
+    """`wait_ready`, and `restart_k3s`: a restart bounded by `timeout`, then wait_ready.
+    A blocking restart (not --no-block) so that the old process is gone before the probe
+    runs, and `restart` (not `start`) so that a new binary or config takes effect."""
+    svc = service_name(node)
+    return _wait_ready(node) + f"""restart_k3s() {{
+  if ! timeout {RESTART_SECONDS} systemctl restart {svc}; then
+    echo "{svc} did not report ready within {RESTART_SECONDS}s" >&2
+    return 1
+  fi
+  wait_ready
+}}
+"""
+
+
 def apply_config_script(node: Node, config_text: str) -> str:
     """Upload config.yaml; do nothing if unchanged; else restart K3s (when installed)
     and roll back to the previous file if it does not come back."""
     svc = service_name(node)
-    return _PRELUDE + _wait_ready(node) + f"""install -d -m 0700 {K3S_DIR}
+    return _PRELUDE + _k3s_functions(node) + f"""install -d -m 0700 {K3S_DIR}
 tmp="$(mktemp {K3S_DIR}/.config.XXXXXX)"
 cat > "$tmp" <<'SOPHIA_K3S_CONFIG'
 {config_text.rstrip()}
@@ -177,14 +247,14 @@ if ! systemctl list-unit-files {svc}.service >/dev/null 2>&1 || ! systemctl is-e
   exit 0
 fi
 echo "config changed; restarting {svc}"
-if systemctl restart {svc} && wait_ready; then
+if restart_k3s; then
   echo "{svc} is running with the new config"
   exit 0
 fi
 echo "{svc} did not come back with the new config; rolling back" >&2
 if [ -f {CONFIG_PATH}.previous ]; then
   cp -p {CONFIG_PATH}.previous {CONFIG_PATH}
-  systemctl restart {svc} || true
+  restart_k3s || true
 fi
 exit 1
 """
@@ -193,16 +263,18 @@ exit 1
 def nvidia_runtime_check(install_toolkit: bool) -> str:
     """K3s adds the nvidia runtime only if the toolkit is there when it starts."""
     if install_toolkit:
-        fix = """  echo "installing the NVIDIA container toolkit"
+        fix = f"""  echo "installing the NVIDIA container toolkit"
   export DEBIAN_FRONTEND=noninteractive
   install -d -m 0755 /usr/share/keyrings
-  curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey \\
+  curl -fsSL --max-time {DOWNLOAD_SECONDS} https://nvidia.github.io/libnvidia-container/gpgkey \\
     | gpg --batch --yes --dearmor -o /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg
-  curl -fsSL https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list \\
+  curl -fsSL --max-time {DOWNLOAD_SECONDS} https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list \\
     | sed 's#deb https://#deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://#g' \\
     > /etc/apt/sources.list.d/nvidia-container-toolkit.list
-  apt-get update -q
-  apt-get install -y -q nvidia-container-toolkit
+  # umask 077 made both 0600; apt reads them as the unprivileged _apt user.
+  chmod 0644 /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg /etc/apt/sources.list.d/nvidia-container-toolkit.list
+  apt-get -o DPkg::Lock::Timeout={APT_LOCK_SECONDS} update -q
+  apt-get -o DPkg::Lock::Timeout={APT_LOCK_SECONDS} install -y -q nvidia-container-toolkit
 """
     else:
         fix = """  echo "the NVIDIA container runtime is missing on this GPU node: install nvidia-container-toolkit, or set sophia:k3s.installNvidiaToolkit: true" >&2
@@ -215,7 +287,9 @@ def nvidia_runtime_check(install_toolkit: bool) -> str:
 
 def install_script(cfg: StackConfig, node: Node) -> str:
     """Install K3s at the pinned version, or do nothing if the host already runs it.
-    A different pin upgrades in place (the installer keeps data and config)."""
+    A different pin upgrades in place (the installer keeps data and config).
+    The installer only installs (INSTALL_K3S_SKIP_START): its own start waits without a
+    bound; this script then restarts K3s itself, bounded, and waits until it is ready."""
     version = cfg.k3s.version
     exec_role = "server" if node.role == "control-plane" else "agent"
     svc = service_name(node)
@@ -223,12 +297,11 @@ def install_script(cfg: StackConfig, node: Node) -> str:
     # K3s adds the nvidia runtime to containerd only when it starts with the toolkit present.
     runtime_reload = f"""  if ! grep -qs nvidia {CONTAINERD_CONFIG}; then
     echo "restarting {svc} so containerd picks up the NVIDIA runtime"
-    systemctl restart {svc}
-    wait_ready || {{ echo "{svc} did not come back after the restart" >&2; exit 1; }}
+    restart_k3s || {{ echo "{svc} did not come back after the restart; see: journalctl -u {svc}" >&2; exit 1; }}
   fi
 """ if node.gpu else ""
     installer = f"https://raw.githubusercontent.com/k3s-io/k3s/{quote(version, safe='')}/install.sh"
-    return _PRELUDE + _wait_ready(node) + gpu_check + f"""want={shlex.quote(version)}
+    return _PRELUDE + _k3s_functions(node) + gpu_check + f"""want={shlex.quote(version)}
 have="$(k3s --version 2>/dev/null | head -n 1 || true)"
 have="${{have#k3s version }}"
 have="${{have%% *}}"
@@ -237,20 +310,34 @@ if [ "$have" = "$want" ] && systemctl is-active --quiet {svc}; then
   exit 0
 fi
 echo "installing K3s $want (found: ${{have:-none}})"
-curl -sfL {shlex.quote(installer)} -o /tmp/k3s-install.sh
-INSTALL_K3S_VERSION="$want" INSTALL_K3S_EXEC={exec_role} sh /tmp/k3s-install.sh
-rm -f /tmp/k3s-install.sh
-if ! wait_ready; then
+workdir="$(mktemp -d)"
+trap 'rm -rf "$workdir"' EXIT
+curl -sfL --max-time {DOWNLOAD_SECONDS} {shlex.quote(installer)} -o "$workdir/install.sh"
+INSTALL_K3S_SKIP_START=true INSTALL_K3S_VERSION="$want" INSTALL_K3S_EXEC={exec_role} \\
+  timeout {INSTALLER_SECONDS} sh "$workdir/install.sh"
+if ! restart_k3s; then
   echo "K3s $want did not become ready on {node.name}; see: journalctl -u {svc}" >&2
   exit 1
 fi
+echo "K3s $want is running"
 """
 
 
 def uninstall_script(node: Node) -> str:
+    """Uninstall K3s, unless the host now belongs to another node: a renamed node's new
+    commands run before the old ones are deleted, and must not be wiped by them."""
     script = "k3s-uninstall.sh" if node.role == "control-plane" else "k3s-agent-uninstall.sh"
-    return _PRELUDE + f"""if [ -x /usr/local/bin/{script} ]; then
-  /usr/local/bin/{script}
+    name = shlex.quote(node.name)
+    return _PRELUDE + f"""current=""
+if [ -f {CONFIG_PATH} ]; then
+  current="$(sed -n 's/^node-name: *//p' {CONFIG_PATH} | tr -d "\\"'")"
+fi
+if [ -n "$current" ] && [ "$current" != {name} ]; then
+  echo "not uninstalling K3s: this host is now configured as node $current, not {node.name}"
+  exit 0
+fi
+if [ -x /usr/local/bin/{script} ]; then
+  timeout {UNINSTALL_SECONDS} /usr/local/bin/{script}
   echo "K3s uninstalled"
 else
   echo "K3s is not installed"
@@ -259,7 +346,10 @@ rm -f {TOKEN_PATH} {S3_ENV_PATH}
 """
 
 
-def wait_registered_script(node_name: str, seconds: int = 600) -> str:
+REGISTER_SECONDS = 600
+
+
+def wait_registered_script(node_name: str, seconds: int = REGISTER_SECONDS) -> str:
     """On the control plane: wait until the node has registered and is Ready."""
     node = shlex.quote(node_name)
     return _PRELUDE + f"""deadline=$((SECONDS + {seconds}))
@@ -274,19 +364,31 @@ echo "node {node_name} is Ready"
 """
 
 
+DRAIN_SECONDS = 300
+DRAIN_FALLBACK_SECONDS = 120
+NODE_DELETE_SECONDS = 120
+
+
 def drain_and_delete_script(node_name: str) -> str:
     """On the control plane, when a worker leaves: drain it, then delete its Node so a
-    reinstalled host with the same name is not refused ("Node password rejected")."""
+    reinstalled host with the same name is not refused ("Node password rejected").
+    A node that is not Ready (its host is gone or down) is deleted without a drain,
+    which could only wait for pods that will never stop."""
     node = shlex.quote(node_name)
     return _PRELUDE + f"""if ! k3s kubectl get node {node} >/dev/null 2>&1; then
   echo "node {node_name} is already gone"
   exit 0
 fi
-k3s kubectl cordon {node}
-k3s kubectl drain {node} --ignore-daemonsets --delete-emptydir-data --timeout=300s \\
-  || k3s kubectl drain {node} --ignore-daemonsets --delete-emptydir-data --disable-eviction --timeout=120s
-k3s kubectl delete node {node} --wait=true
-echo "node {node_name} drained and deleted"
+ready="$(k3s kubectl get node {node} -o 'jsonpath={{.status.conditions[?(@.type=="Ready")].status}}' 2>/dev/null || true)"
+if [ "$ready" = "True" ]; then
+  k3s kubectl cordon {node}
+  k3s kubectl drain {node} --ignore-daemonsets --delete-emptydir-data --timeout={DRAIN_SECONDS}s \\
+    || k3s kubectl drain {node} --ignore-daemonsets --delete-emptydir-data --disable-eviction --timeout={DRAIN_FALLBACK_SECONDS}s
+else
+  echo "node {node_name} is not Ready (its host may be gone): deleting it without a drain"
+fi
+k3s kubectl delete node {node} --wait=true --timeout={NODE_DELETE_SECONDS}s
+echo "node {node_name} deleted"
 """
 
 
@@ -296,7 +398,8 @@ def read_file_script(path: str) -> str:
 
 def firewall_script(cfg: StackConfig, node: Node) -> str:
     """ufw rules: SSH and the ingress ports from anywhere; the API from the allowed
-    sources; node-to-node ports only from the other nodes; pod and service ranges."""
+    sources; node-to-node ports (API, kubelet, overlay, node-exporter) only from the other
+    nodes; pod and service ranges."""
     k3s = cfg.k3s
     peers = sorted({a for n in cfg.nodes if n.name != node.name
                     for a in (cfg.host(n).address, cfg.host(n).private_address) if a})
@@ -324,6 +427,8 @@ def firewall_script(cfg: StackConfig, node: Node) -> str:
         lines.append(f"ufw allow proto tcp from {p} to any port {API_PORT},10250 comment sophia-nodes")
         proto, port = overlay.split("/")[1], overlay.split("/")[0]
         lines.append(f"ufw allow proto {proto} from {p} to any port {port} comment sophia-overlay")
+        # Prometheus scrapes node-exporter on every node's address (hostNetwork).
+        lines.append(f"ufw allow proto tcp from {p} to any port {NODE_EXPORTER_PORT} comment sophia-node-exporter")
     if node.role == "control-plane":
         for server in servers:
             lines.append(f"ufw allow proto tcp from {shlex.quote(server)} to any port 2379:2380 comment sophia-etcd")
