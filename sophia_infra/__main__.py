@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 from sophia_infra.config import ConfigError
@@ -129,7 +130,8 @@ def _backups(args: argparse.Namespace) -> int:
 
 def _command(sub, name: str, help: str, codes: str):
     return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
-                          epilog=f"exit codes: {codes}", formatter_class=argparse.RawDescriptionHelpFormatter)
+                          epilog=textwrap.fill(f"exit codes: {codes}", width=88, subsequent_indent="  "),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,3 +48,17 @@ def test_cli_exit_codes(tmp_path):
 def test_this_repository_has_no_hard_coded_addresses():
     proc = subprocess.run([sys.executable, "-m", "sophia_infra", "audit", "."], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_a_missing_path_is_not_a_pass(tmp_path):
+    import pytest
+    with pytest.raises(audit.AuditError, match="does not exist; give files or folders to scan"):
+        audit.audit([tmp_path, tmp_path / "nope"], tmp_path / "none")
+
+
+def test_a_bad_allowlist_entry_is_named(tmp_path):
+    import pytest
+    allow = tmp_path / "allow"
+    allow.write_text("# header\n10.42.0.0/16\n10.42.0.0/33  # typo\n")
+    with pytest.raises(audit.AuditError, match=r"allow:3: '10.42.0.0/33' is not an address or CIDR range"):
+        audit.load_allowlist(allow)

@@ -88,3 +88,40 @@ def test_only_configured_backups_are_checked(s3):
     _layout(s3, etcd_hours=1, pg_hours=1)
     targets = backups.targets_for(_cfg(postgres=False), client_for=lambda *_: s3)
     assert [t.what for t in targets] == ["etcd snapshot"]
+
+
+# ----------------------------------------------------------------------------- could not check: one sentence
+
+def test_missing_bucket_is_could_not_check():
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")  # no bucket created
+        with pytest.raises(backups.BackupCheckError) as err:
+            backups.targets_for(_cfg(), client_for=lambda *_: s3)
+    assert str(err.value) == ("cannot check the etcd snapshots in s3://sophia-ai-backups (https://s3.us-east-1.amazonaws.com): "
+                              "the bucket does not exist (NoSuchBucket); check sophia:k3s.etcdS3.bucket")
+
+
+def test_access_denied_is_could_not_check():
+    from botocore.stub import Stubber
+
+    s3 = boto3.client("s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+    with Stubber(s3) as stub:
+        stub.add_client_error("list_objects_v2", service_error_code="AccessDenied", http_status_code=403)
+        with pytest.raises(backups.BackupCheckError, match=r"access was denied \(AccessDenied\); check that the key pair may list and read the bucket$"):
+            backups.targets_for(_cfg(postgres=False), client_for=lambda *_: s3)
+
+
+def test_unreachable_endpoint_is_could_not_check(monkeypatch):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    cfg = parse_with("production", lambda r: r["k3s"]["etcdS3"].update(endpoint=f"127.0.0.1:{port}"))
+    with pytest.raises(backups.BackupCheckError) as err:
+        backups.targets_for(cfg)
+    assert str(err.value) == (f"cannot check the etcd snapshots in s3://sophia-ai-backups (https://127.0.0.1:{port}): "
+                              "the endpoint cannot be reached (EndpointConnectionError); check sophia:k3s.etcdS3.endpoint and the network")

@@ -110,3 +110,43 @@ def test_plan_shows_every_service_and_the_gpu_quota(plans):
     assert "sophia-mcp: requests.nvidia.com/gpu quota 15, peak demand 2, cluster capacity 15" in stdout
     md = (d / "placement.md").read_text()
     assert "## Services" in md and "| snowflake-cortex | mcp | A100 |" in md
+
+
+# ----------------------------------------------------------------------------- deterministic artefacts
+
+def _files(d) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_two_processes_write_byte_identical_plans(plans, stack, tmp_path):
+    _, first = plans[stack]
+    proc = _plan(stack, tmp_path / "again")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "again" / "plan.json").read_bytes() == (first / "plan.json").read_bytes()
+    assert _files(tmp_path / "again") == _files(first)
+
+
+def test_two_runs_in_one_process_write_byte_identical_plans(tmp_path):
+    from sophia_infra.plan import report, runner
+
+    for name in ("a", "b"):
+        report.write(runner.run("production"), tmp_path / name)
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+
+
+def test_plan_json_is_in_urn_order_with_integers(plans, stack):
+    _, d = plans[stack]
+    doc = json.loads((d / "plan.json").read_text())
+    urns = [r["urn"] for r in doc["resources"]]
+    assert urns == sorted(urns)
+    token = next(r for r in doc["resources"] if r["type"] == "random:index/randomPassword:RandomPassword")
+    assert token["inputs"]["length"] == 48 and isinstance(token["inputs"]["length"], int)
+    assert "5432.0" not in (d / "plan.json").read_text()
+
+
+def test_secret_manifests_show_their_keys_masked(plans):
+    _, d = plans["production"]
+    secret = yaml.safe_load((d / "manifests" / "secret_sophia-apps_backend-secrets.yaml").read_text())
+    assert secret["stringData"] == {key: "[secret]" for key in (
+        "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY", "PORTKEY_API_KEY",
+        "POSTGRES_DB", "POSTGRES_PASSWORD", "POSTGRES_USER", "REDIS_PASSWORD")}
