@@ -79,11 +79,7 @@ def device_plugin_values(cfg: StackConfig) -> dict[str, Any]:
         "tolerations": node_tolerations(cfg),
         "resources": s.resources.k8s(),
         "gfd": {"enabled": s.gpu_feature_discovery},
-        "priorityClassName": "system-node-critical",
     }
-
-
-DCGM_PORT = 9400
 
 
 def dcgm_exporter_values(cfg: StackConfig, prometheus_release: str) -> dict[str, Any]:
@@ -93,10 +89,8 @@ def dcgm_exporter_values(cfg: StackConfig, prometheus_release: str) -> dict[str,
         "nodeSelector": {names.GPU_PRESENT_LABEL: "true"},
         "tolerations": node_tolerations(cfg),
         "resources": s.resources.k8s(),
-        "service": {"port": DCGM_PORT},
         "serviceMonitor": {
             "enabled": True,
-            "interval": "15s",
             # kube-prometheus-stack selects every ServiceMonitor (NilUsesHelmValues: false);
             # the release label also matches its default selector, should that change.
             "additionalLabels": {"release": prometheus_release},

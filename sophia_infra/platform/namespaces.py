@@ -26,16 +26,18 @@ from sophia_infra.platform_settings import gpu_quota
 
 ALL = (names.APPS, names.MCP, names.DATA, names.MONITORING, names.ARGOCD, names.INGRESS, names.GPU)
 
-# Pod Security Admission level enforced per namespace. Baseline where an upstream chart's
-# pods are not all verified restricted-compliant (they are warned/audited at restricted);
-# privileged only for the node agents (device plugin, dcgm-exporter, node-exporter).
+# Pod Security Admission level enforced per namespace: the strictest every pod there meets,
+# checked on the rendered charts (tests/test_rendered.py). Monitoring stays baseline while
+# Grafana's and kube-state-metrics' pods cannot be rendered (their subcharts are absent from
+# the chart source), warned and audited at restricted; privileged only for the node agents
+# (device plugin, dcgm-exporter, node-exporter).
 POD_SECURITY = {
     names.APPS: "restricted",
     names.MCP: "restricted",
-    names.DATA: "baseline",
+    names.DATA: "restricted",
     names.MONITORING: "baseline",
-    names.ARGOCD: "baseline",
-    names.INGRESS: "baseline",
+    names.ARGOCD: "restricted",
+    names.INGRESS: "restricted",
     names.GPU: "privileged",
 }
 PSA_VERSION = "v" + ".".join(names.KUBERNETES_VERSION.split(".")[:2])
@@ -44,6 +46,7 @@ PSA_VERSION = "v" + ".".join(names.KUBERNETES_VERSION.split(".")[:2])
 # app.kubernetes.io/name: <service name>; charts label theirs as below).
 APP_LABEL = "app.kubernetes.io/name"
 BACKEND = "backend"
+FRONTEND = "frontend"
 NS_LABEL = "kubernetes.io/metadata.name"
 PROMETHEUS_POD = {APP_LABEL: "prometheus"}
 VALKEY_POD = {APP_LABEL: "valkey"}
@@ -52,14 +55,21 @@ PROMETHEUS_OPERATOR_POD = {"app": "kube-prometheus-stack-operator"}
 POSTGRES_PORT, VALKEY_PORT = 5432, 6379
 PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16"]
 
-# Metrics ports Prometheus may scrape, per namespace (apps and MCP: their service ports).
-METRICS_PORTS = {
-    names.DATA: [9187, 9121, 8080],          # CNPG instances, Valkey exporter, CNPG operator
-    names.MONITORING: [],                     # same-namespace traffic is allowed anyway
-    names.ARGOCD: [8082, 8083, 8084, 8080, 9001],
-    names.INGRESS: [9113],
-    names.GPU: [9400, 9100],                  # dcgm-exporter, node-exporter
+# Container port names Prometheus may scrape, per namespace (apps and MCP: the service port of
+# workloads with a metricsPath). Named ports resolve per pod, so "metrics" opens each pod's own
+# metrics port and nothing else (Argo CD's server serves its UI on 8080, its applicationset
+# controller its metrics). Names as the rendered charts declare them: CNPG instances, operator
+# and Valkey's exporter, Argo CD's components and dcgm-exporter call theirs "metrics"; the
+# NGINX ingress controller "prometheus". node-exporter runs on the host network, out of reach
+# of NetworkPolicies.
+METRICS_PORT_NAMES = {
+    names.DATA: ["metrics"],
+    names.ARGOCD: ["metrics"],
+    names.INGRESS: ["prometheus"],
+    names.GPU: ["metrics"],
 }
+ARGOCD_SERVER_POD = {APP_LABEL: "argocd-server"}
+ARGOCD_SERVER_PORT = "server"  # argocd-server's container port name (8080; plain HTTP behind the ingress)
 
 
 def _ns_peer(ns: str, pods: Optional[dict] = None) -> dict:
@@ -69,8 +79,8 @@ def _ns_peer(ns: str, pods: Optional[dict] = None) -> dict:
     return peer
 
 
-def _ports(ports: Iterable[int], protocol: str = "TCP") -> list[dict]:
-    return [{"protocol": protocol, "port": p} for p in sorted(set(ports))]
+def _ports(ports: Iterable[int | str], protocol: str = "TCP") -> list[dict]:
+    return [{"protocol": protocol, "port": p} for p in sorted(set(ports), key=str)]
 
 
 def _policy(ns: str, name: str, pod_selector: dict, ingress: Optional[list] = None, egress: Optional[list] = None) -> dict:
@@ -120,6 +130,10 @@ def _api_server(cfg: StackConfig) -> dict:
             "ports": _ports([6443, 443])}
 
 
+def _in_names(services) -> dict:
+    return {"matchExpressions": [{"key": APP_LABEL, "operator": "In", "values": sorted(s.name for s in services)}]}
+
+
 def _services(cfg: StackConfig, kind: str):
     return [s for s in cfg.services if s.kind == kind]
 
@@ -149,8 +163,14 @@ def network_policies(cfg: StackConfig, ns: str) -> list[dict]:
             pols.append(_policy(ns, "allow-ingress-controller",
                                 {"matchExpressions": [{"key": APP_LABEL, "operator": "In", "values": sorted(s.name for s in apps)}]},
                                 ingress=[{"from": [_ns_peer(names.INGRESS)], "ports": _ports(s.port for s in apps)}]))
-            pols.append(_policy(ns, "allow-prometheus", everything,
-                                ingress=[{"from": from_prometheus, "ports": _ports(s.port for s in apps)}]))
+        scraped = [s for s in apps if s.metrics_path]
+        if scraped:
+            pols.append(_policy(ns, "allow-prometheus", _in_names(scraped),
+                                ingress=[{"from": from_prometheus, "ports": _ports(s.port for s in scraped)}]))
+        frontend = next((s for s in apps if s.name == FRONTEND), None)
+        if frontend and backend:
+            pols.append(_policy(ns, "allow-frontend-to-backend", {"matchLabels": {APP_LABEL: FRONTEND}}, egress=[{
+                "to": [{"podSelector": {"matchLabels": {APP_LABEL: BACKEND}}}], "ports": _ports([backend.port])}]))
         if backend:
             egress = [
                 {"to": [_ns_peer(names.DATA, {"cnpg.io/cluster": cfg.platform.postgres.cluster_name})], "ports": _ports([POSTGRES_PORT])},
@@ -165,8 +185,10 @@ def network_policies(cfg: StackConfig, ns: str) -> list[dict]:
             if backend:
                 pols.append(_policy(ns, "allow-backend", everything, ingress=[{
                     "from": [_ns_peer(names.APPS, {APP_LABEL: BACKEND})], "ports": _ports(s.port for s in mcps)}]))
-            pols.append(_policy(ns, "allow-prometheus", everything,
-                                ingress=[{"from": from_prometheus, "ports": _ports(s.port for s in mcps)}]))
+            scraped = [s for s in mcps if s.metrics_path]
+            if scraped:
+                pols.append(_policy(ns, "allow-prometheus", _in_names(scraped),
+                                    ingress=[{"from": from_prometheus, "ports": _ports(s.port for s in scraped)}]))
         pols.append(_policy(ns, "allow-internet-apis", everything, egress=[_internet(net.internet_ports)]))
     elif ns == names.DATA:
         pols.append(_policy(ns, "allow-same-namespace", everything, ingress=[{"from": same_ns}], egress=[{"to": same_ns}]))
@@ -175,7 +197,7 @@ def network_policies(cfg: StackConfig, ns: str) -> list[dict]:
                                 ingress=[{"from": [_ns_peer(names.APPS, {APP_LABEL: BACKEND})], "ports": _ports([POSTGRES_PORT])}]))
             pols.append(_policy(ns, "allow-backend-to-valkey", {"matchLabels": VALKEY_POD},
                                 ingress=[{"from": [_ns_peer(names.APPS, {APP_LABEL: BACKEND})], "ports": _ports([VALKEY_PORT])}]))
-        pols.append(_policy(ns, "allow-prometheus", everything, ingress=[{"from": from_prometheus, "ports": _ports(METRICS_PORTS[ns])}]))
+        pols.append(_policy(ns, "allow-prometheus", everything, ingress=[{"from": from_prometheus, "ports": _ports(METRICS_PORT_NAMES[ns])}]))
         pols.append(_policy(ns, "allow-api-server", everything, egress=[_api_server(cfg)]))
         pols.append(_policy(ns, "allow-webhooks", {"matchLabels": CNPG_OPERATOR_POD},
                             ingress=[{"from": [{"ipBlock": {"cidr": c}} for c in node_cidrs(cfg)] + [{"ipBlock": {"cidr": cfg.k3s.cluster_cidr}}],
@@ -201,7 +223,10 @@ def network_policies(cfg: StackConfig, ns: str) -> list[dict]:
         pols.append(_policy(ns, "allow-same-namespace", everything, ingress=[{"from": same_ns}], egress=[{"to": same_ns}]))
         pols.append(_policy(ns, "allow-api-server", everything, egress=[_api_server(cfg)]))
         pols.append(_policy(ns, "allow-git-and-helm-repos", everything, egress=[_internet([443, 22])]))
-        pols.append(_policy(ns, "allow-prometheus", everything, ingress=[{"from": from_prometheus, "ports": _ports(METRICS_PORTS[ns])}]))
+        if cfg.argocd.ingress_host:
+            pols.append(_policy(ns, "allow-ingress-controller", {"matchLabels": ARGOCD_SERVER_POD}, ingress=[{
+                "from": [_ns_peer(names.INGRESS)], "ports": _ports([ARGOCD_SERVER_PORT])}]))
+        pols.append(_policy(ns, "allow-prometheus", everything, ingress=[{"from": from_prometheus, "ports": _ports(METRICS_PORT_NAMES[ns])}]))
     elif ns == names.INGRESS:
         pols.append(_policy(ns, "allow-http-from-anywhere", everything,
                             ingress=[{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": _ports([80, 443])}]))
@@ -210,14 +235,17 @@ def network_policies(cfg: StackConfig, ns: str) -> list[dict]:
                 "to": [_ns_peer(names.APPS, None) | {"podSelector": {"matchExpressions": [
                     {"key": APP_LABEL, "operator": "In", "values": sorted(s.name for s in apps)}]}}],
                 "ports": _ports(s.port for s in apps)}]))
+        if cfg.delivery == "argocd" and cfg.argocd.ingress_host:
+            pols.append(_policy(ns, "allow-to-argocd-server", everything, egress=[{
+                "to": [_ns_peer(names.ARGOCD, ARGOCD_SERVER_POD)], "ports": _ports([ARGOCD_SERVER_PORT])}]))
         pols.append(_policy(ns, "allow-api-server", everything, egress=[_api_server(cfg)]))
-        pols.append(_policy(ns, "allow-prometheus", everything, ingress=[{"from": from_prometheus, "ports": _ports(METRICS_PORTS[ns])}]))
+        pols.append(_policy(ns, "allow-prometheus", everything, ingress=[{"from": from_prometheus, "ports": _ports(METRICS_PORT_NAMES[ns])}]))
     if cfg.platform.istio.enabled and ns in MESHED:
         # Sidecars fetch config and certificates from istiod; mesh traffic keeps the ports above.
         pols.append(_policy(ns, "allow-istiod", everything, egress=[{
             "to": [_ns_peer(names.ISTIO, ISTIOD_POD)], "ports": _ports([ISTIOD_XDS_PORT])}]))
     if ns == names.GPU:
-        pols.append(_policy(ns, "allow-prometheus", everything, ingress=[{"from": from_prometheus, "ports": _ports(METRICS_PORTS[ns])}]))
+        pols.append(_policy(ns, "allow-prometheus", everything, ingress=[{"from": from_prometheus, "ports": _ports(METRICS_PORT_NAMES[ns])}]))
         pols.append(_policy(ns, "allow-api-server", everything, egress=[_api_server(cfg)]))
     return pols
 

@@ -133,7 +133,6 @@ def service_values(cfg: StackConfig, svc: Service) -> dict[str, Any]:
         },
         "port": svc.port,
         "healthPath": w.health_paths.get(svc.name, "/health"),
-        "mcpPath": MCP_PATH,
         "gpu": svc.gpu,
         "placement": {
             "gpuType": svc.placement.gpu_type if svc.placement else "",
@@ -149,7 +148,8 @@ def service_values(cfg: StackConfig, svc: Service) -> dict[str, Any]:
         "networkPolicy": {
             "enabled": True,
             "allowFrom": _allowed_peers(svc),
-            "monitoringNamespace": names.MONITORING,
+            # Prometheus may reach the port only where there is something to scrape.
+            "monitoringNamespace": names.MONITORING if svc.metrics_path else "",
         },
         "metrics": {"enabled": bool(svc.metrics_path), "path": svc.metrics_path or "/metrics", "interval": "30s"},
         "ingress": {
