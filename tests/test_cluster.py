@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 
 import pytest
 import yaml
 
+from sophia_infra.cluster import nodes
 from sophia_infra.plan import runner, stack_config
 from sophia_infra.plan.mocks import SECRET
 
@@ -161,3 +164,151 @@ def test_workloads_wait_for_labelled_nodes():
     release = dev["services-ai-memory"]  # placed on the A10 worker by gpu-type
     assert dev["sophia-dev-a10-labels"].urn in release.dependencies
     assert dev["sophia-dev-control-labels"].urn in release.dependencies
+
+
+# --- issue 13: what a first real `pulumi up` needs ---------------------------------------
+
+def _resources_by_name(result):
+    return {r.name: r for r in result.resources}
+
+
+def _move_host(node: str, address: str):
+    def change(config):
+        hosts = json.loads(config["sophia:hosts"])
+        entry = hosts[node]
+        if isinstance(entry, dict):
+            entry["address"] = address
+        else:
+            hosts[node] = address
+        config["sophia:hosts"] = json.dumps(hosts)
+    return change
+
+
+def test_a_workers_new_address_replaces_install_and_membership_deleting_first(production):
+    moved = _run("production", _move_host("sophia-mcp", "198.51.100.77"))
+    before, after = _resources_by_name(production), _resources_by_name(moved)
+    for name in ("sophia-mcp-install", "sophia-mcp-membership"):
+        old, new = before[name], after[name]
+        # pulumi-command 1.2.1: only triggers replace (the SDK adds replaceOnChanges triggers[*]);
+        # a changed connection alone would just run `update` on the new host.
+        assert "triggers[*]" in new.options["replaceOnChanges"]
+        assert old.inputs["triggers"][0] != new.inputs["triggers"][0] == "198.51.100.77"
+        assert new.options.get("deleteBeforeReplace") is True, name
+    # The other workers are untouched.
+    assert before["sophia-data-install"].inputs == after["sophia-data-install"].inputs
+
+
+def test_a_replaced_install_deletes_the_membership_first(monkeypatch):
+    """The engine deletes, before a delete-before-replace, the dependents whose *inputs*
+    depend on it (not mere depends_on): the membership's triggers carry the install's id,
+    so the old Node is drained and deleted before its host is uninstalled."""
+    property_deps: dict[str, dict[str, list[str]]] = {}
+
+    class Monitor(runner.RecordingMonitor):
+        def RegisterResource(self, request):
+            property_deps[request.name] = {k: list(v.urns) for k, v in request.propertyDependencies.items()}
+            return super().RegisterResource(request)
+
+    monkeypatch.setattr(runner, "RecordingMonitor", Monitor)
+    names = _by_name(_run("production"))
+    for worker in ("sophia-ai-core", "sophia-mcp", "sophia-data", "sophia-dev"):
+        membership = names[f"{worker}-membership"]
+        assert membership.inputs["triggers"][1] == f"{worker}-install-id"
+        assert names[f"{worker}-install"].urn in property_deps[f"{worker}-membership"]["triggers"]
+
+
+def test_the_control_plane_install_is_never_replaced_by_an_address(production):
+    # Replacing it would uninstall the only etcd; moving the control plane is a restore.
+    cp = _by_name(production)["sophia-control-install"]
+    assert "triggers" not in cp.inputs and "deleteBeforeReplace" not in cp.options
+
+
+def test_no_command_passes_its_previous_output_as_environment(production):
+    commands = [r for r in production.resources if r.type == "command:remote:Command"]
+    assert len(commands) > 20
+    for r in commands:
+        assert r.inputs.get("addPreviousOutputInEnv") is False, r.name
+
+
+_BOUNDS = re.compile(r"timeout (\d+) |--max-time (\d+)|SECONDS \+ (\d+)|--timeout=(\d+)s|Lock::Timeout=(\d+)")
+_FUNCTION = re.compile(r"^(\w+)\(\) \{$(.*?)^\}$", re.M | re.S)
+
+
+def _bound_seconds(script: str) -> int:
+    """The longest a script can wait: its literal bounds, each function's counted at every call."""
+    functions: dict[str, int] = {}
+
+    def literal(text: str) -> int:
+        own = sum(int(next(g for g in m.groups() if g)) for m in _BOUNDS.finditer(text))
+        return own + sum(b * len(re.findall(rf"\b{f}\b", text)) for f, b in functions.items())
+
+    for m in _FUNCTION.finditer(script):
+        functions[m.group(1)] = literal(m.group(2))
+    return literal(_FUNCTION.sub("", script))
+
+
+def _seconds(duration: str) -> int:
+    return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600}[duration[-1]]
+
+
+def test_every_command_times_out_after_its_scripts_own_bounds(monkeypatch):
+    timeouts: dict[str, tuple[str, str, str]] = {}
+
+    class Monitor(runner.RecordingMonitor):
+        def RegisterResource(self, request):
+            t = request.customTimeouts
+            timeouts[request.name] = (t.create, t.update, t.delete)
+            return super().RegisterResource(request)
+
+    monkeypatch.setattr(runner, "RecordingMonitor", Monitor)
+    result = _run("production")
+    checked = 0
+    for r in result.resources:
+        if r.type != "command:remote:Command":
+            continue
+        dial = nodes.DIAL_ERROR_LIMIT * nodes.PER_DIAL_TIMEOUT  # before the script even starts
+        create, update, delete = (_seconds(t) for t in timeouts[r.name])
+        for verb, limit in (("create", create), ("update", update), ("delete", delete)):
+            if r.inputs.get(verb):
+                bound = _bound_seconds(shlex.split(r.inputs[verb])[3])
+                assert bound + dial < limit, (r.name, verb, bound, limit)
+                checked += 1
+    assert checked > 40
+    # The install's bound counts the installer, the restart and the wait for ready.
+    install = _by_name(result)["sophia-mcp-install"]
+    assert _bound_seconds(shlex.split(install.inputs["create"])[3]) >= 1500
+
+
+def _ancestry(result, urn: str) -> set[str]:
+    """Everything a resource waits for: its dependencies and its parents', transitively
+    (a child registers only once its parent has; a component, once its depends_on are done)."""
+    by_urn = {r.urn: r for r in result.resources}
+    seen: set[str] = set()
+    todo = [urn]
+    while todo:
+        r = by_urn.get(todo.pop())
+        if r is None:
+            continue
+        for nxt in [*r.dependencies, r.parent]:
+            if nxt and nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+@pytest.mark.parametrize("stack", ["dev", "production"])
+def test_the_platform_waits_for_every_node(stack, production):
+    result = production if stack == "production" else _run("dev")
+    names = _by_name(result)
+    nodes = [n.name for n in result.cfg.nodes]
+    must = {names[f"{n}-labels"].urn for n in nodes}
+    must |= {names[f"{n.name}-membership"].urn for n in result.cfg.workers}
+    platform = next(r for r in result.resources if r.type == "sophia:platform:Platform")
+    assert {names[f"{n}-labels"].urn for n in nodes} <= set(platform.dependencies)
+    releases = [r for r in result.resources if r.type == "kubernetes:helm.sh/v3:Release"]
+    stateful = {"platform-kube-prometheus-stack", "platform-valkey", "platform-postgres-operator"}
+    assert stateful <= {r.name for r in releases}
+    for release in releases:  # the platform's (Prometheus, Valkey, CNPG, ...) and Argo CD's
+        assert must <= _ancestry(result, release.urn), release.name
+    postgres = names["platform-postgres-cluster"]
+    assert must <= _ancestry(result, postgres.urn)

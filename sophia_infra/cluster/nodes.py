@@ -25,6 +25,9 @@ from sophia_infra.config import Node, StackConfig
 
 READ_TOKEN = "read-token"
 READ_KUBECONFIG = "read-kubeconfig"
+# A freshly booted host may refuse SSH for a while: up to 20 dials of 15 s each.
+DIAL_ERROR_LIMIT = 20
+PER_DIAL_TIMEOUT = 15
 
 
 def connection(cfg: StackConfig, node: Node, private_key: pulumi.Input[str]) -> remote.ConnectionArgs:
@@ -32,8 +35,8 @@ def connection(cfg: StackConfig, node: Node, private_key: pulumi.Input[str]) -> 
         host=cfg.host(node).address,
         user=cfg.ssh_user,
         private_key=private_key,
-        dial_error_limit=20,  # a freshly booted host may refuse SSH for a while
-        per_dial_timeout=15,
+        dial_error_limit=DIAL_ERROR_LIMIT,
+        per_dial_timeout=PER_DIAL_TIMEOUT,
     )
 
 
