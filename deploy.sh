@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command for operators: deploy, preview, status, rollback and logs of a stack.
+# One command for operators: deploy, preview, status, rollback, resume and logs of a stack.
 # Run `./deploy.sh --help` for usage. `--dry-run` prints the commands without running them.
 set -euo pipefail
 
@@ -17,9 +17,20 @@ Commands (STACK is dev or production; default dev):
   preview [STACK]                    pulumi preview --diff
   status [STACK]                     nodes, pods not ready, ArgoCD application health,
                                      GPU allocation per node
-  rollback SERVICE REVISION [STACK]  roll one service back: ArgoCD history id (argocd
-                                     delivery) or Helm revision (helm delivery); shows
-                                     the stack's update history first
+  rollback SERVICE REVISION [STACK]  roll one service back; shows the stack's update
+                                     history first.
+                                     argocd delivery: records the rollback in the stack
+                                     config (sophia:argocd.rollbacks.SERVICE in
+                                     Pulumi.STACK.yaml: commit it), turns the app's
+                                     auto-sync off and rolls back to ArgoCD history id
+                                     REVISION; later `pulumi up`s keep it rolled back
+                                     until `resume`.
+                                     helm delivery: `helm rollback` to Helm revision
+                                     REVISION; the next `pulumi up` that upgrades the
+                                     release re-applies the stack's values.
+  resume SERVICE [STACK]             end a rollback (argocd delivery): clears
+                                     sophia:argocd.rollbacks.SERVICE (commit
+                                     Pulumi.STACK.yaml) and turns auto-sync back on
   logs SERVICE [STACK]               the service's logs (last 200 lines, then follow)
 
 Options:
@@ -32,6 +43,11 @@ USAGE
 die() {
   echo "deploy.sh: $*" >&2
   exit 2
+}
+
+# What the operator must do next (also under --dry-run), on stderr.
+note() {
+  echo "deploy.sh: $*" >&2
 }
 
 # Print a command (quoted) under --dry-run; run it otherwise.
@@ -126,16 +142,35 @@ cmd_rollback() {
   run pulumi stack history --stack "$stack" --page-size 5
   if [[ "$delivery" == "argocd" ]]; then
     need argocd
-    # ArgoCD refuses a rollback while automated sync is on; the next `pulumi up` turns it back on.
+    # Recorded first: with it the program renders this Application without automated sync,
+    # so the next `pulumi up` keeps the rollback (ArgoCD refuses one while auto-sync is on).
+    run pulumi config set --path "sophia:argocd.rollbacks.$service" "$revision" --stack "$stack"
     run argocd app set "argocd/$service" --sync-policy none
     run argocd app history "argocd/$service"
     run argocd app rollback "argocd/$service" "$revision"
+    note "auto-sync of '$service' stays off while sophia:argocd.rollbacks.$service is set; commit and push Pulumi.$stack.yaml now (a \`pulumi up\` from a checkout without it turns auto-sync back on), and run ./deploy.sh resume $service $stack once a fixed release is out."
   else
     need helm
     with_kubeconfig "$stack"
     run helm --kubeconfig "$KUBECONFIG_FILE" history "$service" --namespace "$namespace" --max 10
     run helm --kubeconfig "$KUBECONFIG_FILE" rollback "$service" "$revision" --namespace "$namespace" --wait
   fi
+}
+
+cmd_resume() {
+  local service="${1:-}" stack="${2:-dev}"
+  [[ -n "$service" ]] || die "resume needs SERVICE (see --help)"
+  check_stack "$stack"
+  need pulumi
+  local facts delivery
+  facts="$(describe "$stack" "$service")" || die "no service '$service' in stack '$stack'"
+  delivery="$(sed -n 's/^delivery=//p' <<<"$facts")"
+  [[ "$delivery" == "argocd" ]] || die "stack '$stack' delivers with helm, where nothing pauses: a Helm rollback lasts until \`./deploy.sh deploy $stack\` next upgrades the release"
+  need argocd
+  run pulumi config rm --path "sophia:argocd.rollbacks.$service" --stack "$stack"
+  # The same policy the program renders without a rollback, so `pulumi up` finds nothing to undo.
+  run argocd app set "argocd/$service" --sync-policy automated --auto-prune --self-heal
+  note "auto-sync of '$service' is on again and syncs it to sophia:argocd.targetRevision; commit and push Pulumi.$stack.yaml."
 }
 
 cmd_logs() {
@@ -171,6 +206,7 @@ main() {
     preview) cmd_preview "${rest[@]}" ;;
     status) cmd_status "${rest[@]}" ;;
     rollback) cmd_rollback "${rest[@]}" ;;
+    resume) cmd_resume "${rest[@]}" ;;
     logs) cmd_logs "${rest[@]}" ;;
     *) die "unknown command '$command' (see --help)" ;;
   esac

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 from pydantic import Field, field_validator
 
-from sophia_infra import names
+from sophia_infra import chart_crds, names
 from sophia_infra.model import Resources, Strict
 from sophia_infra.model import quantity as _quantity
 
@@ -300,7 +300,7 @@ def cross_check(cfg: "StackConfig") -> list[str]:
     for chart in required_charts:
         if chart not in cfg.charts:
             problems.append(f"sophia:charts.{chart}: the platform installs {chart} but it is not pinned; add {{repository, version}} for it to sophia:charts.")
-    return problems
+    return problems + chart_crds.problems(cfg)
 
 
 _CPU = re.compile(r"^([0-9.]+)(m?)$")

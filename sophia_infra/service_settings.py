@@ -9,7 +9,7 @@ so stack files that set neither key validate unchanged.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from pydantic import Field, field_validator
 
@@ -48,6 +48,10 @@ class ArgoCDSettings(Strict):
     # admin.passwordMtime of argocd-secret: set it to the rotation time when the hash changes
     # (Argo CD rejects tokens issued before it). Fixed, so that runs do not differ.
     admin_password_mtime: str = Field("2026-01-01T00:00:00Z", alias="adminPasswordMtime")
+    # Rollbacks in force: service -> the Argo CD history id it was rolled back to (or a reason).
+    # Those Applications are rendered without automated sync, so a later `pulumi up` keeps the
+    # rollback. `./deploy.sh rollback` records an entry, `./deploy.sh resume` removes it.
+    rollbacks: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("repo_url")
     @classmethod
@@ -67,6 +71,22 @@ class ArgoCDSettings(Strict):
     @classmethod
     def _ingress_host(cls, v: Optional[str]) -> Optional[str]:
         return _host(v)
+
+    @field_validator("rollbacks", mode="before")
+    @classmethod
+    def _rollback_ids(cls, v: Any) -> Any:
+        # `pulumi config set --path 'sophia:argocd.rollbacks.backend' 3` stores the number 3.
+        if isinstance(v, dict):
+            return {k: str(x) if isinstance(x, int) and not isinstance(x, bool) else x for k, x in v.items()}
+        return v
+
+    @field_validator("rollbacks")
+    @classmethod
+    def _rollbacks(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, why in v.items():
+            if not why.strip():
+                raise ValueError(f"the rollback of '{name}' is empty; give the Argo CD history id it was rolled back to (or a reason), or remove it with ./deploy.sh resume {name}")
+        return v
 
 
 class WorkloadSettings(Strict):
@@ -135,6 +155,11 @@ def cross_check(cfg: "StackConfig") -> list[str]:
     for name in sorted(set(w.resources) | set(w.health_paths)):
         if name not in names and name not in ("backend", "frontend"):
             problems.append(f"sophia:workloads: '{name}' is not a service of sophia:services; remove it or correct its spelling.")
+    for name in sorted(argo.rollbacks):
+        if name not in names:
+            problems.append(f"sophia:argocd.rollbacks.{name}: there is no service '{name}' in sophia:services; remove the entry (pulumi config rm --path 'sophia:argocd.rollbacks.{name}') or correct its spelling.")
+    if argo.rollbacks and cfg.delivery != "argocd":
+        problems.append("sophia:argocd.rollbacks: this stack delivers with helm (sophia:delivery), which has no auto-sync to pause (roll back with ./deploy.sh rollback SERVICE REVISION STACK); remove it with pulumi config rm --path sophia:argocd.rollbacks.")
     if w.frontend_host and "frontend" not in names:
         problems.append("sophia:workloads.frontendHost: there is no service named 'frontend'; remove frontendHost or add the frontend service.")
     return problems

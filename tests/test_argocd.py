@@ -6,6 +6,8 @@ the chart's own values.yaml, both read from ../shared (skipped with a reason whe
 
 from __future__ import annotations
 
+import json
+import logging
 from functools import lru_cache
 from typing import Any
 
@@ -14,9 +16,10 @@ import pytest
 import yaml
 
 from sophia_infra import names
-from sophia_infra.services import app_project_spec, argocd_values
+from sophia_infra.services import ROLLBACK_ANNOTATION, app_project_spec, argocd_values, paused_for_rollback, rollback_warning
 from sophia_infra.services.values import has_hpa, namespace
-from tests.conftest import SHARED, parse_with
+from tests.conftest import SHARED, parse_with, problems_of
+from tests.platform_helpers import crd_errors
 from tests.test_services import APPLICATION, APPPROJECT, RELEASE, SECRET, SECRET_TYPE, run_services
 
 CRDS = SHARED / "crds"
@@ -204,3 +207,73 @@ def test_argocd_namespace_only_when_asked():
     assert ns.urn in run.named("services-argocd-secret").dependencies
     (release,) = run.of_type(RELEASE)
     assert run.raw[release.name]["values"]["server"]["ingress"]["hostname"] == "argocd.sophia.example.com"
+
+
+# ----------------------------------------------------------------------------- rollbacks in force
+
+ROLLBACK = '{"rollbacks": {"backend": 3, "gong": "2"}}'  # what `pulumi config set --path` writes
+
+
+def _apps_with(argocd: str) -> dict[str, dict]:
+    run = run_services("production", None, argocd)
+    return {run.raw[r.name]["metadata"]["name"]: run.raw[r.name] for r in run.of_type(APPLICATION)}
+
+
+@pytest.mark.parametrize("argocd", [None, ROLLBACK])
+def test_applications_with_and_without_a_rollback_meet_the_crd_strictly(argocd):
+    apps = _apps_with(argocd) if argocd else applications()
+    assert len(apps) == 15
+    for name, app in apps.items():
+        assert crd_errors(app) == [], name
+
+
+def test_an_application_under_rollback_is_not_synced_automatically():
+    apps = _apps_with(ROLLBACK)
+    usual = applications()
+    for name in ("backend", "gong"):
+        policy = apps[name]["spec"]["syncPolicy"]
+        assert "automated" not in policy, name
+        # Everything else of the sync policy stays: a manual sync behaves as before.
+        assert {k: x for k, x in usual[name]["spec"]["syncPolicy"].items() if k != "automated"} == policy
+        assert {k: x for k, x in usual[name]["spec"].items() if k != "syncPolicy"} == \
+               {k: x for k, x in apps[name]["spec"].items() if k != "syncPolicy"}
+    assert apps["backend"]["metadata"]["annotations"] == {ROLLBACK_ANNOTATION: "3"}
+    assert apps["gong"]["metadata"]["annotations"] == {ROLLBACK_ANNOTATION: "2"}
+    for name in set(apps) - {"backend", "gong"}:
+        assert apps[name]["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}, name
+        assert "annotations" not in apps[name]["metadata"], name
+
+
+def test_preview_warns_which_workloads_are_paused_and_how_to_resume(caplog):
+    cfg = parse_with("production", lambda raw: raw.update(argocd=json.loads(ROLLBACK)))
+    assert paused_for_rollback(cfg) == {"backend": "3", "gong": "2"}
+    text = rollback_warning(cfg, "production")
+    assert text == ("Argo CD auto-sync is paused for a rollback of: backend (rolled back to 3), gong (rolled back to 2); "
+                    "this update keeps it paused (sophia:argocd.rollbacks). Once a fixed release is out, run "
+                    "./deploy.sh resume SERVICE production for each, which clears the entry and turns auto-sync back on.")
+    assert rollback_warning(parse_with("production"), "production") is None
+    # pulumi.log.warn: the engine's warning channel (under the plan's mocks, a logging warning).
+    build = run_services.__wrapped__  # run_services is cached: build again so the warning is logged here
+    with caplog.at_level(logging.WARNING):
+        build("production", None, ROLLBACK)
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [text]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        build("production")
+    assert not [r for r in caplog.records if "auto-sync is paused" in r.getMessage()]
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda raw: raw.update(argocd={"rollbacks": {"bakend": "3"}}),
+     "sophia:argocd.rollbacks.bakend: there is no service 'bakend' in sophia:services; remove the entry (pulumi config rm --path 'sophia:argocd.rollbacks.bakend') or correct its spelling."),
+    (lambda raw: raw.update(delivery="helm", argocd={"rollbacks": {"backend": "3"}}),
+     "sophia:argocd.rollbacks: this stack delivers with helm (sophia:delivery), which has no auto-sync to pause (roll back with ./deploy.sh rollback SERVICE REVISION STACK); remove it with pulumi config rm --path sophia:argocd.rollbacks."),
+])
+def test_a_rollback_of_something_that_cannot_be_paused_is_refused(change, message):
+    assert problems_of("production", change) == [message]
+
+
+def test_an_empty_rollback_entry_is_refused():
+    assert problems_of("production", lambda raw: raw.update(argocd={"rollbacks": {"backend": " "}})) == [
+        "sophia:argocd.rollbacks: the rollback of 'backend' is empty; give the Argo CD history id it was rolled back to "
+        "(or a reason), or remove it with ./deploy.sh resume backend."]

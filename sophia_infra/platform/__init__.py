@@ -12,7 +12,7 @@ from typing import Any, Optional
 import pulumi
 import pulumi_kubernetes as k8s
 
-from sophia_infra import names
+from sophia_infra import chart_crds, names
 from sophia_infra import secrets as stack_secrets
 from sophia_infra.config import StackConfig
 from sophia_infra.platform import values as v
@@ -107,9 +107,15 @@ class Platform(pulumi.ComponentResource):
         self.valkey = release(f"{name}-valkey", cfg, "valkey", v.VALKEY_RELEASE, names.DATA, v.valkey_values(cfg),
                               provider, self, depends_on=[ns.namespaces[names.DATA], sec.secrets[v.VALKEY_USERS_SECRET],
                                                           self.monitoring])
+        # The controller release's CRDs, applied before the chart, which then skips its crds/
+        # (Helm would install those once and never upgrade them): see sophia_infra.chart_crds.
+        self.ingress_crds = k8s.yaml.v2.ConfigFile(
+            f"{name}-nginx-ingress-crds", file=chart_crds.nginx_ingress_crds_url(cfg),
+            opts=pulumi.ResourceOptions(parent=self, provider=provider))
         self.ingress = release(f"{name}-nginx-ingress", cfg, "nginx-ingress", v.INGRESS_RELEASE, names.INGRESS,
                                v.nginx_ingress_values(cfg), provider, self,
-                               depends_on=[ns.namespaces[names.INGRESS], self.monitoring])
+                               depends_on=[ns.namespaces[names.INGRESS], self.monitoring, self.ingress_crds],
+                               skip_crds=True)
         self.llm_gateway = config_map(f"{name}-llm-gateway", v.llm_gateway_configmap(cfg), provider, self,
                                       depends_on=[ns.namespaces[names.APPS]])
 

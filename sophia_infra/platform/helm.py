@@ -22,14 +22,18 @@ def chart_source(cfg: StackConfig, chart: str) -> dict[str, Any]:
 
 def release(resource_name: str, cfg: StackConfig, chart: str, release_name: str, namespace: str,
             values: Any, provider: k8s.Provider, parent: pulumi.Resource,
-            depends_on: Sequence[pulumi.Resource] = (), timeout: int = 600) -> k8s.helm.v3.Release:
-    """A Helm release that waits for its workloads, rolls back if they never get ready."""
+            depends_on: Sequence[pulumi.Resource] = (), timeout: int = 600,
+            skip_crds: bool = False) -> k8s.helm.v3.Release:
+    """A Helm release that waits for its workloads, rolls back if they never get ready.
+
+    `skip_crds`: leave the chart's crds/ folder alone (the program applies those CRDs itself)."""
     return k8s.helm.v3.Release(
         resource_name,
         name=release_name,
         namespace=namespace,
         values=values,
         skip_await=False,
+        skip_crds=skip_crds,
         atomic=True,
         cleanup_on_fail=True,
         timeout=timeout,

@@ -53,6 +53,10 @@ def prometheus_url() -> str:
     return f"http://{_svc(PROMETHEUS_RELEASE + '-prometheus', names.MONITORING)}:9090"
 
 
+# busybox of kube-prometheus-stack's CRD upgrade Job (it only runs bzcat on the packed CRDs).
+CRD_UPGRADE_BUSYBOX_TAG = "1.37.0"
+
+
 def kube_prometheus_stack_values(cfg: StackConfig) -> dict[str, Any]:
     m = cfg.platform.monitoring
     spec: dict[str, Any] = {
@@ -72,7 +76,16 @@ def kube_prometheus_stack_values(cfg: StackConfig) -> dict[str, Any]:
     if m.retention_size:
         spec["retentionSize"] = m.retention_size
     return {
-        "crds": {"enabled": True},
+        # The CRDs sit in the `crds` subchart's crds/ folder, which Helm installs on the first
+        # install only. The chart's upgrade Job (a pre-install/pre-upgrade/pre-rollback hook)
+        # server-side applies the CRDs of the pinned chart version on every upgrade, so they
+        # follow the pin. Its pods meet restricted; kubectl's image defaults to the cluster's
+        # Kubernetes version (the K3s pin); the busybox one would be `latest`.
+        "crds": {"upgradeJob": {
+            "enabled": True,
+            "image": {"busybox": {"tag": CRD_UPGRADE_BUSYBOX_TAG}},
+            "resources": m.agent_resources.k8s(),
+        }},
         # K3s runs the control plane inside the k3s process: there are no controller-manager,
         # scheduler, proxy or etcd pods to scrape, so their targets and rules would only alert.
         "kubeControllerManager": {"enabled": False},

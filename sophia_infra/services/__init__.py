@@ -7,7 +7,8 @@ of `values.service_values`:
 - `sophia:delivery: helm` (dev): one `helm.v3.Release` of the local chart per workload;
 - `sophia:delivery: argocd` (production): the pinned argo-cd chart, an AppProject limited
   to the platform namespaces and this repository, and one Application per workload whose
-  `helm.valuesObject` is the same dict.
+  `helm.valuesObject` is the same dict. Applications sync automatically, except those with
+  a rollback in force (`sophia:argocd.rollbacks`, recorded by `deploy.sh rollback`).
 
 Secret values only ever travel in Kubernetes Secrets created here (never in Helm values
 or Application specs) and stay secret Outputs end to end.
@@ -42,10 +43,13 @@ from sophia_infra.services.values import (
     service_values,
 )
 
-__all__ = ["Services", "service_values", "mcp_registry", "argocd_values", "application_spec", "app_project_spec"]
+__all__ = ["Services", "service_values", "mcp_registry", "argocd_values", "application_spec", "application_metadata",
+           "app_project_spec", "paused_for_rollback", "rollback_warning"]
 
 IN_CLUSTER = "https://kubernetes.default.svc"
 PROJECT = "sophia"
+# On an Application whose auto-sync is paused for a rollback: what it was rolled back to.
+ROLLBACK_ANNOTATION = "sophia.ai/rollback"
 # Resource kinds charts/sophia-service renders: all the AppProject lets Applications create.
 CHART_KINDS = [
     ("", "ServiceAccount"), ("", "Service"), ("apps", "Deployment"),
@@ -107,9 +111,48 @@ def app_project_spec(cfg: StackConfig) -> dict[str, Any]:
     }
 
 
+def paused_for_rollback(cfg: StackConfig) -> dict[str, str]:
+    """Workloads whose auto-sync stays off because a rollback is in force (sophia:argocd.rollbacks)."""
+    return dict(sorted(cfg.argocd.rollbacks.items())) if cfg.delivery == "argocd" else {}
+
+
+def rollback_warning(cfg: StackConfig, stack: str) -> Optional[str]:
+    """What preview and the offline plan say while rollbacks are in force (None when none is)."""
+    paused = paused_for_rollback(cfg)
+    if not paused:
+        return None
+    which = ", ".join(f"{name} (rolled back to {why})" for name, why in paused.items())
+    return (f"Argo CD auto-sync is paused for a rollback of: {which}; this update keeps it paused "
+            f"(sophia:argocd.rollbacks). Once a fixed release is out, run ./deploy.sh resume SERVICE {stack} "
+            "for each, which clears the entry and turns auto-sync back on.")
+
+
+def application_metadata(cfg: StackConfig, svc) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": svc.name,
+        "namespace": names.ARGOCD,
+        # Deleting the Application deletes what it deployed.
+        "finalizers": ["resources-finalizer.argocd.argoproj.io"],
+        "labels": {"app.kubernetes.io/part-of": "sophia-ai"},
+    }
+    rollback = paused_for_rollback(cfg).get(svc.name)
+    if rollback is not None:
+        # Seen by whoever looks at the Application in the cluster: why auto-sync is off.
+        meta["annotations"] = {ROLLBACK_ANNOTATION: rollback}
+    return meta
+
+
 def application_spec(cfg: StackConfig, svc, values: dict[str, Any]) -> dict[str, Any]:
-    """The Application of one workload: the chart at the pinned revision, with `values`."""
+    """The Application of one workload: the chart at the pinned revision, with `values`.
+
+    Synced automatically (prune, self-heal) unless a rollback of it is in force: then without
+    `automated`, so that neither Argo CD nor a later `pulumi up` undoes the rollback."""
     sync_options = ["CreateNamespace=true", "ServerSideApply=true"]
+    sync_policy: dict[str, Any] = {}
+    if svc.name not in paused_for_rollback(cfg):
+        sync_policy["automated"] = {"prune": True, "selfHeal": True}
+    sync_policy["syncOptions"] = sync_options
+    sync_policy["retry"] = {"limit": 5, "backoff": {"duration": "10s", "factor": 2, "maxDuration": "3m"}}
     spec: dict[str, Any] = {
         "project": PROJECT,
         "source": {
@@ -119,11 +162,7 @@ def application_spec(cfg: StackConfig, svc, values: dict[str, Any]) -> dict[str,
             "helm": {"releaseName": svc.name, "valuesObject": values},
         },
         "destination": {"server": IN_CLUSTER, "namespace": namespace(svc)},
-        "syncPolicy": {
-            "automated": {"prune": True, "selfHeal": True},
-            "syncOptions": sync_options,
-            "retry": {"limit": 5, "backoff": {"duration": "10s", "factor": 2, "maxDuration": "3m"}},
-        },
+        "syncPolicy": sync_policy,
         "revisionHistoryLimit": 10,
     }
     if has_hpa(svc):
@@ -298,17 +337,15 @@ class Services(pulumi.ComponentResource):
             metadata={"name": PROJECT, "namespace": names.ARGOCD},
             spec=app_project_spec(cfg),
             opts=self._child(depends_on=[self.argocd_release]))
+        warning = rollback_warning(cfg, pulumi.get_stack())
+        if warning:
+            # Without resource=: a resource's warning waits for its URN and may never be sent.
+            pulumi.log.warn(warning)
         for svc in cfg.services:
             self.applications[svc.name] = k8s.apiextensions.CustomResource(
                 f"{name}-app-{svc.name}",
                 api_version="argoproj.io/v1alpha1",
                 kind="Application",
-                metadata={
-                    "name": svc.name,
-                    "namespace": names.ARGOCD,
-                    # Deleting the Application deletes what it deployed.
-                    "finalizers": ["resources-finalizer.argocd.argoproj.io"],
-                    "labels": {"app.kubernetes.io/part-of": "sophia-ai"},
-                },
+                metadata=application_metadata(cfg, svc),
                 spec=application_spec(cfg, svc, self.values[svc.name]),
                 opts=self._child(depends_on=[self.argocd_release, self.app_project, *inputs_of[svc.name]]))
