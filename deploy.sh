@@ -154,6 +154,7 @@ cmd_rollback() {
     with_kubeconfig "$stack"
     run helm --kubeconfig "$KUBECONFIG_FILE" history "$service" --namespace "$namespace" --max 10
     run helm --kubeconfig "$KUBECONFIG_FILE" rollback "$service" "$revision" --namespace "$namespace" --wait
+    note "the next \`pulumi up\` that upgrades the '$service' release re-applies the stack's values; change them in Pulumi.$stack.yaml to keep this version."
   fi
 }
 
