@@ -312,3 +312,22 @@ def test_the_platform_waits_for_every_node(stack, production):
         assert must <= _ancestry(result, release.urn), release.name
     postgres = names["platform-postgres-cluster"]
     assert must <= _ancestry(result, postgres.urn)
+
+
+def test_renaming_a_worker_adds_the_new_node_and_retires_the_old_one_safely(production):
+    def rename(config):
+        nodes = json.loads(config["sophia:nodes"])
+        next(n for n in nodes if n["name"] == "sophia-dev")["name"] = "sophia-dev-2"
+        config["sophia:nodes"] = json.dumps(nodes)
+        hosts = json.loads(config["sophia:hosts"])
+        hosts["sophia-dev-2"] = hosts.pop("sophia-dev")
+        config["sophia:hosts"] = json.dumps(hosts)
+
+    before, after = _by_name(production), _by_name(_run("production", rename))
+    assert {"sophia-dev-2-install", "sophia-dev-2-membership"} <= set(after)
+    assert "sophia-dev-install" not in after  # deleted at the end of the update, from its last state:
+    old_install, old_membership = before["sophia-dev-install"], before["sophia-dev-membership"]
+    assert "kubectl drain sophia-dev " in old_membership.inputs["delete"]  # the old Node object goes
+    # ...and the old uninstall leaves the host alone once its config.yaml names sophia-dev-2.
+    assert '[ "$current" != sophia-dev ]' in shlex.split(old_install.inputs["delete"])[3]
+    assert "node-name: sophia-dev-2" in after["sophia-dev-2-config"].inputs["create"]

@@ -11,6 +11,11 @@ trigger of its `install` and `membership`, with delete-before-replace: a new add
 drains and deletes the old Node, uninstalls the old host, then installs the new one.
 The control plane's install has no such trigger: replacing it would uninstall the only
 etcd; moving the control plane is a rebuild from an etcd snapshot, not an address change.
+
+A renamed node is a new node (its name is the K3s node name), on purpose without
+`aliases`: the new name's commands run first, then the old name's are deleted; its
+membership drains and deletes the old Node object, and its uninstall skips a host whose
+config.yaml now names the new node. An alias would keep the old Node object in the cluster.
 """
 
 from __future__ import annotations
