@@ -25,8 +25,9 @@ INGRESS_CHART = "nginx-ingress"
 # appVersion); a test compares every entry with the pinned chart's Chart.yaml.
 NGINX_INGRESS_APP_VERSIONS = {"2.6.4": "5.5.4"}
 # The bundle the chart's NOTES.txt says to apply on upgrade, per controller release:
-# nginx/kubernetes-ingress, deploy/crds.yaml at tag v<appVersion>. At v5.5.4 it holds the
-# chart's crds/ minus App Protect WAF/DoS (deploy/crds-nap-*.yaml), which are not enabled here.
+# https://github.com/nginx/kubernetes-ingress/blob/v5.5.4/deploy/crds.yaml (tag v5.5.4 =
+# commit f92a24e4fd2b). It holds the chart's crds/, byte-identical, minus App Protect WAF/DoS
+# (deploy/crds-nap-*.yaml), which the program does not enable.
 NGINX_INGRESS_CRDS_URL = "https://raw.githubusercontent.com/nginx/kubernetes-ingress/v{app_version}/deploy/crds.yaml"
 
 
