@@ -26,7 +26,7 @@ INGRESS_CHART = "nginx-ingress"
 NGINX_INGRESS_APP_VERSIONS = {"2.6.4": "5.5.4"}
 # The bundle the chart's NOTES.txt says to apply on upgrade, per controller release:
 # https://github.com/nginx/kubernetes-ingress/blob/v5.5.4/deploy/crds.yaml (tag v5.5.4 =
-# commit f92a24e4fd2b). It holds the chart's crds/, byte-identical, minus App Protect WAF/DoS
+# commit f92a24e4fd2b). Its six CRDs equal the chart's crds/ ones, minus App Protect WAF/DoS
 # (deploy/crds-nap-*.yaml), which the program does not enable.
 NGINX_INGRESS_CRDS_URL = "https://raw.githubusercontent.com/nginx/kubernetes-ingress/v{app_version}/deploy/crds.yaml"
 
