@@ -62,7 +62,13 @@ def _literals(line: str) -> Iterator[tuple[str, object]]:
     for m in _IPV4.finditer(line):
         if line[:m.start()].endswith("=="):  # a pinned four-part version, not an address
             continue
-        yield m.group(0), ipaddress.ip_network(m.group(0), strict=False)
+        try:
+            yield m.group(0), ipaddress.ip_network(m.group(0), strict=False)
+        except ValueError:  # an impossible prefix (/33): the address itself is still a literal
+            try:
+                yield m.group(0), ipaddress.ip_network(m.group(0).split("/")[0])
+            except ValueError:
+                continue  # not an address at all (999.1.1.1)
     for m in _IPV6.finditer(line):
         text = m.group(0)
         if text.count(":") < 2 or not re.search(r"[0-9A-Fa-f]", text):

@@ -188,9 +188,13 @@ def test_argo_cd_values_are_keys_of_the_chart(argocd):
 
 def test_every_argo_cd_component_has_requests_and_limits():
     values = argocd_values(parse_with("production"))
-    for component in ("controller", "server", "repoServer", "applicationSet", "notifications", "redis", "dex", "redisSecretInit"):
+    for component in ("controller", "server", "repoServer", "applicationSet", "notifications", "redis", "redisSecretInit"):
         res = values[component]["resources"]
         assert res["requests"]["cpu"] and res["limits"]["memory"], component
+    # Dex's resources only when Dex runs (without it they would be a value with no effect).
+    assert "resources" not in values["dex"]
+    with_dex = argocd_values(parse_with("production", lambda raw: raw.__setitem__("argocd", {**(raw.get("argocd") or {}), "dex": True})))
+    assert with_dex["dex"]["resources"]["limits"]["memory"]
 
 
 def test_app_project_spec_follows_settings():

@@ -62,3 +62,12 @@ def test_a_bad_allowlist_entry_is_named(tmp_path):
     allow.write_text("# header\n10.42.0.0/16\n10.42.0.0/33  # typo\n")
     with pytest.raises(audit.AuditError, match=r"allow:3: '10.42.0.0/33' is not an address or CIDR range"):
         audit.load_allowlist(allow)
+
+
+def test_an_impossible_prefix_is_still_a_literal_not_a_crash(tmp_path):
+    src = tmp_path / "conf.py"
+    src.write_text(f"NET = '{ip('8', '8', '4', '4')}/33'\n")
+    allow = tmp_path / "allow"
+    allow.write_text("")
+    findings = audit.audit([src], allow)
+    assert len(findings) == 1 and f"{ip('8', '8', '4', '4')}/33" in str(findings[0])

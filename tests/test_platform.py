@@ -165,7 +165,8 @@ def test_network_policy_paths_the_services_need():
         assert "10.0.0.0/8" in internet["to"][0]["ipBlock"]["except"]
     # Prometheus may scrape dcgm-exporter
     gpu = {p["metadata"]["name"]: p for p in network_policies(cfg, names.GPU)}
-    assert {"protocol": "TCP", "port": 9400} in gpu["allow-prometheus"]["spec"]["ingress"][0]["ports"]
+    # dcgm-exporter's container port is named "metrics" (9400): the policy opens it by name.
+    assert {"protocol": "TCP", "port": "metrics"} in gpu["allow-prometheus"]["spec"]["ingress"][0]["ports"]
     # the API server is every node's address
     api = data["allow-api-server"]["spec"]["egress"][0]
     assert {"ipBlock": {"cidr": "203.0.113.10/32"}} in api["to"]

@@ -213,6 +213,11 @@ def scrape_flows(model: ClusterModel) -> list[Flow]:
                 for p in (svc.get("spec") or {}).get("ports") or []:
                     if ep.get("port") in (p.get("name"), None) or ep.get("targetPort") == p.get("targetPort"):
                         flows.append(Flow(title, prometheus, dst, p.get("targetPort", p["port"]), p.get("protocol", "TCP")))
+    return list(dict.fromkeys(flows + _pod_monitor_flows(model, prometheus)))  # one row per distinct flow
+
+
+def _pod_monitor_flows(model: ClusterModel, prometheus: End) -> list[Flow]:
+    flows: list[Flow] = []
     for mon in model.of_kind("PodMonitor"):
         spec = mon.get("spec") or {}
         sel = (spec.get("selector") or {}).get("matchLabels") or {}

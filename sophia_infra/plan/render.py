@@ -156,6 +156,25 @@ def _without(chart_dir: Path, absent: list[dict], work: Path) -> Path:
     return copy
 
 
+def _lookup(values: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(values, dict) or part not in values:
+            return None
+        values = values[part]
+    return values
+
+
+def _condition(dep: dict, values: dict, defaults: dict) -> bool:
+    """Helm's rule: the first condition path that resolves decides; none resolving = enabled."""
+    for cond in (dep.get("condition") or "").split(","):
+        cond = cond.strip()
+        for source in (values, defaults):
+            found = _lookup(source, cond) if cond else None
+            if isinstance(found, bool):
+                return found
+    return True
+
+
 def _set_path(values: dict, dotted: str, value: Any) -> None:
     node = values
     *parents, last = dotted.split(".")
@@ -226,7 +245,9 @@ def render(spec: ReleaseSpec, helm: Optional[str] = None, cache: bool = True) ->
         meta = obj.setdefault("metadata", {})
         if _namespaced(obj) and not meta.get("namespace"):
             meta["namespace"] = spec.namespace  # helm template leaves it to the install namespace
-    missing = sorted(d["name"] for d in absent)
+    # Report only what would have rendered: a dependency whose condition is off renders nothing anyway.
+    defaults = yaml.load((source / "values.yaml").read_text(), Loader=_Loader) or {}
+    missing = sorted(d["name"] for d in absent if _condition(d, spec.values, defaults))
     if cache:
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
         cached.write_text(json.dumps({"objects": objects, "missing": missing}))

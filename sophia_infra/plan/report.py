@@ -74,7 +74,8 @@ def resource_counts(result: PlanResult) -> Counter:
     return Counter(r.type for r in result.resources if r.type != "pulumi:pulumi:Stack")
 
 
-def write(result: PlanResult, out_dir: Path) -> None:
+def write(result: PlanResult, out_dir: Path, checks_md: Iterable[str] = ()) -> None:
+    """plan.json, manifests/ and placement.md (with `checks_md`: the flows and Pod Security sections)."""
     cfg = result.cfg
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -82,7 +83,8 @@ def write(result: PlanResult, out_dir: Path) -> None:
     (out_dir / "plan.json").write_text(json.dumps(plan_document(result), indent=2) + "\n")
     for obj in kubernetes_objects(sorted(result.resources, key=lambda r: r.urn)):
         (out_dir / "manifests" / manifest_filename(obj)).write_text(yaml.safe_dump(manifest(obj), sort_keys=False))
-    (out_dir / "placement.md").write_text(placement.render_markdown(cfg, result.stack))
+    md = placement.render_markdown(cfg, result.stack).rstrip("\n")
+    (out_dir / "placement.md").write_text("\n".join([md, *checks_md]) + "\n")
 
 
 def _policy_rules():

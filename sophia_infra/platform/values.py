@@ -92,10 +92,7 @@ def kube_prometheus_stack_values(cfg: StackConfig) -> dict[str, Any]:
         "kubeScheduler": {"enabled": False},
         "kubeProxy": {"enabled": False},
         "kubeEtcd": {"enabled": False},
-        "defaultRules": {"rules": {"etcd": False, "kubeControllerManager": False, "kubeProxy": False,
-                                   "kubeSchedulerAlerting": False, "kubeSchedulerRecording": False,
-                                   "windows": False}},
-        "windowsMonitoring": {"enabled": False},
+        # (The chart drops those components' alert rules with them, and Windows monitoring is off by default.)
         "grafana": {
             "admin": {"existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
             "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard", "labelValue": "1", "searchNamespace": "ALL"}},
@@ -126,7 +123,6 @@ def postgres_host(cfg: StackConfig, read_only: bool = False) -> str:
 def cnpg_values(cfg: StackConfig) -> dict[str, Any]:
     return {
         "resources": cfg.platform.postgres.operator_resources.k8s(),
-        "config": {"clusterWide": True},
         "monitoring": {
             "podMonitorEnabled": True,
             "podMonitorAdditionalLabels": {"release": PROMETHEUS_RELEASE},
@@ -219,11 +215,11 @@ def valkey_values(cfg: StackConfig) -> dict[str, Any]:
         "metrics": {
             "enabled": True,
             "exporter": {"resources": small, "securityContext": RESTRICTED_CONTAINER},
-            "serviceMonitor": {"enabled": True, "additionalLabels": {"release": PROMETHEUS_RELEASE}},
+            "serviceMonitor": {"enabled": True, "extraLabels": {"release": PROMETHEUS_RELEASE}},
         },
     }
     if v.replicas > 0:
-        values["replica"] = {"enabled": True, "replicas": v.replicas, "replicationUser": "default",
+        values["replica"] = {"enabled": True, "replicas": v.replicas,
                              "persistence": {"size": v.storage_size, "storageClass": v.storage_class}}
     else:
         values["dataStorage"] = {"enabled": True, "requestedSize": v.storage_size, "className": v.storage_class}
@@ -238,12 +234,12 @@ def nginx_ingress_values(cfg: StackConfig) -> dict[str, Any]:
         "controller": {
             "replicaCount": i.replicas,
             "resources": i.resources.k8s(),
-            "ingressClass": {"name": INGRESS_CLASS, "create": True, "setAsDefaultIngress": True},
+            "ingressClass": {"name": INGRESS_CLASS, "setAsDefaultIngress": True},
             # K3s ServiceLB (klipper) answers type LoadBalancer on the nodes' addresses.
             "service": {"type": "LoadBalancer", "externalTrafficPolicy": "Local"},
         },
         "prometheus": {
-            "create": True, "port": 9113,
+            "create": True,
             "service": {"create": True},
             "serviceMonitor": {"create": True, "labels": {"release": PROMETHEUS_RELEASE}},
         },

@@ -69,28 +69,37 @@ def _resources(cpu: str, memory: str, cpu_limit: str, memory_limit: str) -> dict
     return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu_limit, "memory": memory_limit}}
 
 
+# Sync, reconcile and repository metrics, scraped through ServiceMonitors (kube-prometheus-stack
+# selects every ServiceMonitor in the cluster).
+_ARGOCD_METRICS = {"enabled": True, "serviceMonitor": {"enabled": True}}
+
+
 def argocd_values(cfg: StackConfig) -> dict[str, Any]:
     """Values of the argo-cd chart: no secret in them (argocd-secret is created by Services)."""
     s = cfg.argocd
     values: dict[str, Any] = {
-        "crds": {"install": True, "keep": True},
+        "crds": {"keep": True},
+        # The platform layer's policies govern the argocd namespace (same-namespace traffic,
+        # Prometheus on the "metrics" ports, the ingress controller to the server when it has
+        # a host); the chart's own would let every namespace reach the server and metrics.
+        "global": {"networkPolicy": {"create": False}},
         "configs": {
             # argocd-secret (admin password hash, server key) is a Pulumi-managed Secret.
             "secret": {"createSecret": False},
-            "cm": {"exec.enabled": False, "admin.enabled": True},
+            "cm": {"exec.enabled": False},
             "params": {"server.insecure": bool(s.ingress_host)},
         },
-        "dex": {"enabled": s.dex, "resources": _resources("10m", "64Mi", "200m", "256Mi")},
-        "controller": {"resources": _resources("250m", "512Mi", "1", "1Gi")},
-        "server": {"resources": _resources("50m", "128Mi", "500m", "256Mi")},
-        "repoServer": {"resources": _resources("100m", "256Mi", "1", "1Gi")},
-        "applicationSet": {"resources": _resources("50m", "64Mi", "250m", "256Mi")},
-        "notifications": {"resources": _resources("20m", "64Mi", "200m", "128Mi")},
+        "dex": {"enabled": s.dex, **({"resources": _resources("10m", "64Mi", "200m", "256Mi")} if s.dex else {})},
+        "controller": {"resources": _resources("250m", "512Mi", "1", "1Gi"), "metrics": _ARGOCD_METRICS},
+        "server": {"resources": _resources("50m", "128Mi", "500m", "256Mi"), "metrics": _ARGOCD_METRICS},
+        "repoServer": {"resources": _resources("100m", "256Mi", "1", "1Gi"), "metrics": _ARGOCD_METRICS},
+        "applicationSet": {"resources": _resources("50m", "64Mi", "250m", "256Mi"), "metrics": _ARGOCD_METRICS},
+        "notifications": {"resources": _resources("20m", "64Mi", "200m", "128Mi"), "metrics": _ARGOCD_METRICS},
         "redis": {"resources": _resources("50m", "64Mi", "250m", "256Mi")},
         "redisSecretInit": {"resources": _resources("10m", "32Mi", "100m", "64Mi")},
     }
     if s.ingress_host:
-        values["global"] = {"domain": s.ingress_host}
+        values["global"]["domain"] = s.ingress_host
         values["server"]["ingress"] = {
             "enabled": True,
             "ingressClassName": workloads(cfg).ingress_class,
