@@ -8,6 +8,9 @@ STACK ?= dev
 .PHONY: setup test plan bench clean
 
 setup: $(VENV)/.installed .tools/bin/helm
+	@# The pinned upstream charts the plan and tests render: ../shared/charts-src when it is
+	@# beside the project, else `helm pull` into .cache/charts (needs the chart repositories).
+	$(PY) -m sophia_infra charts --pull || echo "setup: some charts have no source; the rendering checks will say so"
 	$(PY) -m sophia_infra plan --stack $(STACK)
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt

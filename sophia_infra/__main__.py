@@ -54,6 +54,17 @@ def _plan(args: argparse.Namespace) -> int:
     return CHECK_FAILED if report.policy_violations(result) or checks.failed else OK
 
 
+def _charts(args: argparse.Namespace) -> int:
+    from sophia_infra.plan import chart_cache, stack_config
+
+    try:
+        lines, complete = chart_cache.report(args.stack or ["dev", "production"], args.pull)
+    except (stack_config.StackFileError, ConfigError) as err:
+        return _fail(err)
+    print("\n".join(lines))
+    return OK if complete else COULD_NOT_CHECK
+
+
 def _audit(args: argparse.Namespace) -> int:
     from sophia_infra import audit
 
@@ -170,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_argument("paths", nargs="+", help="files or folders to scan")
     audit.add_argument("--allowlist", help="CIDRs to accept, one per line (default .address-allowlist, if present)")
     audit.set_defaults(func=_audit)
+    charts = _command(sub, "charts", "where the pinned upstream charts are read from for rendering (--pull: helm pull the missing)",
+                      "0 every chart the plans release has a source; 2 some have none (or could not be pulled)")
+    charts.add_argument("--stack", action="append", help="stack(s) whose pins to use (default: dev and production)")
+    charts.add_argument("--pull", action="store_true", help="helm pull missing charts into .cache/charts")
+    charts.set_defaults(func=_charts)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -30,7 +30,7 @@ def _rendered(stack: str) -> tuple:
     missing = render.missing_sources(specs)
     if missing:
         pytest.skip(f"no chart source holds {', '.join(missing)}: lay ../shared/charts-src beside the project "
-                    "or run scripts/pull-charts.sh where the chart repositories are reachable")
+                    "or run python -m sophia_infra charts --pull where the chart repositories are reachable")
     return tuple(render.render_all(specs))
 
 

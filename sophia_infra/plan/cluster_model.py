@@ -13,9 +13,9 @@ Pods come from three places, each marked in `Workload.origin`:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Iterable, Optional
 
-from sophia_infra.plan.render import Rendered, integral
+from sophia_infra.plan.render import Rendered
 
 WORKLOAD_KINDS = ("Pod", "Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "CronJob", "ReplicationController")
 
@@ -146,7 +146,7 @@ def _derived(objects: Iterable[dict]) -> list[Workload]:
 def build(rendered: Iterable[Rendered], direct: Iterable[dict]) -> ClusterModel:
     """The model of a plan: `rendered` releases plus the program's `direct` objects (plan manifests)."""
     rendered = list(rendered)
-    direct = [integral(o) for o in direct]
+    direct = list(direct)
     objects: list[dict] = list(direct)
     workloads: list[Workload] = []
     for r in rendered:
@@ -177,22 +177,3 @@ def build(rendered: Iterable[Rendered], direct: Iterable[dict]) -> ClusterModel:
     policies = [o for o in objects if o.get("kind") == "NetworkPolicy"]
     unrendered = {r.spec.release: r.missing_subcharts for r in rendered if r.missing_subcharts}
     return ClusterModel(namespaces, workloads, policies, objects, unrendered)
-
-
-def selector_matches(selector: Optional[dict[str, Any]], labels: dict[str, str]) -> bool:
-    """A Kubernetes label selector (matchLabels + matchExpressions); None or {} selects everything."""
-    selector = selector or {}
-    for k, v in (selector.get("matchLabels") or {}).items():
-        if labels.get(k) != v:
-            return False
-    for e in selector.get("matchExpressions") or []:
-        key, op, vals = e["key"], e["operator"], e.get("values") or []
-        if op == "In" and labels.get(key) not in vals:
-            return False
-        if op == "NotIn" and key in labels and labels[key] in vals:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
-            return False
-    return True

@@ -20,7 +20,7 @@ from typing import Iterable, Optional, Union
 from sophia_infra import names
 from sophia_infra.config import StackConfig
 from sophia_infra.plan import traffic
-from sophia_infra.plan.cluster_model import ClusterModel, Workload, selector_matches
+from sophia_infra.plan.cluster_model import ClusterModel, Workload
 
 # An address on the internet for egress checks (TEST-NET-3: a documentation address that the
 # policies' "internet" ipBlocks do not exclude, like any public address).
@@ -199,13 +199,13 @@ def scrape_flows(model: ClusterModel) -> list[Flow]:
         spec, where = mon.get("spec") or {}, _monitor_namespaces(mon, model)
         title = f"Prometheus -> ServiceMonitor {mon['metadata']['namespace']}/{mon['metadata']['name']}"
         for labels, ns, ports, outside in _NODE_SERVICES:
-            if ns in where and selector_matches(spec.get("selector"), labels):
+            if ns in where and traffic.selects(spec.get("selector"), labels):
                 for ep in spec.get("endpoints") or []:
                     if ep.get("port") in ports:
                         flows.append(Flow(title, prometheus, OUTSIDE[outside], ports[ep["port"]]))
         for svc in services:
             meta = svc["metadata"]
-            if meta.get("namespace") not in where or not selector_matches(spec.get("selector"), meta.get("labels") or {}):
+            if meta.get("namespace") not in where or not traffic.selects(spec.get("selector"), meta.get("labels") or {}):
                 continue
             selector = (svc.get("spec") or {}).get("selector") or {}
             dst = End(meta["namespace"], tuple(sorted(selector.items())))

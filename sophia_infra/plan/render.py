@@ -6,7 +6,7 @@ it. Upstream charts are read in place from the first chart source that has them:
 
 1. `../shared/charts-src/<chart>-<version>` (the pinned charts, beside the project), then
 2. `.cache/charts/<chart>-<version>` (what `make setup` pulls with `helm pull` on a machine
-   that can reach the chart repositories; scripts/pull-charts.sh).
+   that can reach the chart repositories: `python -m sophia_infra charts --pull`).
 
 A dependency chart that the source lacks cannot be rendered: the release is rendered without
 it (its condition off, from a temporary copy of the chart outside the project) and the
@@ -74,17 +74,6 @@ class Rendered:
     source: Optional[Path] = None
 
 
-def integral(value: Any) -> Any:
-    """Numbers as the program wrote them: the mock monitor's protobuf Struct makes every number a float."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [integral(v) for v in value]
-    return value
-
-
 def _chart_name(chart: str) -> str:
     return chart.rstrip("/").rsplit("/", 1)[-1]
 
@@ -100,14 +89,14 @@ def release_specs(resources: Iterable[Any]) -> list[ReleaseSpec]:
             specs.append(ReleaseSpec(resource=r.name, release=i.get("name") or r.name,
                                      namespace=i.get("namespace") or "default",
                                      chart=chart if local else _chart_name(chart),
-                                     version=None if local else i["version"], values=integral(i.get("values") or {})))
+                                     version=None if local else i["version"], values=i.get("values") or {}))
         elif r.type == APPLICATION:
             spec = r.inputs.get("spec") or {}
             src = spec.get("source") or {}
             helm = src.get("helm") or {}
             specs.append(ReleaseSpec(resource=r.name, release=helm.get("releaseName") or r.inputs["metadata"]["name"],
                                      namespace=(spec.get("destination") or {}).get("namespace") or "default",
-                                     chart=src["path"], version=None, values=integral(helm.get("valuesObject") or {}),
+                                     chart=src["path"], version=None, values=helm.get("valuesObject") or {},
                                      via="argocd"))
     return sorted(specs, key=lambda s: (s.namespace, s.release))
 
@@ -130,7 +119,7 @@ def helm_binary() -> Optional[str]:
     return str(local) if local.is_file() else shutil.which("helm")
 
 
-def _absent_dependencies(chart_dir: Path) -> list[dict]:
+def absent_dependencies(chart_dir: Path) -> list[dict]:
     meta = yaml.load((chart_dir / "Chart.yaml").read_text(), Loader=_Loader) or {}
     present = {p.name for p in (chart_dir / "charts").iterdir()} if (chart_dir / "charts").is_dir() else set()
 
@@ -212,7 +201,7 @@ def render(spec: ReleaseSpec, helm: Optional[str] = None, cache: bool = True) ->
     source = (ROOT / spec.chart) if spec.local else chart_source(spec.chart, spec.version or "")
     if source is None or not source.is_dir():
         raise RenderError(f"{spec.chart}-{spec.version}: no chart source has it ({', '.join(str(c) for c in CHART_SOURCES)}); "
-                          "run scripts/pull-charts.sh on a machine that reaches the chart repositories")
+                          "run `python -m sophia_infra charts --pull` on a machine that reaches the chart repositories")
     key = _cache_key(spec, source, helm)
     cached = CACHE_DIR / f"{key}.json"
     if cache and cached.is_file():
@@ -220,7 +209,7 @@ def render(spec: ReleaseSpec, helm: Optional[str] = None, cache: bool = True) ->
         return Rendered(spec, data["objects"], data["missing"], source)
 
     values = json.loads(json.dumps(spec.values))
-    absent = _absent_dependencies(source)
+    absent = absent_dependencies(source)
     with tempfile.TemporaryDirectory(prefix="sophia-render-") as work:
         chart_dir = source
         if absent:

@@ -379,6 +379,11 @@ def parse_policy(manifest: Mapping[str, Any]) -> _Policy:
 # --- the cluster -------------------------------------------------------------------------------
 
 
+def selects(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """Whether a metav1.LabelSelector (matchLabels + matchExpressions) selects `labels`; None selects all."""
+    return _Selector.parse(selector or {}, "selector").matches(labels)
+
+
 class Cluster:
     """Namespaces, pods and NetworkPolicies; answers which flows are allowed."""
 

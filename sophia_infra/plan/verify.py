@@ -36,7 +36,7 @@ def run(result: PlanResult) -> Checks:
         return Checks(skipped="helm is not installed (scripts/install-tools.sh)")
     missing = render.missing_sources(specs)
     if missing:
-        return Checks(skipped=f"no chart source holds {', '.join(missing)} (../shared/charts-src, or scripts/pull-charts.sh)")
+        return Checks(skipped=f"no chart source holds {', '.join(missing)} (../shared/charts-src, or python -m sophia_infra charts --pull)")
     try:
         rendered = render.render_all(specs)
     except render.RenderError as err:
