@@ -77,9 +77,9 @@ def _pinned_tag(value: str) -> str:
 
 class NodeGpu(_Strict):
     type: str
-    count: int = Field(1, ge=1, le=16)
+    count: int = Field(default=1, ge=1, le=16)
     # Time-slicing replicas per physical GPU (1 = no sharing).
-    sharing: int = Field(1, ge=1, le=64)
+    sharing: int = Field(default=1, ge=1, le=64)
 
     @field_validator("type")
     @classmethod
@@ -98,7 +98,7 @@ class Node(_Strict):
     name: str
     role: Literal["control-plane", "worker"]
     # The one control-plane node that starts the embedded etcd cluster.
-    cluster_init: bool = Field(False, alias="clusterInit")
+    cluster_init: bool = Field(default=False, alias="clusterInit")
     arch: Literal["amd64", "arm64"]
     gpu: Optional[NodeGpu] = None
     labels: dict[str, str] = Field(default_factory=dict)
@@ -128,8 +128,8 @@ class Host(_Strict):
     """A node's addresses, from ESC (never from the stack file or code)."""
 
     address: str
-    private_address: Optional[str] = Field(None, alias="privateAddress")
-    flannel_iface: Optional[str] = Field(None, alias="flannelIface")
+    private_address: Optional[str] = Field(default=None, alias="privateAddress")
+    flannel_iface: Optional[str] = Field(default=None, alias="flannelIface")
 
     @field_validator("address", "private_address")
     @classmethod
@@ -157,12 +157,12 @@ class EtcdS3(_Strict):
 class K3s(_Strict):
     version: str
     # Optional DNS name for the API server: added to tls-san and used in the kubeconfig.
-    api_dns_name: Optional[str] = Field(None, alias="apiDnsName")
-    secrets_encryption: bool = Field(True, alias="secretsEncryption")
-    etcd_snapshot_schedule: str = Field("0 */6 * * *", alias="etcdSnapshotSchedule")
-    etcd_snapshot_retention: int = Field(28, ge=1, alias="etcdSnapshotRetention")
-    etcd_s3: Optional[EtcdS3] = Field(None, alias="etcdS3")
-    flannel_backend: Literal["vxlan", "wireguard-native"] = Field("vxlan", alias="flannelBackend")
+    api_dns_name: Optional[str] = Field(default=None, alias="apiDnsName")
+    secrets_encryption: bool = Field(default=True, alias="secretsEncryption")
+    etcd_snapshot_schedule: str = Field(default="0 */6 * * *", alias="etcdSnapshotSchedule")
+    etcd_snapshot_retention: int = Field(default=28, ge=1, alias="etcdSnapshotRetention")
+    etcd_s3: Optional[EtcdS3] = Field(default=None, alias="etcdS3")
+    flannel_backend: Literal["vxlan", "wireguard-native"] = Field(default="vxlan", alias="flannelBackend")
     # Pod and service ranges: given to K3s, opened in the firewall, used by NetworkPolicies.
     cluster_cidr: str = Field(alias="clusterCidr")
     service_cidr: str = Field(alias="serviceCidr")
@@ -170,7 +170,7 @@ class K3s(_Strict):
     # Sources allowed to reach the API server (6443) when the firewall is on: CIDRs, or
     # [any] on purpose. Empty means any as well, which a production stack may not leave implicit.
     api_allow_from: list[str] = Field(default_factory=list, alias="apiAllowFrom")
-    install_nvidia_toolkit: bool = Field(False, alias="installNvidiaToolkit")
+    install_nvidia_toolkit: bool = Field(default=False, alias="installNvidiaToolkit")
 
     @field_validator("cluster_cidr", "service_cidr")
     @classmethod
@@ -267,13 +267,13 @@ class Service(_Strict):
     image: Image
     replicas: int = Field(ge=1)
     # With maxReplicas an HPA scales between replicas and maxReplicas.
-    max_replicas: Optional[int] = Field(None, ge=1, alias="maxReplicas")
+    max_replicas: Optional[int] = Field(default=None, ge=1, alias="maxReplicas")
     # nvidia.com/gpu per pod; 0 = no GPU (a placement alone is just a nodeSelector).
-    gpu: int = Field(0, ge=0)
+    gpu: int = Field(default=0, ge=0)
     placement: Optional[Placement] = None
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(default=8000, ge=1, le=65535)
     # Path of Prometheus metrics on the port; a ServiceMonitor is created when set.
-    metrics_path: Optional[str] = Field(None, alias="metricsPath", pattern=r"^/")
+    metrics_path: Optional[str] = Field(default=None, alias="metricsPath", pattern=r"^/")
     # Environment variable -> secret config key: the only secrets this workload gets.
     secrets: dict[str, str] = Field(default_factory=dict)
 
@@ -302,8 +302,8 @@ class Service(_Strict):
 class BackupLimits(_Strict):
     """How old the newest backup may be before `python -m sophia_infra backups` fails."""
 
-    etcd_max_age_hours: float = Field(12, gt=0, alias="etcdMaxAgeHours")
-    postgres_max_age_hours: float = Field(26, gt=0, alias="postgresMaxAgeHours")
+    etcd_max_age_hours: float = Field(default=12, gt=0, alias="etcdMaxAgeHours")
+    postgres_max_age_hours: float = Field(default=26, gt=0, alias="postgresMaxAgeHours")
 
 
 # ----------------------------------------------------------------------------- the stack

@@ -23,10 +23,10 @@ def quantity(v: str) -> str:
 class Resources(Strict):
     """Requests and limits of one container (Kubernetes quantities)."""
 
-    cpu_request: str = Field("100m", alias="cpuRequest")
-    memory_request: str = Field("128Mi", alias="memoryRequest")
-    cpu_limit: str = Field("500m", alias="cpuLimit")
-    memory_limit: str = Field("512Mi", alias="memoryLimit")
+    cpu_request: str = Field(default="100m", alias="cpuRequest")
+    memory_request: str = Field(default="128Mi", alias="memoryRequest")
+    cpu_limit: str = Field(default="500m", alias="cpuLimit")
+    memory_limit: str = Field(default="512Mi", alias="memoryLimit")
 
     _q = field_validator("cpu_request", "memory_request", "cpu_limit", "memory_limit")(
         classmethod(lambda cls, v: quantity(v)))

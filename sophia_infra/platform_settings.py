@@ -39,7 +39,7 @@ class Quota(Strict):
 
     cpu: str = "16"
     memory: str = "64Gi"
-    gpu: Optional[int] = Field(None, ge=0)
+    gpu: Optional[int] = Field(default=None, ge=0)
 
     _q = field_validator("cpu", "memory")(classmethod(lambda cls, v: _quantity(v)))
 
@@ -60,12 +60,12 @@ GPU_WORKLOAD_NAMESPACES = (names.APPS, names.MCP)
 class LimitDefaults(Strict):
     """LimitRange defaults applied to containers that set no requests/limits."""
 
-    default_cpu: str = Field("500m", alias="defaultCpu")
-    default_memory: str = Field("512Mi", alias="defaultMemory")
-    default_request_cpu: str = Field("100m", alias="defaultRequestCpu")
-    default_request_memory: str = Field("128Mi", alias="defaultRequestMemory")
-    max_cpu: str = Field("16", alias="maxCpu")
-    max_memory: str = Field("64Gi", alias="maxMemory")
+    default_cpu: str = Field(default="500m", alias="defaultCpu")
+    default_memory: str = Field(default="512Mi", alias="defaultMemory")
+    default_request_cpu: str = Field(default="100m", alias="defaultRequestCpu")
+    default_request_memory: str = Field(default="128Mi", alias="defaultRequestMemory")
+    max_cpu: str = Field(default="16", alias="maxCpu")
+    max_memory: str = Field(default="64Gi", alias="maxMemory")
 
     _q = field_validator("default_cpu", "default_memory", "default_request_cpu", "default_request_memory",
                          "max_cpu", "max_memory")(classmethod(lambda cls, v: _quantity(v)))
@@ -76,7 +76,7 @@ class Network(Strict):
 
     # Where the API server (and the kubelets / webhooks' callers) live. Unset = every node's
     # address from sophia:hosts as /32 (0.0.0.0/0 when a host is given by DNS name).
-    node_cidrs: Optional[list[str]] = Field(None, alias="nodeCidrs")
+    node_cidrs: Optional[list[str]] = Field(default=None, alias="nodeCidrs")
     # Ports the pods of apps and MCP servers may reach on the internet (SaaS APIs).
     internet_ports: list[int] = Field(default_factory=lambda: [443], alias="internetPorts")
 
@@ -92,16 +92,16 @@ class Network(Strict):
 
 
 class DevicePlugin(Strict):
-    gpu_feature_discovery: bool = Field(False, alias="gpuFeatureDiscovery")
+    gpu_feature_discovery: bool = Field(default=False, alias="gpuFeatureDiscovery")
     resources: Resources = Field(default_factory=lambda: _res("50m", "64Mi", "200m", "256Mi"))
 
 
 class GpuMetrics(Strict):
     resources: Resources = Field(default_factory=lambda: _res("100m", "128Mi", "500m", "512Mi"))
     # Alert thresholds of the GPU PrometheusRule.
-    idle_utilization_percent: int = Field(5, ge=0, le=100, alias="idleUtilizationPercent")
-    idle_for: str = Field("2h", alias="idleFor")
-    memory_pressure_ratio: float = Field(0.9, gt=0, le=1, alias="memoryPressureRatio")
+    idle_utilization_percent: int = Field(default=5, ge=0, le=100, alias="idleUtilizationPercent")
+    idle_for: str = Field(default="2h", alias="idleFor")
+    memory_pressure_ratio: float = Field(default=0.9, gt=0, le=1, alias="memoryPressureRatio")
 
 
 class PostgresBackup(Strict):
@@ -115,8 +115,8 @@ class PostgresBackup(Strict):
     schedule: str = "0 0 3 * * *"  # CNPG cron: seconds first
     retention: str = "30d"
     # Secret config keys holding the S3 access key pair (defaults: the ones ESC already has).
-    access_key_config: str = Field("etcdS3AccessKey", alias="accessKeyConfig")
-    secret_key_config: str = Field("etcdS3SecretKey", alias="secretKeyConfig")
+    access_key_config: str = Field(default="etcdS3AccessKey", alias="accessKeyConfig")
+    secret_key_config: str = Field(default="etcdS3SecretKey", alias="secretKeyConfig")
 
     @field_validator("retention")
     @classmethod
@@ -127,10 +127,10 @@ class PostgresBackup(Strict):
 
 
 class Postgres(Strict):
-    cluster_name: str = Field("sophia-postgres", alias="clusterName")
-    instances: int = Field(2, ge=1, le=9)
-    storage_size: str = Field("20Gi", alias="storageSize")
-    storage_class: str = Field("local-path", alias="storageClass")
+    cluster_name: str = Field(default="sophia-postgres", alias="clusterName")
+    instances: int = Field(default=2, ge=1, le=9)
+    storage_size: str = Field(default="20Gi", alias="storageSize")
+    storage_class: str = Field(default="local-path", alias="storageClass")
     resources: Resources = Field(default_factory=lambda: _res("500m", "1Gi", "2", "4Gi"))
     operator_resources: Resources = Field(default_factory=lambda: _res("100m", "128Mi", "500m", "512Mi"), alias="operatorResources")
     backup: PostgresBackup = Field(default_factory=PostgresBackup)
@@ -139,24 +139,24 @@ class Postgres(Strict):
 
 
 class Valkey(Strict):
-    replicas: int = Field(2, ge=0, le=8)  # read replicas besides the primary
-    storage_size: str = Field("8Gi", alias="storageSize")
-    storage_class: str = Field("local-path", alias="storageClass")
+    replicas: int = Field(default=2, ge=0, le=8)  # read replicas besides the primary
+    storage_size: str = Field(default="8Gi", alias="storageSize")
+    storage_class: str = Field(default="local-path", alias="storageClass")
     resources: Resources = Field(default_factory=lambda: _res("100m", "256Mi", "1", "1Gi"))
 
     _q = field_validator("storage_size")(classmethod(lambda cls, v: _quantity(v)))
 
 
 class Ingress(Strict):
-    replicas: int = Field(2, ge=1)
+    replicas: int = Field(default=2, ge=1)
     resources: Resources = Field(default_factory=lambda: _res("100m", "128Mi", "1", "512Mi"))
 
 
 class Monitoring(Strict):
     retention: str = "15d"
-    retention_size: Optional[str] = Field(None, alias="retentionSize")
-    storage_size: str = Field("50Gi", alias="storageSize")
-    storage_class: str = Field("local-path", alias="storageClass")
+    retention_size: Optional[str] = Field(default=None, alias="retentionSize")
+    storage_size: str = Field(default="50Gi", alias="storageSize")
+    storage_class: str = Field(default="local-path", alias="storageClass")
     prometheus_resources: Resources = Field(default_factory=lambda: _res("500m", "2Gi", "2", "8Gi"), alias="prometheusResources")
     grafana_resources: Resources = Field(default_factory=lambda: _res("100m", "256Mi", "500m", "1Gi"), alias="grafanaResources")
     alertmanager_resources: Resources = Field(default_factory=lambda: _res("50m", "64Mi", "200m", "256Mi"), alias="alertmanagerResources")
@@ -176,12 +176,12 @@ class Monitoring(Strict):
 class LlmGateway(Strict):
     """Portkey in front of OpenRouter: non-secret routing settings for the backend."""
 
-    portkey_base_url: str = Field("https://api.portkey.ai/v1", alias="portkeyBaseUrl")
-    openrouter_base_url: str = Field("https://openrouter.ai/api/v1", alias="openrouterBaseUrl")
-    default_model: str = Field("openai/gpt-4o", alias="defaultModel")
+    portkey_base_url: str = Field(default="https://api.portkey.ai/v1", alias="portkeyBaseUrl")
+    openrouter_base_url: str = Field(default="https://openrouter.ai/api/v1", alias="openrouterBaseUrl")
+    default_model: str = Field(default="openai/gpt-4o", alias="defaultModel")
     fallback_models: list[str] = Field(default_factory=lambda: ["anthropic/claude-3.5-sonnet"], alias="fallbackModels")
-    retries: int = Field(3, ge=0, le=10)
-    timeout_seconds: int = Field(60, ge=1, alias="timeoutSeconds")
+    retries: int = Field(default=3, ge=0, le=10)
+    timeout_seconds: int = Field(default=60, ge=1, alias="timeoutSeconds")
 
     @field_validator("portkey_base_url", "openrouter_base_url")
     @classmethod

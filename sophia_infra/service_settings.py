@@ -35,19 +35,19 @@ class ArgoCDSettings(Strict):
     """`sophia:argocd`: the Argo CD install and where Applications take the chart from."""
 
     # The git repository that holds charts/sophia-service (this repository).
-    repo_url: str = Field("https://github.com/sophia-ai/sophia-infra.git", alias="repoUrl")
+    repo_url: str = Field(default="https://github.com/sophia-ai/sophia-infra.git", alias="repoUrl")
     # A release tag or commit SHA: never HEAD or a branch, so a push does not roll out by itself.
-    target_revision: str = Field("v0.1.0", alias="targetRevision")
+    target_revision: str = Field(default="v0.1.0", alias="targetRevision")
     # Dex (SSO) is off unless an identity provider is configured.
     dex: bool = False
     # Host name of an Argo CD UI Ingress behind NGINX; no Ingress when unset.
-    ingress_host: Optional[str] = Field(None, alias="ingressHost")
+    ingress_host: Optional[str] = Field(default=None, alias="ingressHost")
     # Create the `argocd` namespace in Services (off: the platform layer creates it, with its
     # Pod Security labels, quota and network policies; turn on only without that layer).
-    create_namespace: bool = Field(False, alias="createNamespace")
+    create_namespace: bool = Field(default=False, alias="createNamespace")
     # admin.passwordMtime of argocd-secret: set it to the rotation time when the hash changes
     # (Argo CD rejects tokens issued before it). Fixed, so that runs do not differ.
-    admin_password_mtime: str = Field("2026-01-01T00:00:00Z", alias="adminPasswordMtime")
+    admin_password_mtime: str = Field(default="2026-01-01T00:00:00Z", alias="adminPasswordMtime")
     # Rollbacks in force: service -> the Argo CD history id it was rolled back to (or a reason).
     # Those Applications are rendered without automated sync, so a later `pulumi up` keeps the
     # rollback. `./deploy.sh rollback` records an entry, `./deploy.sh resume` removes it.
@@ -95,17 +95,17 @@ class WorkloadSettings(Strict):
     # Pull images with the Docker Hub credentials of ESC (dockerUsername, dockerAccessToken).
     # On by default: the credentials are in both ESC environments, and authenticated pulls
     # avoid Docker Hub's anonymous rate limit on nodes that share a public address.
-    private_images: bool = Field(True, alias="privateImages")
-    registry_server: str = Field("https://index.docker.io/v1/", alias="registryServer")
+    private_images: bool = Field(default=True, alias="privateImages")
+    registry_server: str = Field(default="https://index.docker.io/v1/", alias="registryServer")
     # Host name of the frontend's Ingress behind NGINX; no Ingress when unset.
-    frontend_host: Optional[str] = Field(None, alias="frontendHost")
-    ingress_class: str = Field("nginx", alias="ingressClass")
+    frontend_host: Optional[str] = Field(default=None, alias="frontendHost")
+    ingress_class: str = Field(default="nginx", alias="ingressClass")
     # HTTP readiness/liveness path of the apps (MCP servers are probed over TCP).
     health_paths: dict[str, str] = Field(default_factory=lambda: {"backend": "/health", "frontend": "/"}, alias="healthPaths")
     # Per-service overrides of the default requests and limits.
     resources: dict[str, Resources] = Field(default_factory=dict)
     # HPA CPU target.
-    target_cpu_utilization: int = Field(70, ge=10, le=100, alias="targetCpuUtilization")
+    target_cpu_utilization: int = Field(default=70, ge=10, le=100, alias="targetCpuUtilization")
 
     @field_validator("frontend_host")
     @classmethod
