@@ -139,6 +139,9 @@ def required_flows(cfg: StackConfig, model: ClusterModel) -> list[Flow]:
         add("Valkey replica -> primary", app(D, "valkey"), app(D, "valkey"), 6379)
     if cfg.platform.postgres.backup.enabled:
         add("PostgreSQL WAL archive -> object store", pg, internet, _endpoint_port(cfg.platform.postgres.backup.endpoint))
+        # CNPG-I: the operator calls the Barman Cloud plugin's gRPC Service.
+        add("CloudNativePG operator -> Barman Cloud plugin", app(D, "cloudnative-pg"), app(D, "plugin-barman-cloud"), 9090)
+        add("Barman Cloud plugin -> API server", app(D, "plugin-barman-cloud"), api, 6443)
 
     # Monitoring among itself.
     add("Prometheus -> Alertmanager", prometheus, app(MON, "alertmanager"), 9093)

@@ -103,7 +103,6 @@ def argocd_values(cfg: StackConfig) -> dict[str, Any]:
         values["server"]["ingress"] = {
             "enabled": True,
             "ingressClassName": workloads(cfg).ingress_class,
-            "hostname": s.ingress_host,
         }
     return values
 
