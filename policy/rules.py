@@ -20,7 +20,7 @@ NVIDIA_RUNTIME_CLASS = "nvidia"
 _WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
 _SECRET_KEY = re.compile(r"pass(word|wd)?|secret|token|api[_-]?key|private[_-]?key|credential", re.I)
 _IPV4 = re.compile(r"(?<![\w.])((?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3})(/\d{1,2})?(?![\w.])")
-_NOT_HOSTS = [ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "127.0.0.0/8", "0.0.0.0/32")]
+_NOT_HOSTS = [ipaddress.IPv4Network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "127.0.0.0/8", "0.0.0.0/32")]
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,7 @@ def no_address_literals(resource_type: str, props: dict) -> list[str]:
     found = []
     for text in _strings(props):
         for m in _IPV4.finditer(text):
-            net = ipaddress.ip_network(m.group(0), strict=False)
+            net = ipaddress.IPv4Network(m.group(0), strict=False)  # _IPV4 matches IPv4 only
             if net.prefixlen < 32 or any(net.subnet_of(n) for n in _NOT_HOSTS):
                 continue
             found.append(m.group(0))

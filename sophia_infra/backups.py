@@ -23,10 +23,10 @@ _SNAPSHOT = re.compile(r"(^|/)(etcd-snapshot|on-demand)-.+-(\d{9,11})(\.zip)?$")
 class Newest:
     what: str
     location: str
-    finished: Optional[datetime]
+    finished: datetime
 
-    def age_hours(self, now: datetime) -> Optional[float]:
-        return None if self.finished is None else (now - self.finished).total_seconds() / 3600
+    def age_hours(self, now: datetime) -> float:
+        return (now - self.finished).total_seconds() / 3600
 
 
 def _list(s3: Any, bucket: str, prefix: str) -> list[dict]:
@@ -91,7 +91,7 @@ def report(targets: list[Target], now: datetime) -> tuple[list[str], bool]:
             ok = False
             continue
         age = t.newest.age_hours(now)
-        fresh = age is not None and age <= t.max_age_hours
+        fresh = age <= t.max_age_hours
         ok = ok and fresh
         lines.append(f"{'ok  ' if fresh else 'FAIL'} {t.what}: {t.newest.location} finished "
                      f"{t.newest.finished:%Y-%m-%d %H:%M UTC}, {age:.1f} h ago (limit {t.max_age_hours:g} h)")

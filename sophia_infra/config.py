@@ -347,7 +347,7 @@ class StackConfig(_Strict):
         return [n for n in self.nodes if n.gpu and n.gpu.type == gpu_type]
 
     def gpu_capacity(self, gpu_type: str) -> int:
-        return sum(n.gpu.capacity for n in self.nodes_with_gpu(gpu_type))
+        return sum(n.gpu.capacity for n in self.nodes_with_gpu(gpu_type) if n.gpu)
 
     def required_secrets(self) -> dict[str, str]:
         """Secret config key -> the config path that needs it."""
@@ -388,7 +388,7 @@ _FIXES = {
 }
 
 
-_MISSING = {("environment",): "add `sophia:environment: production` (or dev, staging) to the stack file"}
+_MISSING: dict[tuple[str | int, ...], str] = {("environment",): "add `sophia:environment: production` (or dev, staging) to the stack file"}
 
 
 def _closest(key: str, candidates: Iterable[str]) -> Optional[str]:
@@ -528,8 +528,8 @@ def cross_check(cfg: StackConfig) -> list[str]:
         if missing:
             problems.append(f"{path}.image.platforms: '{svc.name}' is placed on {gpu_type} nodes, which run {', '.join(missing)}, but its image declares only {', '.join(svc.image.platforms)}; build and declare a {', '.join(missing)} image.")
         if svc.gpu:
-            shared = any(n.gpu.sharing > 1 for n in targets)
-            largest = max(n.gpu.capacity for n in targets)
+            shared = any(n.gpu.sharing > 1 for n in targets if n.gpu)
+            largest = max(n.gpu.capacity for n in targets if n.gpu)
             if shared and svc.gpu > 1:
                 problems.append(f"{path}.gpu: {gpu_type} GPUs are time-sliced, where a pod may request only 1 GPU; request 1 or turn sharing off for {gpu_type}.")
             elif svc.gpu > largest:

@@ -108,7 +108,9 @@ def test_pack_has_every_rule_and_reports_through_pulumi_policy():
     assert [p.name for p in policies.POLICIES] == [r.name for r in rules.RULES]
     reported = []
     gpu = next(p for p in policies.POLICIES if p.name == "gpu-pods-use-nvidia-runtime")
-    gpu.validate(SimpleNamespace(resource_type=DEPLOYMENT, props=gpu_deployment(runtime=False)), reported.append)
+    # pulumi_policy.ReportViolation is Callable[[str, Optional[str]], None]: message and urn.
+    report_violation = lambda message, urn: reported.append(message)  # noqa: E731
+    gpu.validate(SimpleNamespace(resource_type=DEPLOYMENT, props=gpu_deployment(runtime=False)), report_violation)
     assert reported and "runtimeClassName" in reported[0]
 
 

@@ -44,7 +44,7 @@ def device_plugin_config_map(cfg: StackConfig) -> dict[str, str]:
     out = {DEFAULT_CONFIG: _plugin_config(1)}
     for node in cfg.nodes:
         name = device_plugin_config_name(node)
-        if name:
+        if name and node.gpu:
             out[name] = _plugin_config(node.gpu.sharing)
     return out
 

@@ -282,7 +282,7 @@ class Evaluator:
         srcs, dsts = self.members(flow.src), self.members(flow.dst)
         for end, found in ((flow.src, srcs), (flow.dst, dsts)):
             if not found:
-                if self._unrendered(end):
+                if end.subchart and self._unrendered(end):
                     return FlowResult(flow, "not rendered", f"{end.subchart[1]} is absent from the chart source of {end.subchart[0]}")
                 return FlowResult(flow, "no pod", f"no pod matches {end}")
         result = FlowResult(flow, "allowed")

@@ -156,7 +156,7 @@ def _host_path_volumes(meta: dict, spec: dict):
     return None
 
 
-def _port_number(value: Any) -> int:
+def _port_number(value: Any) -> int | float:
     """hostPort as an int; manifests built in Python may carry 8080.0."""
     if value is None:
         return 0
@@ -259,7 +259,7 @@ def _se_linux_options(meta: dict, spec: dict):
     if pod_sc is not None and pod_sc.get("seLinuxOptions") is not None and not valid(pod_sc["seLinuxOptions"]):
         bad_setters.append("pod")
     bad_containers = [_name(c) for c in _visit_containers(spec)
-                      if (_sc(c) or {}).get("seLinuxOptions") is not None and not valid(_sc(c)["seLinuxOptions"])]
+                      if (_sc(c) or {}).get("seLinuxOptions") is not None and not valid((_sc(c) or {})["seLinuxOptions"])]
     if bad_containers:
         bad_setters.append(_containers(bad_containers))
     if bad_setters:
@@ -574,7 +574,7 @@ def pod_specs(obj: dict) -> list[tuple[str, dict, dict]]:
     kind = obj.get("kind")
     if kind == "Pod":
         return [(_description(obj), obj.get("metadata") or {}, obj.get("spec") or {})]
-    path = _TEMPLATE_PATHS.get(kind)
+    path = _TEMPLATE_PATHS.get(str(kind))
     if path is None:
         return []
     template: Any = obj

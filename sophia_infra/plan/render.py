@@ -111,7 +111,7 @@ def chart_source(chart: str, version: str) -> Optional[Path]:
 
 def missing_sources(specs: Iterable[ReleaseSpec]) -> list[str]:
     """`chart-version` of every upstream release no chart source has."""
-    return sorted({f"{s.chart}-{s.version}" for s in specs if not s.local and chart_source(s.chart, s.version) is None})
+    return sorted({f"{s.chart}-{s.version}" for s in specs if s.version is not None and chart_source(s.chart, s.version) is None})
 
 
 def helm_binary() -> Optional[str]:

@@ -92,6 +92,7 @@ def _policy_rules():
     name = "sophia_policy_rules"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, stack_config.ROOT / "policy" / "rules.py")
+        assert spec is not None and spec.loader is not None  # a .py path always has a loader
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)

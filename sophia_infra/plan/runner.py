@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import pulumi
 from pulumi.runtime import settings as pulumi_settings
-from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.stack import Stack, run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from sophia_infra import config as stack_schema
@@ -56,7 +56,9 @@ def run(
 
     _sync_await(run_pulumi_func(program))
 
-    exported = pulumi.runtime.get_root_resource().outputs
+    root_stack = pulumi.runtime.get_root_resource()
+    assert isinstance(root_stack, Stack)  # run_pulumi_func made it
+    exported = root_stack.outputs
     outputs, secret_outputs = {}, {}
     for name, value in exported.items():
         resolved, is_secret = _sync_await(_resolve(value))

@@ -7,7 +7,7 @@ operator -> PostgreSQL Cluster (+ backups), Valkey, NGINX ingress, LLM gateway C
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -52,7 +52,7 @@ class Postgres(pulumi.ComponentResource):
             self.plugin = release(f"{name}-barman-plugin", cfg, "plugin-barman-cloud", v.BARMAN_RELEASE, names.DATA,
                                   v.barman_values(cfg), provider, self, depends_on=[self.operator])
             self.object_store = custom_resource(f"{name}-object-store", v.object_store(cfg), provider, self,
-                                                depends_on=[self.plugin, backup_secret])
+                                                depends_on=[self.plugin] + ([backup_secret] if backup_secret else []))
             cluster_deps += [self.plugin, self.object_store]
         self.cluster = custom_resource(
             f"{name}-cluster",
@@ -119,7 +119,7 @@ class Platform(pulumi.ComponentResource):
         self.llm_gateway = config_map(f"{name}-llm-gateway", v.llm_gateway_configmap(cfg), provider, self,
                                       depends_on=[ns.namespaces[names.APPS]])
 
-        self.outputs: dict[str, Any] = {
+        self.outputs = {
             "grafanaUrl": v.grafana_url(),
             "prometheusUrl": v.prometheus_url(),
             "postgresHost": v.postgres_host(cfg),
