@@ -208,7 +208,11 @@ class Services(pulumi.ComponentResource):
         self._name, self._cfg, self._provider = name, cfg, provider
         # What the component waits for (the platform's namespaces, ...) every child waits for.
         deps = opts.depends_on if opts is not None and opts.depends_on is not None else []
-        self._deps: list[pulumi.Resource] = list(deps) if isinstance(deps, (list, tuple)) else [deps]
+        if isinstance(deps, pulumi.Resource):
+            deps = [deps]
+        if not isinstance(deps, (list, tuple)):  # an Output of a list cannot be handed to each child
+            raise TypeError("Services: pass depends_on as a Resource or a list of them, not an Output")
+        self._deps: list[pulumi.Input[pulumi.Resource]] = list(deps)
         settings = workloads(cfg)
 
         self.values: dict[str, dict[str, Any]] = {s.name: service_values(cfg, s) for s in cfg.services}
@@ -273,7 +277,7 @@ class Services(pulumi.ComponentResource):
                                       depends_on=[*self._deps, *(depends_on or [])])
 
     @staticmethod
-    def _meta(name: str, ns: str, workload: Optional[str] = None) -> dict[str, Any]:
+    def _meta(name: str, ns: str, workload: Optional[str] = None) -> k8s.meta.v1.ObjectMetaArgsDict:
         labels = {"app.kubernetes.io/part-of": "sophia-ai", "app.kubernetes.io/managed-by": "pulumi"}
         if workload:
             labels["app.kubernetes.io/name"] = workload
