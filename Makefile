@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STACK ?= dev
 
-.PHONY: setup test plan bench clean
+.PHONY: setup test typecheck plan bench clean
 
 setup: $(VENV)/.installed .tools/bin/helm
 	@# The pinned upstream charts the plan and tests render: ../shared/charts-src when it is
@@ -22,8 +22,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 .tools/bin/helm: scripts/install-tools.sh
 	scripts/install-tools.sh
 
-test: $(VENV)/.installed .tools/bin/helm
+test: typecheck $(VENV)/.installed .tools/bin/helm
 	PATH="$(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q
+
+# pyright (pyrightconfig.json) over the program against the SDKs in .venv: a wrong argument
+# name to a provider fails here, not at `pulumi up`. IGNORE_WARNINGS: no "newer version" look-up.
+typecheck: $(VENV)/.installed
+	PYRIGHT_PYTHON_IGNORE_WARNINGS=1 $(PY) -m pyright
 
 plan: $(VENV)/.installed
 	$(PY) -m sophia_infra plan --stack $(STACK)
