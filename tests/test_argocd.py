@@ -182,7 +182,9 @@ def test_argo_cd_values_are_keys_of_the_chart(argocd):
     assert upstream["configs"]["secret"]["createSecret"] is True  # the option we turn off exists
     if argocd:
         assert values["dex"]["enabled"] is True
-        assert values["server"]["ingress"] == {"enabled": True, "ingressClassName": "nginx", "hostname": "argocd.sophia.example.com"}
+        # The Ingress takes its host from global.domain (server.ingress.hostname defaults to it).
+        assert values["server"]["ingress"] == {"enabled": True, "ingressClassName": "nginx"}
+        assert values["global"]["domain"] == "argocd.sophia.example.com"
         assert values["configs"]["params"]["server.insecure"] is True
 
 
@@ -210,7 +212,7 @@ def test_argocd_namespace_only_when_asked():
     assert ns.inputs["metadata"]["name"] == names.ARGOCD
     assert ns.urn in run.named("services-argocd-secret").dependencies
     (release,) = run.of_type(RELEASE)
-    assert run.raw[release.name]["values"]["server"]["ingress"]["hostname"] == "argocd.sophia.example.com"
+    assert run.raw[release.name]["values"]["global"]["domain"] == "argocd.sophia.example.com"
 
 
 # ----------------------------------------------------------------------------- rollbacks in force
