@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import bz2
-import copy
 import functools
 import re
 import shutil
@@ -27,7 +26,7 @@ from sophia_infra.platform import values as v
 from sophia_infra.platform.namespaces import POD_SECURITY, network_policies
 from sophia_infra.services import argocd_values
 from tests.conftest import ROOT, SHARED, STACKS, parse_with, problems_of
-from tests.platform_helpers import run_platform
+from tests.platform_helpers import _merge, run_platform
 
 CHARTS_SRC = SHARED / "charts-src"
 HELM = ROOT / ".tools" / "bin" / "helm"
@@ -45,15 +44,6 @@ def chart_src(chart: str, version: str) -> Path:
 
 def chart_yaml(path: Path) -> dict:
     return yaml.safe_load((path / "Chart.yaml").read_text())
-
-
-def _merge(base: Any, over: Any) -> Any:
-    if isinstance(base, dict) and isinstance(over, dict):
-        out = dict(base)
-        for k, val in over.items():
-            out[k] = _merge(base.get(k), val)
-        return out
-    return copy.deepcopy(over)
 
 
 def _lookup(values: dict, dotted: str) -> Any:
