@@ -4,25 +4,25 @@
 {{- end -}}
 
 {{- define "sophia-service.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "sophia-service.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/name: {{ include "sophia-service.name" . | quote }}
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
 {{- end -}}
 
 {{/* Labels of the pods: no chart version, so a chart bump alone restarts nothing. */}}
 {{- define "sophia-service.podLabels" -}}
 {{ include "sophia-service.selectorLabels" . }}
-app.kubernetes.io/component: {{ .Values.kind }}
+app.kubernetes.io/component: {{ .Values.kind | quote }}
 app.kubernetes.io/part-of: sophia-ai
 app.kubernetes.io/version: {{ .Values.image.tag | replace ":" "-" | trunc 63 | trimSuffix "-" | quote }}
 {{- end -}}
 
 {{- define "sophia-service.labels" -}}
 {{ include "sophia-service.podLabels" . }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+app.kubernetes.io/managed-by: {{ .Release.Service | quote }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | quote }}
 {{- end -}}
 
-{{/* repository:tag, or repository@sha256:... for a digest. */}}
+{{/* repository:tag, or repository@sha256:... for a digest (callers quote it). */}}
 {{- define "sophia-service.image" -}}
 {{- if hasPrefix "sha256:" .Values.image.tag -}}
 {{ .Values.image.repository }}@{{ .Values.image.tag }}
