@@ -141,3 +141,101 @@ def test_offline_secrets_are_not_unknown_keys(tmp_path):
     # Every ESC secret (openaiApiKey, lambdaLabsApiKey, the unused etcd S3 pair of dev) is a known key.
     cfg = stack_config.load_validated("dev", _real_project(tmp_path, "dev", lambda t: t))
     assert cfg.environment == "dev"
+
+
+# ----------------------------------------------------------------------------- hostile YAML: bounded, one line, at once
+
+def _laughs_anchors(levels: int = 9, width: int = 9) -> str:
+    """The "billion laughs": each level a list of `width` aliases of the level below (9^9 values)."""
+    lines = ["lol: &l0 [" + ", ".join(["lol"] * width) + "]"]
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+# Used in a config value, which the reader turns into JSON: without the bounds, that never ends.
+LAUGHS = _laughs_anchors() + "environment: [sophia-ai/t]\nconfig:\n  sophia:laughs: *l9\n"
+
+
+_MAX = stack_config.MAX_ALIASES
+HOSTILE = {
+    # 9 aliases of 10 values on line 2, of 91 on line 3, of 820 on line 4: the 5th line passes 10 000.
+    "billion laughs": (LAUGHS, "5:10", f"the alias *l3 brings the values that aliases stand for above "
+                       f"{stack_config.MAX_ALIASED_VALUES} (an alias bomb); write the values out or alias less"),
+    "recursive mapping": ("config:\n  sophia:k3s: &k3s {version: v1, self: *k3s}\n", "2:40",
+                          "the alias *k3s is inside the value it names (a structure that contains itself); write the value out"),
+    "recursive list": ("config:\n  sophia:nodes: &n [{name: a}, [*n]]\n", "2:33",
+                       "the alias *n is inside the value it names (a structure that contains itself); write the value out"),
+    "too many aliases": ("x: &x v\ny: [" + ", ".join(["*x"] * (_MAX + 1)) + "]\n" + STACK, f"2:{5 + 4 * _MAX}",
+                         f"more than {_MAX} aliases in one file (*x); write the values out"),
+    "deep nesting": ("config:\n  sophia:k3s: " + "[" * 5000 + "]" * 5000 + "\n", "2:77",
+                     f"nested more than {stack_config.MAX_DEPTH} levels deep; flatten the value"),
+    "anchor defined twice": ("x: &a 1\ny: &a 2\n" + STACK, "2:4", "the anchor &a is defined twice (first on line 1); rename one"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_yaml_fails_at_once_with_one_located_line(tmp_path, name):
+    import time
+    import tracemalloc
+    text, where, what = HOSTILE[name]
+    root = _project(tmp_path, text, "values: {}\n")
+    start = time.monotonic()
+    with pytest.raises(stack_config.StackFileSyntaxError) as err:
+        stack_config.load("t", root)
+    assert time.monotonic() - start < 1.0
+    assert str(err.value) == f"{root / 'Pulumi.t.yaml'}:{where}: {what}"
+    if "alias" in what:  # the memory an alias could cost is the threat: measure it
+        tracemalloc.start()
+        with pytest.raises(stack_config.StackFileSyntaxError):
+            stack_config.load("t", root)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 5 * 1024 * 1024, peak
+
+
+def test_an_alias_bomb_in_the_esc_file_is_located_there(tmp_path):
+    root = _project(tmp_path, STACK, "values:\n" + "".join("  " + line + "\n" for line in _laughs_anchors().splitlines())
+                    + "  pulumiConfig:\n    sophia:laughs: ${l9}\n")
+    with pytest.raises(stack_config.StackFileSyntaxError) as err:
+        stack_config.load("t", root)
+    assert str(err.value).startswith(f"{root / 'esc' / 'sophia-ai-t.yaml'}:6:12: the alias *l3 brings")
+
+
+def test_aliases_up_to_the_bound_still_work(tmp_path):
+    # What an operator writes: one block of defaults merged into each of many services.
+    services = "".join(f"    - {{<<: *svc, name: s{i}}}\n" for i in range(_MAX))
+    text = "defaults: &svc {kind: mcp, replicas: 1}\nconfig:\n  sophia:services:\n" + services
+    config, _ = stack_config.load("t", _project(tmp_path, text, "values: {}\n"))
+    loaded = json.loads(config["sophia:services"])
+    assert len(loaded) == _MAX and loaded[-1] == {"kind": "mcp", "replicas": 1, "name": f"s{_MAX - 1}"}
+
+
+def test_an_oversized_file_is_refused_before_it_is_read(tmp_path):
+    root = _project(tmp_path, STACK, "values: {}\n")
+    with (root / "Pulumi.t.yaml").open("a") as f:
+        f.write("#" * stack_config.MAX_FILE_BYTES + "\n")
+    with pytest.raises(stack_config.StackFileSyntaxError, match=r"Pulumi.t.yaml:1:1: the file has \d+ bytes, more than"):
+        stack_config.load("t", root)
+
+
+CLI_EDITS = {
+    "billion laughs": (lambda t: _laughs_anchors() + t.replace("config:\n", "config:\n  sophia:laughs: *l9\n", 1),
+                       HOSTILE["billion laughs"][2]),
+    "recursive mapping": (lambda t: t.replace("config:\n", "config:\n  sophia:loop: &loop {self: *loop}\n", 1),
+                          "the alias *loop is inside the value it names (a structure that contains itself); write the value out"),
+}
+
+
+@pytest.mark.parametrize("name", CLI_EDITS)
+def test_plan_command_stops_a_hostile_stack_file_with_exit_2(tmp_path, name):
+    import time
+    from tests.test_cli import _one_line, _project as _cli_project, _run
+    edit, what = CLI_EDITS[name]
+    proj = _cli_project(tmp_path, edit)
+    start = time.monotonic()
+    proc = _run(["plan", "--stack", "production", "--out", str(tmp_path / "out")], cwd=proj)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2, proc.stderr
+    line = _one_line(proc)
+    assert line.startswith("Pulumi.production.yaml:") and line.endswith(what), line
+    assert elapsed < 10, elapsed  # Python's start-up and imports included; the loader itself stops in milliseconds
