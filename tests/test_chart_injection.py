@@ -375,6 +375,8 @@ def test_helm_refuses_line_breaks_of_every_kind(value):
     ("healthPath", "/healthz"), ("healthPath", "/api/v1/health"), ("healthPath", "/-/ready"),
     ("metrics.interval", "1m30s"), ("metrics.interval", "500ms"), ("ingress.className", "nginx-internal"),
     ("ingress.host", "app.sophia.example.com"), ("image.repository", "registry.example.com:5000/team/app"),
+    ("image.repository", "Registry.Example.com/team/my__app--x"), ("image.repository", "ghcr.io/sophia-ai/mcp.slack"),
+    ("healthPath", "/status;full=1"), ("podAnnotations", {"example.com/config": '{"a": "b: c # d"}'}),
 ])
 def test_ordinary_values_still_pass(field, value):
     values = copy.deepcopy(BASE)
@@ -382,3 +384,20 @@ def test_ordinary_values_still_pass(field, value):
     _get(values, tuple(parents))[last] = value
     proc = helm_template(values)
     assert proc.returncode == 0, proc.stderr
+
+
+@needs_helm
+@pytest.mark.parametrize("field,value", [
+    ("ingress.path", "/app;"),              # ';' ends an NGINX directive
+    ("healthPath", "/health?full=1"),       # a query is not a path
+    ("healthPath", "health"),               # not absolute
+    ("image.repository", "registry.example.com/Team/app"),  # upper case only in the registry host
+    ("metrics.interval", "30"),             # no unit
+    ("ingress.className", "Nginx_Class"),   # not an IngressClass name
+])
+def test_values_outside_what_the_consumers_accept_are_refused(field, value):
+    values = copy.deepcopy(BASE)
+    *parents, last = field.split(".")
+    _get(values, tuple(parents))[last] = value
+    proc = helm_template(values)
+    assert proc.returncode != 0 and f"at '/{field.replace('.', '/')}'" in proc.stderr, proc.stderr
