@@ -142,6 +142,30 @@ def _backups(args: argparse.Namespace) -> int:
     return OK if ok else CHECK_FAILED
 
 
+def _capacity(args: argparse.Namespace) -> int:
+    import os
+
+    from sophia_infra.lambda_cloud import api, capacity
+    from sophia_infra.lambda_cloud.config import provisioned
+
+    cfg = _validated(args.stack)
+    if cfg is None:
+        return COULD_NOT_CHECK
+    if not provisioned(cfg):
+        return _fail(f"stack '{args.stack}' provisions no node on Lambda Cloud (no sophia:nodes[].provision); nothing to check")
+    key = os.environ.get(capacity.API_KEY_ENV)
+    if not key:
+        return _fail(f"{capacity.API_KEY_ENV} is not set; export the Lambda Cloud API key (ESC: "
+                     f"sophia.infrastructure.lambda_labs.api_key) as {capacity.API_KEY_ENV} and run it again")
+    client = api.Client(key, base_url=os.environ.get(capacity.BASE_URL_ENV) or api.BASE_URL)
+    try:
+        lines, ok = capacity.report(cfg, client)
+    except api.LambdaCloudError as err:
+        return _fail(err)
+    print("\n".join(lines))
+    return OK if ok else CHECK_FAILED
+
+
 def _command(sub, name: str, help: str, codes: str):
     return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
                           epilog=textwrap.fill(f"exit codes: {codes}", width=88, subsequent_indent="  "),
@@ -186,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     charts.add_argument("--stack", action="append", help="stack(s) whose pins to use (default: dev and production)")
     charts.add_argument("--pull", action="store_true", help="helm pull missing charts into .cache/charts")
     charts.set_defaults(func=_charts)
+    cap = _command(sub, "capacity", "which configured Lambda Cloud instance types have capacity in which regions now (needs LAMBDA_API_KEY)",
+                   "0 every provisioned node's region has capacity for its type; 1 some has none (listed); "
+                   "2 not checked: invalid configuration, no provisioned node, no LAMBDA_API_KEY, the API refused the key or could not be reached")
+    cap.add_argument("--stack", required=True)
+    cap.set_defaults(func=_capacity)
     args = parser.parse_args(argv)
     return args.func(args)
 

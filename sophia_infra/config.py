@@ -22,6 +22,7 @@ import pulumi
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from sophia_infra import platform_settings, service_settings
+from sophia_infra.lambda_cloud import config as lambda_config
 from sophia_infra.model import Strict as _Strict
 
 NAMESPACE = "sophia"
@@ -103,6 +104,8 @@ class Node(_Strict):
     gpu: Optional[NodeGpu] = None
     labels: dict[str, str] = Field(default_factory=dict)
     taints: list[str] = Field(default_factory=list)
+    # Launch the host on Lambda Cloud instead of reading its address from sophia:hosts.
+    provision: Optional[lambda_config.Provision] = None
 
     @field_validator("name")
     @classmethod
@@ -313,7 +316,8 @@ class StackConfig(_Strict):
     environment: Literal["dev", "staging", "production"]
     k3s: K3s
     nodes: list[Node] = Field(min_length=1)
-    hosts: dict[str, Host]
+    # Addresses of the existing hosts; a provisioned node has none (its instance's is used).
+    hosts: dict[str, Host] = Field(default_factory=dict)
     ssh_user: str = Field(alias="sshUser")
     charts: dict[str, ChartPin] = Field(default_factory=dict)
     services: list[Service] = Field(default_factory=list)
@@ -352,6 +356,8 @@ class StackConfig(_Strict):
     def required_secrets(self) -> dict[str, str]:
         """Secret config key -> the config path that needs it."""
         needed = {"sshPrivateKey": "SSH to the hosts"}
+        if any(n.provision for n in self.nodes):
+            needed[lambda_config.API_KEY_SECRET] = "sophia:nodes[].provision (the Lambda Cloud API)"
         if self.k3s.etcd_s3:
             needed["etcdS3AccessKey"] = "sophia:k3s.etcdS3"
             needed["etcdS3SecretKey"] = "sophia:k3s.etcdS3"
@@ -497,8 +503,8 @@ def cross_check(cfg: StackConfig) -> list[str]:
     for i, n in enumerate(cfg.nodes):
         if n.cluster_init and n.role != "control-plane":
             problems.append(f"sophia:nodes[{i}].clusterInit: a {n.role} cannot start the cluster; set role: control-plane or remove clusterInit.")
-        if n.name not in cfg.hosts:
-            problems.append(f"sophia:hosts.{n.name}: node '{n.name}' has no address; add it to the ESC environment under sophia:hosts.")
+        if n.name not in cfg.hosts and n.provision is None:
+            problems.append(f"sophia:hosts.{n.name}: node '{n.name}' has no address; add it to the ESC environment under sophia:hosts, or provision it (sophia:nodes[{i}].provision).")
     for name in cfg.hosts:
         if name not in {n.name for n in cfg.nodes}:
             problems.append(f"sophia:hosts.{name}: there is no node named '{name}'; remove the address or add the node to sophia:nodes.")
@@ -541,7 +547,8 @@ def cross_check(cfg: StackConfig) -> list[str]:
         if wanted > have:
             users = ", ".join(s.name for s in cfg.services if s.gpu and s.placement and s.placement.gpu_type == gpu_type)
             problems.append(f"sophia:services: {users} request {wanted} {gpu_type} GPUs at peak replicas but the {gpu_type} nodes offer {have} (counting sharing); lower gpu or replicas, raise sharing, or add {gpu_type} nodes.")
-    return problems + platform_settings.cross_check(cfg) + service_settings.cross_check(cfg)
+    return (problems + platform_settings.cross_check(cfg) + service_settings.cross_check(cfg)
+            + lambda_config.cross_check(cfg))
 
 
 SecretLookup = Callable[[str], Optional[bool]]

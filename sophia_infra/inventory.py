@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Optional
+
 from sophia_infra.config import StackConfig
 
+if TYPE_CHECKING:
+    from sophia_infra.cluster.addresses import NodeAddresses
 
-def node_inventory(cfg: StackConfig) -> dict[str, dict]:
-    """Node name -> role, architecture, GPU type/count/sharing and address (plain values)."""
+
+def node_inventory(cfg: StackConfig, addresses: Optional["NodeAddresses"] = None) -> dict[str, dict]:
+    """Node name -> role, architecture, GPU type/count/sharing and address (a provisioned
+    node's address is its instance's, an Output; the rest are plain values)."""
     out = {}
     for node in cfg.nodes:
-        host = cfg.host(node)
         out[node.name] = {
             "role": node.role,
             "arch": node.arch,
             "gpuType": node.gpu.type if node.gpu else None,
             "gpuCount": node.gpu.count if node.gpu else 0,
             "gpuSharing": node.gpu.sharing if node.gpu else 1,
-            "address": host.address,
-            "privateAddress": host.private_address,
+            "address": addresses.address(node) if addresses else cfg.hosts[node.name].address,
+            "privateAddress": addresses.private_address(node) if addresses else cfg.hosts[node.name].private_address,
         }
     return out

@@ -9,9 +9,11 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from sophia_infra.cluster import kubeconfig, scripts
+from sophia_infra.cluster.addresses import NodeAddresses
 from sophia_infra.cluster.nodes import ControlPlane, Worker
 from sophia_infra.config import Node, StackConfig
 from sophia_infra.inventory import node_inventory
+from sophia_infra.lambda_cloud.resources import provision
 from sophia_infra.secrets import secret
 
 ExtraLabels = Callable[[Node], dict[str, str]]
@@ -26,6 +28,8 @@ class Cluster(pulumi.ComponentResource):
         super().__init__("sophia:k3s:Cluster", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         private_key = secret("sshPrivateKey")
+        # Each node's address: from ESC, or from the Lambda Cloud instance launched for it.
+        self.addresses = NodeAddresses(cfg, provision(cfg, private_key, opts=child))
         labels = {n.name: scripts.node_labels(n, (extra_labels or (lambda _: {}))(n)) for n in cfg.nodes}
 
         # The first server only takes the short form: a password, generated once and kept.
@@ -33,23 +37,25 @@ class Cluster(pulumi.ComponentResource):
         cp = cfg.control_plane
         # The provider marks `result` secret; say so here too, so nothing depends on that.
         token = pulumi.Output.secret(self.token.result)
-        self.control_plane = ControlPlane(cp.name, cfg, labels[cp.name], token, private_key, opts=child)
+        self.control_plane = ControlPlane(cp.name, cfg, labels[cp.name], token, private_key, opts=child,
+                                          addresses=self.addresses)
 
         servers = [n for n in cfg.workers if n.role == "control-plane"]
         agents = [n for n in cfg.workers if n.role == "worker"]
         joined: dict[str, Worker] = {}
         for node in servers:  # extra servers join (and upgrade) before any agent
             joined[node.name] = Worker(node.name, cfg, node, labels[node.name], self.control_plane.join_token,
-                                       private_key, self.control_plane, opts=child)
+                                       private_key, self.control_plane, opts=child, addresses=self.addresses)
         server_installs = [joined[n.name].install for n in servers]
         for node in agents:
             joined[node.name] = Worker(node.name, cfg, node, labels[node.name], self.control_plane.join_token,
-                                       private_key, self.control_plane, after=server_installs, opts=child)
+                                       private_key, self.control_plane, after=server_installs, opts=child,
+                                       addresses=self.addresses)
         self.workers = joined
 
-        endpoint = scripts.api_endpoint(cfg)
-        self.kubeconfig = pulumi.Output.secret(self.control_plane.raw_kubeconfig.apply(
-            lambda raw: kubeconfig.rewrite(raw, endpoint, name)))
+        endpoint = self.addresses.render(lambda h: scripts.api_endpoint(cfg, h))
+        self.kubeconfig = pulumi.Output.secret(pulumi.Output.all(self.control_plane.raw_kubeconfig, endpoint).apply(
+            lambda v: kubeconfig.rewrite(v[0], v[1], name)))
         self.provider = k8s.Provider(
             f"{name}-k8s",
             kubeconfig=self.kubeconfig,
@@ -71,9 +77,9 @@ class Cluster(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=ready),
             )
 
-        inventory = node_inventory(cfg)
+        inventory = node_inventory(cfg, self.addresses)
         self.outputs = {
-            "controlPlaneIp": cfg.host(cp).address,
+            "controlPlaneIp": self.addresses.address(cp),
             "nodeIps": {n: v["address"] for n, v in inventory.items()},
             "nodes": inventory,
             "kubeconfig": self.kubeconfig,

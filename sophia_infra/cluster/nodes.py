@@ -26,6 +26,7 @@ import pulumi
 from pulumi_command import remote
 
 from sophia_infra.cluster import scripts
+from sophia_infra.cluster.addresses import NodeAddresses
 from sophia_infra.config import Node, StackConfig
 
 READ_TOKEN = "read-token"
@@ -35,9 +36,10 @@ DIAL_ERROR_LIMIT = 20
 PER_DIAL_TIMEOUT = 15
 
 
-def connection(cfg: StackConfig, node: Node, private_key: pulumi.Input[str]) -> remote.ConnectionArgs:
+def connection(cfg: StackConfig, node: Node, private_key: pulumi.Input[str],
+               addresses: Optional[NodeAddresses] = None) -> remote.ConnectionArgs:
     return remote.ConnectionArgs(
-        host=cfg.host(node).address,
+        host=(addresses or NodeAddresses(cfg)).address(node),
         user=cfg.ssh_user,
         private_key=private_key,
         dial_error_limit=DIAL_ERROR_LIMIT,
@@ -50,13 +52,14 @@ def connection(cfg: StackConfig, node: Node, private_key: pulumi.Input[str]) -> 
 COMMAND_TIMEOUTS = pulumi.CustomTimeouts(create="60m", update="60m", delete="30m")
 
 
-def _script_command(name: str, conn: remote.ConnectionArgs, script: str, opts: pulumi.ResourceOptions,
+def _script_command(name: str, conn: remote.ConnectionArgs, script: pulumi.Input[str], opts: pulumi.ResourceOptions,
                     delete: Optional[str] = None, stdin: Optional[pulumi.Input[str]] = None,
                     secret_output: bool = False,
                     replace_on: Optional[Sequence[pulumi.Input[Any]]] = None) -> remote.Command:
     """A command whose create and update run the same idempotent script as root.
     `replace_on`: values whose change replaces the command, deleting the old one first."""
-    command = scripts.as_root(script)
+    # A script that names a provisioned host's address is an Output (built inside .apply).
+    command = scripts.as_root(script) if isinstance(script, str) else pulumi.Output.from_input(script).apply(scripts.as_root)
     return remote.Command(
         name,
         connection=conn,
@@ -83,24 +86,26 @@ class K3sNode(pulumi.ComponentResource):
     def __init__(self, type_: str, name: str, cfg: StackConfig, node: Node, labels: dict[str, str],
                  secrets_stdin: pulumi.Input[str], private_key: pulumi.Input[str],
                  after: Sequence[pulumi.Resource] = (), replace_install_on: Sequence[pulumi.Input[Any]] = (),
-                 opts: Optional[pulumi.ResourceOptions] = None):
+                 addresses: Optional[NodeAddresses] = None, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(type_, name, None, opts)
         self.node = node
-        self.connection = connection(cfg, node, private_key)
+        addresses = addresses or NodeAddresses(cfg)
+        self.connection = connection(cfg, node, private_key, addresses)
         child = pulumi.ResourceOptions(parent=self)
 
         first: list[pulumi.Resource] = list(after)
         if cfg.k3s.firewall:
             self.firewall = _script_command(f"{name}-firewall", self.connection,
-                                            scripts.firewall_script(cfg, node), child)
+                                            addresses.render(lambda h: scripts.firewall_script(cfg, node, h)), child)
             first.append(self.firewall)
         self.secrets = _script_command(
             f"{name}-secrets", self.connection,
             scripts.write_secrets_script(node, with_etcd_s3=bool(node.cluster_init and cfg.k3s.etcd_s3)),
             pulumi.ResourceOptions(parent=self, depends_on=first), stdin=secrets_stdin)
-        self.config_text = scripts.render_config(scripts.k3s_config(cfg, node, labels))
+        self.config_text = addresses.render(lambda h: scripts.render_config(scripts.k3s_config(cfg, node, labels, h)))
         self.config = _script_command(
-            f"{name}-config", self.connection, scripts.apply_config_script(node, self.config_text),
+            f"{name}-config", self.connection, addresses.render(lambda h: scripts.apply_config_script(
+                node, scripts.render_config(scripts.k3s_config(cfg, node, labels, h)))),
             pulumi.ResourceOptions(parent=self, depends_on=[self.secrets]))
         self.install = _script_command(
             f"{name}-install", self.connection, scripts.install_script(cfg, node),
@@ -112,14 +117,16 @@ class ControlPlane(K3sNode):
     """The first server: embedded etcd, and the source of the join token and kubeconfig."""
 
     def __init__(self, name: str, cfg: StackConfig, labels: dict[str, str], token: pulumi.Input[str],
-                 private_key: pulumi.Input[str], opts: Optional[pulumi.ResourceOptions] = None):
+                 private_key: pulumi.Input[str], opts: Optional[pulumi.ResourceOptions] = None,
+                 addresses: Optional[NodeAddresses] = None):
         node = cfg.control_plane
         stdin: pulumi.Input[str] = token
         if cfg.k3s.etcd_s3:
             from sophia_infra.secrets import secret
             stdin = pulumi.Output.secret(pulumi.Output.all(token, secret("etcdS3AccessKey"), secret("etcdS3SecretKey"))
                                          .apply(lambda v: scripts.secrets_stdin(v[0], (v[1], v[2]))))
-        super().__init__("sophia:k3s:ControlPlane", name, cfg, node, labels, stdin, private_key, opts=opts)
+        super().__init__("sophia:k3s:ControlPlane", name, cfg, node, labels, stdin, private_key,
+                         addresses=addresses, opts=opts)
         after_install = pulumi.ResourceOptions(parent=self, depends_on=[self.install])
         # The API answers before the node object exists: wait for it before labelling it.
         self.registered = _script_command(f"{name}-registered", self.connection,
@@ -143,11 +150,14 @@ class Worker(K3sNode):
 
     def __init__(self, name: str, cfg: StackConfig, node: Node, labels: dict[str, str],
                  join_token: pulumi.Input[str], private_key: pulumi.Input[str], control_plane: ControlPlane,
-                 after: Sequence[pulumi.Resource] = (), opts: Optional[pulumi.ResourceOptions] = None):
+                 after: Sequence[pulumi.Resource] = (), opts: Optional[pulumi.ResourceOptions] = None,
+                 addresses: Optional[NodeAddresses] = None):
         type_ = "sophia:k3s:Server" if node.role == "control-plane" else "sophia:k3s:Worker"
-        address = cfg.host(node).address
+        addresses = addresses or NodeAddresses(cfg)
+        address = addresses.address(node)
         super().__init__(type_, name, cfg, node, labels, join_token, private_key,
-                         after=[control_plane.install, *after], replace_install_on=[address], opts=opts)
+                         after=[control_plane.install, *after], replace_install_on=[address],
+                         addresses=addresses, opts=opts)
         # Runs on the control plane: waits for the node to register; on delete it drains
         # the node and deletes its Node object before the agent is uninstalled.
         # `update` matters: without it a change to the script would replace this resource,

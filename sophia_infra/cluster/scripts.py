@@ -16,6 +16,8 @@ and restart goes through `timeout`, every wait has a deadline, every download a
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
+from typing import Optional
 from urllib.parse import quote
 
 import yaml
@@ -64,27 +66,32 @@ def node_labels(node: Node, extra: dict[str, str] | None = None) -> dict[str, st
     return labels
 
 
-def server_url(cfg: StackConfig) -> str:
+# `hosts`: node name -> Host, as cluster.addresses resolves them (a provisioned node's
+# address comes from its instance); None = the ESC addresses of sophia:hosts.
+Hosts = Optional[Mapping[str, Host]]
+
+
+def server_url(cfg: StackConfig, hosts: Hosts = None) -> str:
     """How nodes reach the first server: its private address when it has one."""
-    host = cfg.host(cfg.control_plane)
+    host = (hosts or cfg.hosts)[cfg.control_plane.name]
     return f"https://{host.private_address or host.address}:{API_PORT}"
 
 
-def api_endpoint(cfg: StackConfig) -> str:
+def api_endpoint(cfg: StackConfig, hosts: Hosts = None) -> str:
     """How operators and Pulumi reach the API: the DNS name if set, else the address."""
-    return cfg.k3s.api_dns_name or cfg.host(cfg.control_plane).address
+    return cfg.k3s.api_dns_name or (hosts or cfg.hosts)[cfg.control_plane.name].address
 
 
-def k3s_config(cfg: StackConfig, node: Node, labels: dict[str, str]) -> dict:
+def k3s_config(cfg: StackConfig, node: Node, labels: dict[str, str], hosts: Hosts = None) -> dict:
     """The node's /etc/rancher/k3s/config.yaml (keys are K3s flag names). No secrets."""
-    host: Host = cfg.host(node)
+    host: Host = (hosts or cfg.hosts)[node.name]
     k3s = cfg.k3s
     out: dict = {"node-name": node.name, "token-file": TOKEN_PATH}
     if node.role == "control-plane":
         if node.cluster_init:
             out["cluster-init"] = True
         else:
-            out["server"] = server_url(cfg)
+            out["server"] = server_url(cfg, hosts)
         out["tls-san"] = [v for v in (host.address, host.private_address, k3s.api_dns_name) if v]
         out["disable"] = ["traefik"]
         out["secrets-encryption"] = k3s.secrets_encryption
@@ -101,7 +108,7 @@ def k3s_config(cfg: StackConfig, node: Node, labels: dict[str, str]) -> dict:
             if s3.region:
                 out["etcd-s3-region"] = s3.region
     else:
-        out["server"] = server_url(cfg)
+        out["server"] = server_url(cfg, hosts)
     if host.private_address:
         out["node-ip"] = host.private_address
         out["node-external-ip"] = host.address
@@ -396,15 +403,16 @@ def read_file_script(path: str) -> str:
     return _PRELUDE + f"cat {shlex.quote(path)}\n"
 
 
-def firewall_script(cfg: StackConfig, node: Node) -> str:
+def firewall_script(cfg: StackConfig, node: Node, hosts: Hosts = None) -> str:
     """ufw rules: SSH and the ingress ports from anywhere; the API from the allowed
     sources; node-to-node ports (API, kubelet, overlay, node-exporter) only from the other
     nodes; pod and service ranges."""
     k3s = cfg.k3s
+    by_name = hosts or cfg.hosts
     peers = sorted({a for n in cfg.nodes if n.name != node.name
-                    for a in (cfg.host(n).address, cfg.host(n).private_address) if a})
+                    for a in (by_name[n.name].address, by_name[n.name].private_address) if a})
     servers = sorted({a for n in cfg.nodes if n.role == "control-plane" and n.name != node.name
-                      for a in (cfg.host(n).address, cfg.host(n).private_address) if a})
+                      for a in (by_name[n.name].address, by_name[n.name].private_address) if a})
     overlay = "51820/udp" if k3s.flannel_backend == "wireguard-native" else "8472/udp"
     lines = [
         "if ! command -v ufw >/dev/null 2>&1; then",

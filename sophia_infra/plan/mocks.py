@@ -56,6 +56,15 @@ def default_command_stdout(name: str, inputs: dict) -> str:
     return ""
 
 
+# Dynamic resources register as pulumi-python:dynamic/<module>:<name> (lambda_cloud/resources.py).
+LAMBDA_INSTANCE = "pulumi-python:dynamic/lambda:Instance"
+
+
+def fake_instance_address(name: str) -> str:
+    """A stable address in 203.0.113.0/24 (TEST-NET-3) for an instance the plan launches."""
+    return f"203.0.113.{100 + int(_digest(name, 'ip', n=8), 16) % 100}"
+
+
 class PlanMocks(pulumi_mocks.Mocks):
     def __init__(self, command_stdout: Optional[CommandStdout] = None):
         self.command_stdout = command_stdout or default_command_stdout
@@ -66,6 +75,9 @@ class PlanMocks(pulumi_mocks.Mocks):
         if typ == "command:remote:Command":
             state.setdefault("stdout", self.command_stdout(name, args.inputs))
             state.setdefault("stderr", "")
+        elif typ == LAMBDA_INSTANCE:
+            # A booted Lambda instance: active, with an address from a documentation range.
+            state.update(ip=fake_instance_address(name), private_ip=None, status="active", hostname=None)
         elif typ == "random:index/randomPassword:RandomPassword":
             length = int(args.inputs.get("length", 32))
             state["result"] = (_digest(name, "password", n=64) * 4)[:length]

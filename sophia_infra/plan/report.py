@@ -13,6 +13,7 @@ from typing import Any, Iterable
 import yaml
 
 from sophia_infra import placement
+from sophia_infra.lambda_cloud import cost
 from sophia_infra.plan import stack_config
 from sophia_infra.plan.mocks import Registration
 from sophia_infra.plan.runner import PlanResult
@@ -83,7 +84,7 @@ def write(result: PlanResult, out_dir: Path, checks_md: Iterable[str] = ()) -> N
     (out_dir / "plan.json").write_text(json.dumps(plan_document(result), indent=2) + "\n")
     for obj in kubernetes_objects(sorted(result.resources, key=lambda r: r.urn)):
         (out_dir / "manifests" / manifest_filename(obj)).write_text(yaml.safe_dump(manifest(obj), sort_keys=False))
-    md = placement.render_markdown(cfg, result.stack).rstrip("\n")
+    md = "\n".join([placement.render_markdown(cfg, result.stack).rstrip("\n"), *cost.render_markdown(cfg)])
     (out_dir / "placement.md").write_text("\n".join([md, *checks_md]) + "\n")
 
 
@@ -112,7 +113,10 @@ def render(result: PlanResult) -> str:
     lines = [f"Offline plan of stack '{result.stack}': {sum(counts.values())} resources", ""]
     width = max((len(t) for t in counts), default=0)
     lines += [f"  {t.ljust(width)}  {n}" for t, n in sorted(counts.items())]
-    lines += ["", "GPU placement", "", placement.render_text(cfg), "", "Outputs", ""]
+    lines += ["", "GPU placement", "", placement.render_text(cfg)]
+    provisioned = cost.render_text(cfg)
+    lines += ["", *provisioned] if provisioned else []
+    lines += ["", "Outputs", ""]
     for name, value in result.outputs.items():
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
         lines.append(f"  {name}: {text}")

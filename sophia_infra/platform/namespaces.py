@@ -105,6 +105,8 @@ def node_cidrs(cfg: StackConfig) -> list[str]:
         return list(cfg.platform.network.node_cidrs)
     out: list[str] = []
     for node in cfg.nodes:
+        if node.provision is not None:
+            return ["0.0.0.0/0"]  # launched by the stack: its address is not known here
         host = cfg.hosts.get(node.name)
         for addr in ([host.address, host.private_address] if host else []):
             if addr is None:
