@@ -22,12 +22,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service | quote }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | quote }}
 {{- end -}}
 
-{{/* repository:tag, or repository@sha256:... for a digest (callers quote it). */}}
+{{/* repository:tag (pinned to @digest when the release gives one), or repository@sha256:... for a digest tag (callers quote it). */}}
 {{- define "sophia-service.image" -}}
 {{- if hasPrefix "sha256:" .Values.image.tag -}}
 {{ .Values.image.repository }}@{{ .Values.image.tag }}
 {{- else -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag }}
+{{ .Values.image.repository }}:{{ .Values.image.tag }}{{ with .Values.image.digest }}@{{ . }}{{ end }}
 {{- end -}}
 {{- end -}}
 
