@@ -41,7 +41,8 @@ SCHEMA_REFUSED = "values don't meet the specifications of the schema"
 BASE: dict[str, Any] = {
     "name": "svc-name",
     "kind": "app",
-    "image": {"repository": "registry.example.com/sophia/app", "tag": "1.2.3", "pullPolicy": "IfNotPresent"},
+    "image": {"repository": "registry.example.com/sophia/app", "tag": "1.2.3", "pullPolicy": "IfNotPresent",
+              "digest": "sha256:" + "fedcba9876543210" * 4},
     "imagePullSecrets": ["registry-credentials"],
     "replicas": 2,
     "autoscaling": {"maxReplicas": 4, "targetCPUUtilizationPercentage": 70},
@@ -316,6 +317,12 @@ def test_base_values_render_every_template(variant):
     assert proc.returncode == 0, proc.stderr
     rendered = set(re.findall(r"^# Source: sophia-service/templates/(\S+)$", proc.stdout, re.M))
     assert rendered == {p.name for p in TEMPLATES.glob("*.yaml")}
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump(VARIANTS[variant], f)
+        f.flush()
+        lint = subprocess.run([HELM, "lint", "--strict", str(CHART_DIR), "--namespace", NAMESPACE, "-f", f.name],
+                              capture_output=True, text=True, timeout=60)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
 # ----------------------------------------------------------------------------- the cases
