@@ -19,9 +19,10 @@ from collections import Counter
 from typing import Any, Callable, Iterable, Literal, Optional
 
 import pulumi
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator
 
-from sophia_infra import platform_settings, service_settings
+from sophia_infra import names, platform_settings, service_settings
+from sophia_infra import validators as check
 from sophia_infra.lambda_cloud import config as lambda_config
 from sophia_infra.model import Strict as _Strict
 
@@ -31,16 +32,7 @@ NAMESPACE = "sophia"
 GPU_TYPES = ("GH200", "A100", "A6000", "A10", "RTX6000")
 PLATFORMS = ("linux/amd64", "linux/arm64")
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*\.?$"
-)
-_K3S_VERSION = re.compile(r"^v\d+\.\d+\.\d+(-rc\d+)?\+k3s\d+$")
-_CHART_VERSION = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$")
-_IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
-_SECRET_KEY = re.compile(r"^[a-z][A-Za-z0-9]*$")
-_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+# Every value's grammar (what K3s, Kubernetes, Helm, ufw accept) lives in sophia_infra.validators.
 # apiAllowFrom: [any] opens the API server to every address, explicitly.
 ANY = "any"
 ENVIRONMENTS = ("dev", "staging", "production")
@@ -50,7 +42,9 @@ class ConfigError(pulumi.RunError):
     """Invalid stack configuration: one sentence per problem."""
 
     def __init__(self, problems: list[str]):
-        self.problems = problems
+        # One line each, whatever a value held.
+        self.problems = [p.replace("\r", "\\r").replace("\n", "\\n") for p in problems]
+        problems = self.problems
         super().__init__(
             "The stack configuration is invalid:\n" + "\n".join(f"  - {p}" for p in problems)
         )
@@ -58,20 +52,50 @@ class ConfigError(pulumi.RunError):
 
 def is_address(value: str) -> bool:
     """An IP address or a DNS name (a dotted quad must be a valid IPv4 address)."""
-    try:
-        ipaddress.ip_address(value)
-        return True
-    except ValueError:
-        pass
-    if re.fullmatch(r"[0-9.]+", value):
-        return False
-    return bool(_HOSTNAME.match(value))
+    return check.is_address(value)
 
 
 def _pinned_tag(value: str) -> str:
-    if value == "latest" or not (_IMAGE_TAG.match(value) or _DIGEST.match(value)):
-        raise ValueError(f"'{value}' is not a pinned image tag; use an exact version tag or a sha256 digest, never 'latest' or a range")
-    return value
+    return check.image_tag(value)
+
+
+# Node labels the program sets (placement, device plugin) or Kubernetes and K3s own.
+PROGRAM_LABELS = (names.GPU_TYPE_LABEL, names.GPU_PRESENT_LABEL, names.ROLE_LABEL,
+                  names.DEVICE_PLUGIN_CONFIG_LABEL)
+_RESERVED_LABEL_DOMAINS = ("kubernetes.io", "k8s.io", "k3s.io", "k3s.cattle.io")
+
+
+def reserved_label(key: str) -> bool:
+    """A label key a node's own `labels` may not set: the program's, or under Kubernetes',
+    K3s' or NVIDIA's GPU prefixes (node-role.kubernetes.io/*, nvidia.com/gpu.*)."""
+    prefix = key.rpartition("/")[0]
+    return (key in PROGRAM_LABELS or key.startswith("nvidia.com/gpu")
+            or any(prefix == d or prefix.endswith("." + d) for d in _RESERVED_LABEL_DOMAINS))
+
+
+# The secrets the program itself uses to run the hosts, the cluster, its backups and its
+# delivery. A workload never gets one: with them it could take the cluster over.
+INFRASTRUCTURE_SECRETS = {
+    "sshPrivateKey": "SSH to the hosts",
+    "etcdS3AccessKey": "etcd snapshots",
+    "etcdS3SecretKey": "etcd snapshots",
+    "argocdAdminPasswordBcrypt": "the Argo CD admin",
+    "dockerUsername": "the image pull Secret",
+    "dockerAccessToken": "the image pull Secret",
+    "grafanaAdminPassword": "the Grafana admin",
+}
+# Names that used to be ESC secrets: the database and its owner are plain config.
+POSTGRES_NAMES = {"postgresUser": "sophia:platform.postgres.owner", "postgresDatabase": "sophia:platform.postgres.database"}
+
+
+def infrastructure_secret(key: str) -> Optional[str]:
+    """What the program uses the secret config key `key` for, if it is an infrastructure secret."""
+    if key in INFRASTRUCTURE_SECRETS:
+        return INFRASTRUCTURE_SECRETS[key]
+    repo = getattr(service_settings, "REPO_CREDENTIAL_SECRETS", {})  # Argo CD's repository access
+    if any(key in keys.values() for keys in repo.values()):
+        return "Argo CD's repository credentials"
+    return None
 
 
 # ----------------------------------------------------------------------------- cluster
@@ -110,16 +134,24 @@ class Node(_Strict):
     @field_validator("name")
     @classmethod
     def _dns_label(cls, v: str) -> str:
-        if not _DNS_LABEL.match(v):
-            raise ValueError(f"'{v}' is not a valid node name; use lower-case letters, digits and '-' (a DNS label)")
+        return check.dns_label(v, "node name")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            check.label_key(key)
+            check.label_value(value)
+            if reserved_label(key):
+                raise ValueError(f"'{key}' is a label this program (or Kubernetes, K3s) sets itself; placement and the "
+                                 "device plugin rely on it, so remove it from the node's labels")
         return v
 
     @field_validator("taints")
     @classmethod
     def _taint_form(cls, v: list[str]) -> list[str]:
         for taint in v:
-            if not re.fullmatch(r"[A-Za-z0-9./_-]+(=[A-Za-z0-9._-]*)?:(NoSchedule|PreferNoSchedule|NoExecute)", taint):
-                raise ValueError(f"'{taint}' is not a taint; write it as key=value:NoSchedule (or PreferNoSchedule, NoExecute)")
+            check.taint(taint)
         return v
 
     @property
@@ -131,15 +163,19 @@ class Host(_Strict):
     """A node's addresses, from ESC (never from the stack file or code)."""
 
     address: str
+    # K3s's node-ip (and then `address` is its node-external-ip): both must be IP addresses.
     private_address: Optional[str] = Field(default=None, alias="privateAddress")
     flannel_iface: Optional[str] = Field(default=None, alias="flannelIface")
 
     @field_validator("address", "private_address")
     @classmethod
     def _is_address(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and not is_address(v):
-            raise ValueError(f"'{v}' is neither an IP address nor a DNS name; give the host's IP address or DNS name")
-        return v
+        return None if v is None else check.host_address(v)
+
+    @field_validator("flannel_iface")
+    @classmethod
+    def _iface(cls, v: Optional[str]) -> Optional[str]:
+        return None if v is None else check.interface_name(v)
 
 
 class EtcdS3(_Strict):
@@ -151,10 +187,22 @@ class EtcdS3(_Strict):
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, v: str) -> str:
-        host = v.split(":")[0]
-        if not is_address(host):
-            raise ValueError(f"'{v}' is not host[:port] of an S3-compatible endpoint; give its DNS name, without https://")
-        return v
+        return check.s3_endpoint(v)
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, v: str) -> str:
+        return check.s3_bucket(v)
+
+    @field_validator("folder")
+    @classmethod
+    def _folder(cls, v: str) -> str:
+        return check.s3_prefix(v)
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v: Optional[str]) -> Optional[str]:
+        return None if v is None else check.s3_region(v)
 
 
 class K3s(_Strict):
@@ -162,8 +210,8 @@ class K3s(_Strict):
     # Optional DNS name for the API server: added to tls-san and used in the kubeconfig.
     api_dns_name: Optional[str] = Field(default=None, alias="apiDnsName")
     secrets_encryption: bool = Field(default=True, alias="secretsEncryption")
-    etcd_snapshot_schedule: str = Field(default="0 */6 * * *", alias="etcdSnapshotSchedule")
-    etcd_snapshot_retention: int = Field(default=28, ge=1, alias="etcdSnapshotRetention")
+    etcd_snapshot_schedule: check.Cron5 = Field(default="0 */6 * * *", alias="etcdSnapshotSchedule")
+    etcd_snapshot_retention: int = Field(default=28, ge=1, le=1000, alias="etcdSnapshotRetention")
     etcd_s3: Optional[EtcdS3] = Field(default=None, alias="etcdS3")
     flannel_backend: Literal["vxlan", "wireguard-native"] = Field(default="vxlan", alias="flannelBackend")
     # Pod and service ranges: given to K3s, opened in the firewall, used by NetworkPolicies.
@@ -174,7 +222,6 @@ class K3s(_Strict):
     # [any] on purpose. Empty means any as well, which a production stack may not leave implicit.
     api_allow_from: list[str] = Field(default_factory=list, alias="apiAllowFrom")
     install_nvidia_toolkit: bool = Field(default=False, alias="installNvidiaToolkit")
-
     @field_validator("cluster_cidr", "service_cidr")
     @classmethod
     def _cidr(cls, v: str) -> str:
@@ -207,9 +254,7 @@ class K3s(_Strict):
     @field_validator("version")
     @classmethod
     def _pinned(cls, v: str) -> str:
-        if not _K3S_VERSION.match(v):
-            raise ValueError(f"'{v}' is not a pinned K3s release; use an exact version such as v1.34.2+k3s1")
-        return v
+        return check.k3s_version(v)
 
     @field_validator("api_dns_name")
     @classmethod
@@ -217,7 +262,6 @@ class K3s(_Strict):
         if v is not None and not is_address(v):
             raise ValueError(f"'{v}' is not a DNS name; give the API server's DNS name or leave it out")
         return v
-
 
 # ----------------------------------------------------------------------------- releases
 
@@ -230,9 +274,17 @@ class ChartPin(_Strict):
     @field_validator("version")
     @classmethod
     def _pinned(cls, v: str) -> str:
-        if not _CHART_VERSION.match(v):
-            raise ValueError(f"'{v}' is not a pinned chart version; use an exact version such as 1.2.3")
-        return v
+        return check.chart_version(v)
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, v: str) -> str:
+        return check.url(v, ("https", "oci"), "chart repository")
+
+    @field_validator("chart")
+    @classmethod
+    def _chart(cls, v: Optional[str]) -> Optional[str]:
+        return None if v is None else check.dns_label(v, "chart name")
 
 
 class Image(_Strict):
@@ -268,33 +320,37 @@ class Service(_Strict):
     name: str
     kind: Literal["app", "mcp"]
     image: Image
-    replicas: int = Field(ge=1)
+    # int32 in the API; bounded lower than that, since more is a typo, not a plan.
+    replicas: int = Field(ge=1, le=check.MAX_REPLICAS)
     # With maxReplicas an HPA scales between replicas and maxReplicas.
-    max_replicas: Optional[int] = Field(default=None, ge=1, alias="maxReplicas")
+    max_replicas: Optional[int] = Field(default=None, ge=1, le=check.MAX_REPLICAS, alias="maxReplicas")
     # nvidia.com/gpu per pod; 0 = no GPU (a placement alone is just a nodeSelector).
-    gpu: int = Field(default=0, ge=0)
+    gpu: int = Field(default=0, ge=0, le=16)
     placement: Optional[Placement] = None
     port: int = Field(default=8000, ge=1, le=65535)
     # Path of Prometheus metrics on the port; a ServiceMonitor is created when set.
-    metrics_path: Optional[str] = Field(default=None, alias="metricsPath", pattern=r"^/")
+    metrics_path: Optional[check.UrlPath] = Field(default=None, alias="metricsPath")
     # Environment variable -> secret config key: the only secrets this workload gets.
     secrets: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
     def _dns_label(cls, v: str) -> str:
-        if not _DNS_LABEL.match(v):
-            raise ValueError(f"'{v}' is not a valid service name; use lower-case letters, digits and '-' (a DNS label)")
-        return v
+        return check.service_name(v)
 
     @field_validator("secrets")
     @classmethod
     def _secret_names(cls, v: dict[str, str]) -> dict[str, str]:
         for env, key in v.items():
-            if not _ENV_NAME.match(env):
-                raise ValueError(f"'{env}' is not an environment variable name; use upper-case letters, digits and '_'")
-            if not _SECRET_KEY.match(key):
-                raise ValueError(f"'{key}' is not a config key; name a secret config key such as openaiApiKey")
+            check.env_var_name(env)
+            check.secret_key_name(key)
+            why = infrastructure_secret(key)
+            if why:
+                raise ValueError(f"'{key}' is one of the cluster's infrastructure secrets ({why}), "
+                                 f"which no workload is handed; give {env} a credential of its own in ESC")
+            if key in POSTGRES_NAMES:
+                raise ValueError(f"'{key}' is plain config now ({POSTGRES_NAMES[key]}), which the backend receives as "
+                                 f"{'POSTGRES_USER' if key == 'postgresUser' else 'POSTGRES_DB'}; remove {env} from secrets")
         return v
 
     @property
@@ -305,8 +361,8 @@ class Service(_Strict):
 class BackupLimits(_Strict):
     """How old the newest backup may be before `python -m sophia_infra backups` fails."""
 
-    etcd_max_age_hours: float = Field(default=12, gt=0, alias="etcdMaxAgeHours")
-    postgres_max_age_hours: float = Field(default=26, gt=0, alias="postgresMaxAgeHours")
+    etcd_max_age_hours: float = Field(default=12, gt=0, le=8760, allow_inf_nan=False, alias="etcdMaxAgeHours")
+    postgres_max_age_hours: float = Field(default=26, gt=0, le=8760, allow_inf_nan=False, alias="postgresMaxAgeHours")
 
 
 # ----------------------------------------------------------------------------- the stack
@@ -326,6 +382,12 @@ class StackConfig(_Strict):
     argocd: service_settings.ArgoCDSettings = Field(default_factory=service_settings.ArgoCDSettings)
     backups: BackupLimits = Field(default_factory=BackupLimits)
     workloads: service_settings.WorkloadSettings = Field(default_factory=service_settings.WorkloadSettings)
+    # Top-level keys whose value came as a secret (fn::secret), e.g. hosts: set by parse().
+    _secret_keys: frozenset[str] = PrivateAttr(default_factory=frozenset)
+
+    def is_secret(self, key: str) -> bool:
+        """Whether the top-level key `key` (hosts, ...) was given as a secret."""
+        return key in self._secret_keys
 
     @field_validator("hosts", mode="before")
     @classmethod
@@ -455,23 +517,48 @@ def _unknown_top_level_keys(raw: dict[str, Any], lookup: "SecretLookup", secrets
     return problems
 
 
-def _pydantic_problems(err: ValidationError, aliases: dict[str, str]) -> list[str]:
+def _strings_in(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):  # the keys (node names) are not the secret part
+        return [s for v in value.values() for s in _strings_in(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings_in(v)]
+    return [str(value)] if value is not None else []
+
+
+def _redact(message: str, secret_value: Any) -> str:
+    """`message` without any text of a secret value (quoted as shown, or bare)."""
+    for text in sorted(set(_strings_in(secret_value)), key=len, reverse=True):
+        message = message.replace(check.show(text), "the secret value").replace(check.show(text, 10**6), "the secret value")
+        if len(text) >= 3:
+            message = message.replace(text, "[secret]")
+    return message
+
+
+def _pydantic_problems(err: ValidationError, aliases: dict[str, str],
+                       secret_values: Optional[dict[str, Any]] = None) -> list[str]:
+    """One sentence per pydantic error. For a key given as a secret (`secret_values`: top-level
+    key -> its value), the value is never shown: no `(got ...)`, and redacted from the text."""
     problems = []
+    secret_values = secret_values or {}
     for e in err.errors():
         loc = tuple(e["loc"])
         if loc and isinstance(loc[0], str):
             loc = (aliases.get(loc[0], loc[0]),) + loc[1:]
+        top = str(loc[0]) if loc else ""
+        secret = top in secret_values
         msg = e["msg"]
         if e["type"] == "value_error":
             msg = msg.removeprefix("Value error, ")
-            problems.append(f"{_path(loc)}: {msg}.")
-            continue
-        if e["type"] == "extra_forbidden":
-            problems.append(_unknown_key(loc))
-            continue
-        fix = _MISSING.get(loc, _FIXES["missing"]) if e["type"] == "missing" else _FIXES.get(e["type"], "correct the value")
-        got = "" if e["type"] == "missing" else f" (got {json.dumps(e.get('input'), default=str)[:60]})"
-        problems.append(f"{_path(loc)}: {msg[0].lower() + msg[1:]}{got}; {fix}.")
+            problem = f"{_path(loc)}: {msg}."
+        elif e["type"] == "extra_forbidden":
+            problem = _unknown_key(loc)
+        else:
+            fix = _MISSING.get(loc, _FIXES["missing"]) if e["type"] == "missing" else _FIXES.get(e["type"], "correct the value")
+            got = "" if e["type"] == "missing" or secret else f" (got {json.dumps(e.get('input'), default=str)[:60]})"
+            problem = f"{_path(loc)}: {msg[0].lower() + msg[1:]}{got}; {fix}."
+        problems.append(_redact(problem, secret_values[top]) if secret else problem)
     return problems
 
 
@@ -485,9 +572,42 @@ def api_exposure(cfg: StackConfig) -> list[str]:
     return problems
 
 
+def address_check(cfg: StackConfig) -> list[str]:
+    """Addresses against what consumes them: K3s's node-ip, ufw rules, the pod and service
+    ranges. Messages name the host, never its address (sophia:hosts may be a secret)."""
+    problems: list[str] = []
+    k3s = cfg.k3s
+    ranges = {"clusterCidr": ipaddress.ip_network(k3s.cluster_cidr), "serviceCidr": ipaddress.ip_network(k3s.service_cidr)}
+    for _, key in check.overlapping(ranges.items()):
+        problems.append(f"sophia:k3s.{key}: {k3s.service_cidr} overlaps clusterCidr {k3s.cluster_cidr}, so pod and "
+                        "service addresses would collide; give them disjoint ranges (K3s's defaults are "
+                        "10.42.0.0/16 and 10.43.0.0/16).")
+    for name, host in sorted(cfg.hosts.items()):
+        path = f"sophia:hosts.{name}"
+        if host.private_address is not None:
+            if not check.is_ip(host.private_address):
+                problems.append(f"{path}.privateAddress: K3s's node-ip takes an IP address, not a DNS name; give the host's private IP address.")
+            elif not check.is_ip(host.address):
+                problems.append(f"{path}.address: with a privateAddress, the address becomes K3s's node-external-ip, which takes an IP address; give the host's public IP address.")
+        for field, addr in (("address", host.address), ("privateAddress", host.private_address)):
+            if addr is None or (field == "privateAddress" and not check.is_ip(addr)):
+                continue  # said above
+            if not check.is_ip(addr):
+                if k3s.firewall:
+                    problems.append(f"{path}.{field}: sophia:k3s.firewall is on and ufw rules take IP addresses only (`ufw allow from` refuses a DNS name); give the host's IP address.")
+                elif cfg.platform.network.node_cidrs is None:
+                    problems.append(f"{path}.{field}: a DNS name leaves the NetworkPolicies without the node's address, so they would allow every address (0.0.0.0/0); give the host's IP address or list the nodes' networks in sophia:platform.network.nodeCidrs.")
+                continue
+            ip = ipaddress.ip_address(addr)
+            for key, net in ranges.items():
+                if ip.version == net.version and ip in net:
+                    problems.append(f"{path}.{field}: the host's address lies inside sophia:k3s.{key} ({net}), where K3s gives out pod or service addresses; pick a {key} that no host is in.")
+    return problems
+
+
 def cross_check(cfg: StackConfig) -> list[str]:
     """Checks that span several keys: inventory, placement, capacity, architectures."""
-    problems: list[str] = api_exposure(cfg)
+    problems: list[str] = api_exposure(cfg) + address_check(cfg)
 
     for kind, names in (("node", [n.name for n in cfg.nodes]), ("service", [s.name for s in cfg.services])):
         for name, count in Counter(names).items():
@@ -509,7 +629,9 @@ def cross_check(cfg: StackConfig) -> list[str]:
         if name not in {n.name for n in cfg.nodes}:
             problems.append(f"sophia:hosts.{name}: there is no node named '{name}'; remove the address or add the node to sophia:nodes.")
 
-    cluster_platforms = {n.platform for n in cfg.nodes}
+    # Workloads run on the workers (the control plane is tainted), unless there are none.
+    schedulable = [n for n in cfg.nodes if n.role == "worker"] or list(cfg.nodes)
+    cluster_platforms = {n.platform for n in schedulable}
     demand: Counter[str] = Counter()
     for i, svc in enumerate(cfg.services):
         path = f"sophia:services[{i}]"
@@ -522,11 +644,13 @@ def cross_check(cfg: StackConfig) -> list[str]:
                 problems.append(f"{path}.image.platforms: no node runs {', '.join(svc.image.platforms)}; build the image for {', '.join(sorted(cluster_platforms))}.")
             continue
         gpu_type = svc.placement.gpu_type
-        targets = cfg.nodes_with_gpu(gpu_type)
+        targets = [n for n in cfg.nodes_with_gpu(gpu_type) if n in schedulable]
         if gpu_type not in GPU_TYPES:
             problems.append(f"{path}.placement.gpuType: unknown GPU type '{gpu_type}'; use one of {', '.join(GPU_TYPES)}.")
             continue
         if not targets:
+            if cfg.nodes_with_gpu(gpu_type):
+                continue  # only the tainted control plane has it: K3s.host_exposure says so
             have = sorted({n.gpu.type for n in cfg.nodes if n.gpu})
             problems.append(f"{path}.placement.gpuType: no node has a {gpu_type} GPU (this stack has {', '.join(have) or 'none'}); place '{svc.name}' on one of those or add a {gpu_type} node.")
             continue
@@ -543,19 +667,32 @@ def cross_check(cfg: StackConfig) -> list[str]:
             demand[gpu_type] += svc.gpu * svc.peak_replicas
 
     for gpu_type, wanted in sorted(demand.items()):
-        have = cfg.gpu_capacity(gpu_type)
+        have = sum(n.gpu.capacity for n in cfg.nodes_with_gpu(gpu_type) if n.gpu and n in schedulable)
         if wanted > have:
             users = ", ".join(s.name for s in cfg.services if s.gpu and s.placement and s.placement.gpu_type == gpu_type)
             problems.append(f"sophia:services: {users} request {wanted} {gpu_type} GPUs at peak replicas but the {gpu_type} nodes offer {have} (counting sharing); lower gpu or replicas, raise sharing, or add {gpu_type} nodes.")
-    return (problems + platform_settings.cross_check(cfg) + service_settings.cross_check(cfg)
-            + lambda_config.cross_check(cfg))
+    return (problems + image_check(cfg) + lambda_config.cross_check(cfg)
+            + platform_settings.cross_check(cfg) + service_settings.cross_check(cfg))
+
+
+def image_check(cfg: StackConfig) -> list[str]:
+    """Image repositories in Docker's reference grammar (they land in the chart's values)."""
+    problems = []
+    for i, svc in enumerate(cfg.services):
+        try:
+            check.image_repository(svc.image.repository)
+        except ValueError as why:
+            problems.append(f"sophia:services[{i}].image.repository: {why}.")
+    return problems
 
 
 SecretLookup = Callable[[str], Optional[bool]]
 """Given a secret config key: None when unset, else whether it is marked secret."""
+SecretValue = Callable[[str], Optional[str]]
+"""Given a secret config key: its value (None when unset). Only ever tested, never shown."""
 
 
-def check_secrets(cfg: StackConfig, lookup: SecretLookup) -> list[str]:
+def check_secrets(cfg: StackConfig, lookup: SecretLookup, secret_value: Optional[SecretValue] = None) -> list[str]:
     problems = []
     for key, needed_by in sorted(cfg.required_secrets().items()):
         state = lookup(key)
@@ -563,21 +700,31 @@ def check_secrets(cfg: StackConfig, lookup: SecretLookup) -> list[str]:
             problems.append(f"sophia:{key}: the secret is missing (needed by {needed_by}); add it to the stack's ESC environment under values.pulumiConfig with fn::secret.")
         elif state is False:
             problems.append(f"sophia:{key}: the value is stored in plain text; store it with fn::secret in ESC (or `pulumi config set --secret`).")
+        elif secret_value is not None and not (secret_value(key) or "").strip():
+            problems.append(f"sophia:{key}: the secret is empty or only whitespace (needed by {needed_by}); store the real value with fn::secret in ESC.")
     return problems
 
 
-def parse(raw: dict[str, Any], lookup: SecretLookup) -> StackConfig:
+def parse(raw: dict[str, Any], lookup: SecretLookup, secret_value: Optional[SecretValue] = None) -> StackConfig:
     """Validate raw config values (top-level key -> value) into a StackConfig.
 
     `raw` holds every plain `sophia:` key that was passed (None = unset); keys outside the
-    schema are refused by name. Secrets are not in `raw`: `lookup` answers for them."""
+    schema are refused by name. Secrets are not in `raw`: `lookup` answers for them, and
+    `secret_value` (when given) lets an empty secret be refused. A schema key given as a
+    secret (sophia:hosts with fn::secret) is in `raw` and `lookup` says it is secret: its
+    value is never shown in a message, and `cfg.is_secret(key)` keeps it secret in outputs."""
     aliases = {name: f.alias or name for name, f in StackConfig.model_fields.items()}
+    given = {k: v for k, v in raw.items() if k in TOP_LEVEL_KEYS and v is not None}
+    secret_values = {k: v for k, v in given.items() if lookup(k)}
     try:
-        cfg = StackConfig.model_validate({k: v for k, v in raw.items() if k in TOP_LEVEL_KEYS and v is not None})
+        cfg = StackConfig.model_validate(given)
     except ValidationError as err:
-        raise ConfigError(_unknown_top_level_keys(raw, lookup, None) + _pydantic_problems(err, aliases)) from None
+        raise ConfigError(_unknown_top_level_keys(raw, lookup, None) + _pydantic_problems(err, aliases, secret_values)) from None
+    cfg._secret_keys = frozenset(secret_values)
     problems = (_unknown_top_level_keys(raw, lookup, set(cfg.required_secrets()))
-                + cross_check(cfg) + check_secrets(cfg, lookup))
+                + cross_check(cfg) + check_secrets(cfg, lookup, secret_value))
+    for value in secret_values.values():
+        problems = [_redact(p, value) for p in problems]
     if problems:
         raise ConfigError(problems)
     return cfg
@@ -630,10 +777,14 @@ def check_stack_name(cfg: StackConfig, stack: str) -> list[str]:
     return []
 
 
+def _secret_value(key: str) -> Optional[str]:
+    return pulumi.runtime.get_config(f"{NAMESPACE}:{key}")
+
+
 def load() -> StackConfig:
     """Read and validate the current stack's configuration, or raise ConfigError."""
     raw, lookup = _read_pulumi_config()
-    cfg = parse(raw, lookup)
+    cfg = parse(raw, lookup, _secret_value)
     problems = check_stack_name(cfg, pulumi.get_stack())
     if problems:
         raise ConfigError(problems)

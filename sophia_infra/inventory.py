@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
+import pulumi
+
 from sophia_infra.config import StackConfig
 
 if TYPE_CHECKING:
@@ -25,3 +27,9 @@ def node_inventory(cfg: StackConfig, addresses: Optional["NodeAddresses"] = None
             "privateAddress": addresses.private_address(node) if addresses else cfg.hosts[node.name].private_address,
         }
     return out
+
+
+def keep_secret(cfg: StackConfig, value):
+    """`value` (addresses, or what holds them) as a secret Output when sophia:hosts came as a
+    secret (fn::secret in ESC): an address given secret stays secret in the stack outputs."""
+    return pulumi.Output.secret(value) if cfg.is_secret("hosts") else value

@@ -4,7 +4,9 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
+from sophia_infra.validators import show
+
+_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?")
 
 
 class Strict(BaseModel):
@@ -15,8 +17,8 @@ class Strict(BaseModel):
 
 def quantity(v: str) -> str:
     """A Kubernetes quantity (500m, 2, 512Mi, 20Gi), or a ValueError that says so."""
-    if not _QUANTITY.match(v):
-        raise ValueError(f"'{v}' is not a Kubernetes quantity; write it like 500m, 2, 512Mi or 20Gi")
+    if len(v) > 64 or not _QUANTITY.fullmatch(v):
+        raise ValueError(f"{show(v)} is not a Kubernetes quantity; write it like 500m, 2, 512Mi or 20Gi")
     return v
 
 

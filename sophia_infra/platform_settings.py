@@ -12,18 +12,27 @@ sets only what it changes, e.g.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import TYPE_CHECKING, Optional
-from urllib.parse import urlparse
 
 from pydantic import Field, field_validator
 
 from sophia_infra import chart_crds, names
+from sophia_infra import validators as check
 from sophia_infra.model import Resources, Strict
 from sophia_infra.model import quantity as _quantity
 
-_DURATION = re.compile(r"^[0-9]+(ms|s|m|h|d|w|y)$")
+_DURATION = re.compile(r"[0-9]+(ms|s|m|h|d|w|y)")
+# Prometheus' --storage.tsdb.retention.size units.
+_SIZE = re.compile(r"[0-9]+(B|KB|MB|GB|TB|PB|EB)")
+# An LLM model id as OpenRouter names them (provider/model[:variant]).
+_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._:-]+)*")
+
+
+def _duration(v: str, example: str = "15d or 360h") -> str:
+    if not _DURATION.fullmatch(v):
+        raise ValueError(f"{check.show(v)} is not a Prometheus duration; write it like {example}")
+    return v
 
 if TYPE_CHECKING:
     from sophia_infra.config import StackConfig
@@ -39,7 +48,7 @@ class Quota(Strict):
 
     cpu: str = "16"
     memory: str = "64Gi"
-    gpu: Optional[int] = Field(default=None, ge=0)
+    gpu: Optional[int] = Field(default=None, ge=0, le=10000)
 
     _q = field_validator("cpu", "memory")(classmethod(lambda cls, v: _quantity(v)))
 
@@ -78,16 +87,26 @@ class Network(Strict):
     # address from sophia:hosts as /32 (0.0.0.0/0 when a host is given by DNS name).
     node_cidrs: Optional[list[str]] = Field(default=None, alias="nodeCidrs")
     # Ports the pods of apps and MCP servers may reach on the internet (SaaS APIs).
-    internet_ports: list[int] = Field(default_factory=lambda: [443], alias="internetPorts")
+    internet_ports: list[check.Port] = Field(default_factory=lambda: [443], alias="internetPorts")
 
+    # Both become NetworkPolicy `to`/`ports` lists, where an empty list means every address
+    # (every port): empty is refused, not read as "none".
     @field_validator("node_cidrs")
     @classmethod
     def _cidrs(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        if v is not None and not v:
+            raise ValueError("an empty list would become an empty NetworkPolicy `to`, which Kubernetes reads as every address; "
+                             "list the nodes' networks, or leave nodeCidrs out to use every node's address")
         for c in v or []:
-            try:
-                ipaddress.ip_network(c)
-            except ValueError:
-                raise ValueError(f"'{c}' is not a CIDR; write it like 203.0.113.10/32") from None
+            check.network(c, "CIDR", "203.0.113.10/32")
+        return v
+
+    @field_validator("internet_ports")
+    @classmethod
+    def _ports(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("an empty list would become an empty NetworkPolicy `ports`, which Kubernetes reads as every port; "
+                             "list the ports (e.g. [443]), or leave internetPorts out for 443 only")
         return v
 
 
@@ -103,6 +122,11 @@ class GpuMetrics(Strict):
     idle_for: str = Field(default="2h", alias="idleFor")
     memory_pressure_ratio: float = Field(default=0.9, gt=0, le=1, alias="memoryPressureRatio")
 
+    @field_validator("idle_for")
+    @classmethod
+    def _for(cls, v: str) -> str:
+        return _duration(v, "2h or 30m")
+
 
 class PostgresBackup(Strict):
     """Backups to S3-compatible storage through the CNPG Barman Cloud plugin (needs cert-manager)."""
@@ -112,7 +136,7 @@ class PostgresBackup(Strict):
     endpoint: Optional[str] = None  # https URL of the S3-compatible endpoint
     path: str = "postgres"
     region: Optional[str] = None
-    schedule: str = "0 0 3 * * *"  # CNPG cron: seconds first
+    schedule: check.Cron6 = "0 0 3 * * *"  # CNPG cron: seconds first
     retention: str = "30d"
     # Secret config keys holding the S3 access key pair (defaults: the ones ESC already has).
     access_key_config: str = Field(default="etcdS3AccessKey", alias="accessKeyConfig")
@@ -122,33 +146,84 @@ class PostgresBackup(Strict):
     @classmethod
     def _retention(cls, v: str) -> str:
         if not re.fullmatch(r"[1-9][0-9]*[dwm]", v):
-            raise ValueError(f"'{v}' is not a retention; write it like 30d, 4w or 3m")
+            raise ValueError(f"{check.show(v)} is not a retention; write it like 30d, 4w or 3m")
         return v
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, v: Optional[str]) -> Optional[str]:
+        return None if v is None else check.s3_bucket(v)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: Optional[str]) -> Optional[str]:
+        return None if v is None else check.url(v, ("https", "http"), "S3 endpoint")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return check.s3_prefix(v)
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v: Optional[str]) -> Optional[str]:
+        return None if v is None else check.s3_region(v)
+
+    @field_validator("access_key_config", "secret_key_config")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        return check.secret_key_name(v)
 
 
 class Postgres(Strict):
+    # CNPG's webhook: a DNS-1035 label of at most 50 (it adds -rw, -ro, -r, -1, ... to it).
     cluster_name: str = Field(default="sophia-postgres", alias="clusterName")
     instances: int = Field(default=2, ge=1, le=9)
+    # The application database and its owner: plain config (they are names, not credentials),
+    # in the CNPG Cluster's bootstrap and the backend's environment; the password is a secret.
+    database: str = "sophia"
+    owner: str = "sophia"
     storage_size: str = Field(default="20Gi", alias="storageSize")
-    storage_class: str = Field(default="local-path", alias="storageClass")
+    storage_class: check.ClassName = Field(default="local-path", alias="storageClass")
     resources: Resources = Field(default_factory=lambda: _res("500m", "1Gi", "2", "4Gi"))
     operator_resources: Resources = Field(default_factory=lambda: _res("100m", "128Mi", "500m", "512Mi"), alias="operatorResources")
     backup: PostgresBackup = Field(default_factory=PostgresBackup)
 
     _q = field_validator("storage_size")(classmethod(lambda cls, v: _quantity(v)))
 
+    @field_validator("cluster_name")
+    @classmethod
+    def _cluster_name(cls, v: str) -> str:
+        return check.dns1035_label(v, "CloudNativePG cluster name", check.CNPG_CLUSTER_NAME_MAX)
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, v: str) -> str:
+        check.postgres_identifier(v, "database")
+        if v in ("postgres", "template0", "template1"):
+            raise ValueError(f"'{v}' is one of PostgreSQL's own databases; name the application's database, such as sophia")
+        return v
+
+    @field_validator("owner")
+    @classmethod
+    def _owner(cls, v: str) -> str:
+        check.postgres_identifier(v, "role")
+        if v == "postgres" or v.startswith("pg_") or v in ("streaming_replica", "cnpg_pooler_pgbouncer"):
+            raise ValueError(f"'{v}' is a role PostgreSQL or CloudNativePG keeps for itself; name the application's owner, such as sophia")
+        return v
+
 
 class Valkey(Strict):
     replicas: int = Field(default=2, ge=0, le=8)  # read replicas besides the primary
     storage_size: str = Field(default="8Gi", alias="storageSize")
-    storage_class: str = Field(default="local-path", alias="storageClass")
+    storage_class: check.ClassName = Field(default="local-path", alias="storageClass")
     resources: Resources = Field(default_factory=lambda: _res("100m", "256Mi", "1", "1Gi"))
 
     _q = field_validator("storage_size")(classmethod(lambda cls, v: _quantity(v)))
 
 
 class Ingress(Strict):
-    replicas: int = Field(default=2, ge=1)
+    replicas: int = Field(default=2, ge=1, le=check.MAX_REPLICAS)
     resources: Resources = Field(default_factory=lambda: _res("100m", "128Mi", "1", "512Mi"))
 
 
@@ -156,7 +231,7 @@ class Monitoring(Strict):
     retention: str = "15d"
     retention_size: Optional[str] = Field(default=None, alias="retentionSize")
     storage_size: str = Field(default="50Gi", alias="storageSize")
-    storage_class: str = Field(default="local-path", alias="storageClass")
+    storage_class: check.ClassName = Field(default="local-path", alias="storageClass")
     prometheus_resources: Resources = Field(default_factory=lambda: _res("500m", "2Gi", "2", "8Gi"), alias="prometheusResources")
     grafana_resources: Resources = Field(default_factory=lambda: _res("100m", "256Mi", "500m", "1Gi"), alias="grafanaResources")
     alertmanager_resources: Resources = Field(default_factory=lambda: _res("50m", "64Mi", "200m", "256Mi"), alias="alertmanagerResources")
@@ -166,8 +241,13 @@ class Monitoring(Strict):
     @field_validator("retention")
     @classmethod
     def _duration(cls, v: str) -> str:
-        if not _DURATION.match(v):
-            raise ValueError(f"'{v}' is not a Prometheus duration; write it like 15d or 360h")
+        return _duration(v)
+
+    @field_validator("retention_size")
+    @classmethod
+    def _size(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not _SIZE.fullmatch(v):
+            raise ValueError(f"{check.show(v)} is not a Prometheus retention size; write it like 45GB (B, KB, MB, GB, TB)")
         return v
 
     _q = field_validator("storage_size")(classmethod(lambda cls, v: _quantity(v)))
@@ -181,13 +261,21 @@ class LlmGateway(Strict):
     default_model: str = Field(default="openai/gpt-4o", alias="defaultModel")
     fallback_models: list[str] = Field(default_factory=lambda: ["anthropic/claude-3.5-sonnet"], alias="fallbackModels")
     retries: int = Field(default=3, ge=0, le=10)
-    timeout_seconds: int = Field(default=60, ge=1, alias="timeoutSeconds")
+    timeout_seconds: int = Field(default=60, ge=1, le=3600, alias="timeoutSeconds")
 
     @field_validator("portkey_base_url", "openrouter_base_url")
     @classmethod
     def _https(cls, v: str) -> str:
-        if urlparse(v).scheme != "https":
-            raise ValueError(f"'{v}' is not an https URL; give the gateway's https base URL")
+        if check.url_has_credentials(v):
+            raise ValueError("the URL carries a credential, which would land in a ConfigMap in plain text; remove it (the API keys reach the backend in its Secret)")
+        return check.url(v, ("https",), "gateway base URL")
+
+    @field_validator("default_model", "fallback_models")
+    @classmethod
+    def _models(cls, v):
+        for m in [v] if isinstance(v, str) else v:
+            if len(m) > 200 or not _MODEL.fullmatch(m):
+                raise ValueError(f"{check.show(m)} is not a model id; write it like openai/gpt-4o")
         return v
 
 
@@ -246,9 +334,7 @@ def required_secrets(cfg: "StackConfig") -> dict[str, str]:
     """Secret config key -> what needs it."""
     needed = {
         "grafanaAdminPassword": "sophia:platform (Grafana admin)",
-        "postgresUser": "sophia:platform.postgres (application owner)",
         "postgresPassword": "sophia:platform.postgres (application owner)",
-        "postgresDatabase": "sophia:platform.postgres (application database)",
         "redisPassword": "sophia:platform.valkey (auth)",
     }
     backup = cfg.platform.postgres.backup
@@ -284,7 +370,7 @@ def cross_check(cfg: "StackConfig") -> list[str]:
     if backup.enabled:
         if not backup.bucket:
             problems.append("sophia:platform.postgres.backup.bucket: backups are enabled but no bucket is set; set the bucket name or set enabled: false.")
-        if not backup.endpoint or urlparse(backup.endpoint).scheme not in ("https", "http") or not urlparse(backup.endpoint).hostname:
+        if not backup.endpoint:
             problems.append("sophia:platform.postgres.backup.endpoint: backups are enabled but the endpoint is not a URL; set the S3 endpoint as https://host[:port] or set enabled: false.")
         if "plugin-barman-cloud" not in cfg.charts:
             problems.append("sophia:charts.plugin-barman-cloud: backups are enabled but the Barman Cloud plugin chart is not pinned; add it to sophia:charts.")
@@ -303,17 +389,17 @@ def cross_check(cfg: "StackConfig") -> list[str]:
     return problems + chart_crds.problems(cfg)
 
 
-_CPU = re.compile(r"^([0-9.]+)(m?)$")
+_CPU = re.compile(r"([0-9.]+)(m?)")
 _MEM_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
 
 
 def _cpu(q: str) -> float:
-    m = _CPU.match(q)
+    m = _CPU.fullmatch(q)
     if not m:
         return float("inf")
     return float(m.group(1)) / (1000 if m.group(2) else 1)
 
 
 def _mem(q: str) -> float:
-    m = re.match(r"^([0-9.]+)([A-Za-z]*)$", q)
+    m = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", q)
     return float(m.group(1)) * _MEM_UNITS.get(m.group(2), 1) if m else float("inf")

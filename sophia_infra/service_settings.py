@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from pydantic import Field, field_validator
 
+from sophia_infra import validators as check
 from sophia_infra.model import Resources, Strict
 
 if TYPE_CHECKING:
     from sophia_infra.config import StackConfig
 
-_HOST = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)+$")
 # A pinned git revision: a release tag (v1.2.3, 1.2.3-rc1) or a full commit SHA.
 _PINNED_REVISION = re.compile(r"^(v?\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?|[0-9a-f]{40})$")
 
@@ -26,9 +26,7 @@ ARGOCD_CHART = "argo-cd"
 
 
 def _host(v: Optional[str]) -> Optional[str]:
-    if v is not None and not _HOST.match(v):
-        raise ValueError(f"'{v}' is not a DNS host name; give a fully qualified lower-case host such as argocd.example.com, or leave it out")
-    return v
+    return None if v is None else check.ingress_host(v)
 
 
 class ArgoCDSettings(Strict):
@@ -56,15 +54,26 @@ class ArgoCDSettings(Strict):
     @field_validator("repo_url")
     @classmethod
     def _repo(cls, v: str) -> str:
-        if not re.match(r"^(https://|ssh://|git@)[^\s]+$", v):
-            raise ValueError(f"'{v}' is not a git repository URL; use https://host/org/repo.git or git@host:org/repo.git")
+        # Never echoed: a URL with a credential in it is the thing refused here.
+        if check.url_has_credentials(v):
+            raise ValueError("the URL carries a credential (user:password@ or token@), which would be written in plain text into "
+                             "every Application; remove it and let Argo CD read the repository with the repository Secret from ESC")
+        if v.startswith("git@"):
+            ok = bool(re.fullmatch(r"git@[A-Za-z0-9.-]+:[A-Za-z0-9._/-]+", v)) and check.is_hostname(v[4:].split(":")[0])
+        else:
+            try:
+                ok = bool(check.url(v, ("https", "ssh"), "git repository URL"))
+            except ValueError:
+                ok = False
+        if not ok:
+            raise ValueError(f"{check.show(v)} is not a git repository URL; use https://host/org/repo.git or git@host:org/repo.git")
         return v
 
     @field_validator("admin_password_mtime")
     @classmethod
     def _mtime(cls, v: str) -> str:
-        if not re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$", v):
-            raise ValueError(f"'{v}' is not an RFC 3339 UTC time; write it like 2026-01-01T00:00:00Z")
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", v):
+            raise ValueError(f"{check.show(v)} is not an RFC 3339 UTC time; write it like 2026-01-01T00:00:00Z")
         return v
 
     @field_validator("ingress_host")
@@ -99,7 +108,7 @@ class WorkloadSettings(Strict):
     registry_server: str = Field(default="https://index.docker.io/v1/", alias="registryServer")
     # Host name of the frontend's Ingress behind NGINX; no Ingress when unset.
     frontend_host: Optional[str] = Field(default=None, alias="frontendHost")
-    ingress_class: str = Field(default="nginx", alias="ingressClass")
+    ingress_class: check.ClassName = Field(default="nginx", alias="ingressClass")
     # HTTP readiness/liveness path of the apps (MCP servers are probed over TCP).
     health_paths: dict[str, str] = Field(default_factory=lambda: {"backend": "/health", "frontend": "/"}, alias="healthPaths")
     # Per-service overrides of the default requests and limits.
@@ -116,9 +125,16 @@ class WorkloadSettings(Strict):
     @classmethod
     def _paths(cls, v: dict[str, str]) -> dict[str, str]:
         for name, path in v.items():
-            if not path.startswith("/"):
-                raise ValueError(f"the health path of '{name}' ('{path}') must start with '/'")
+            try:
+                check.url_path(path, "probe path")
+            except ValueError as why:
+                raise ValueError(f"the health path of '{name}': {why}") from None
         return v
+
+    @field_validator("registry_server")
+    @classmethod
+    def _registry(cls, v: str) -> str:
+        return check.url(v, ("https",), "registry URL")
 
 
 def workloads(cfg: "StackConfig") -> WorkloadSettings:
@@ -143,7 +159,7 @@ def cross_check(cfg: "StackConfig") -> list[str]:
     argo = cfg.argocd
     if cfg.delivery == "argocd":
         rev = argo.target_revision
-        if rev.upper() == "HEAD" or not _PINNED_REVISION.match(rev):
+        if rev.upper() == "HEAD" or not _PINNED_REVISION.fullmatch(rev):
             problems.append(f"sophia:argocd.targetRevision: '{rev}' is not pinned (HEAD and branches move by themselves); use a release tag such as v0.1.0 or a full commit SHA.")
         if ARGOCD_CHART not in cfg.charts:
             problems.append(f"sophia:charts.{ARGOCD_CHART}: sophia:delivery is argocd but no {ARGOCD_CHART} chart is pinned; add {ARGOCD_CHART}: {{repository: https://argoproj.github.io/argo-helm, version: 10.1.1}}.")

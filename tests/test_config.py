@@ -57,9 +57,10 @@ def test_no_first_control_plane():
 
 def test_several_first_control_planes():
     def two(r):
-        r["nodes"][1].update(role="control-plane", clusterInit=True)
+        r["nodes"][3].update(role="control-plane", clusterInit=True)
+        r["services"][3].pop("placement")  # snowflake-cortex would be left on a tainted A100 server
     msg = _only(problems_of("production", two))
-    assert "2 nodes have clusterInit: true (sophia:nodes[0], sophia:nodes[1])" in msg
+    assert "2 nodes have clusterInit: true (sophia:nodes[0], sophia:nodes[3])" in msg
 
 
 def test_worker_cannot_start_the_cluster():
@@ -76,7 +77,7 @@ def test_bad_address(address):
     assert msg.startswith("sophia:hosts.sophia-mcp.address:")
 
 
-@pytest.mark.parametrize("address", ["203.0.113.10", "2001:db8::10", "gpu-1.example.com"])
+@pytest.mark.parametrize("address", ["203.0.113.10", "2001:db8::10"])
 def test_good_addresses(address):
     cfg = parse_with("production", lambda r: r["hosts"].update({"sophia-mcp": address}))
     assert cfg.hosts["sophia-mcp"].address == address
@@ -164,7 +165,7 @@ def test_secret_stored_in_plain_text():
 
 def test_etcd_s3_needs_its_keys():
     def s3(r):
-        r["k3s"]["etcdS3"] = {"bucket": "b", "endpoint": "objects.example.com"}
+        r["k3s"]["etcdS3"] = {"bucket": "etcd-backups", "endpoint": "objects.example.com"}
     problems = problems_of("dev", s3, drop_secrets=("etcdS3AccessKey", "etcdS3SecretKey"))
     assert [p.split(":")[1] for p in problems] == ["etcdS3AccessKey", "etcdS3SecretKey"]
 

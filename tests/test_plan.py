@@ -149,4 +149,4 @@ def test_secret_manifests_show_their_keys_masked(plans):
     secret = yaml.safe_load((d / "manifests" / "secret_sophia-apps_backend-secrets.yaml").read_text())
     assert secret["stringData"] == {key: "[secret]" for key in (
         "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY", "PORTKEY_API_KEY",
-        "POSTGRES_DB", "POSTGRES_PASSWORD", "POSTGRES_USER", "REDIS_PASSWORD")}
+        "POSTGRES_PASSWORD", "REDIS_PASSWORD")}  # the database and user are plain config

@@ -72,7 +72,7 @@ def test_every_release_sets_requests_and_limits():
         assert len(found) > before, f"{chart} sets no resources"
     assert "kube-prometheus-stack.prometheus.prometheusSpec.resources" in found
     assert "kube-prometheus-stack.grafana.resources" in found
-    assert v.postgres_cluster(cfg, "db", "owner")["spec"]["resources"]["limits"]
+    assert v.postgres_cluster(cfg)["spec"]["resources"]["limits"]
 
 
 def _direct_objects(cfg):
@@ -99,7 +99,7 @@ def test_every_kubernetes_object_validates_for_1_34():
 @pytest.mark.parametrize("settings", [{}, BACKUPS], ids=["default", "backups"])
 def test_custom_resources_validate_against_their_crds(settings):
     cfg = parse_with("production", _with_platform(settings))
-    crs = [v.postgres_cluster(cfg, "sophia", "sophia"), v.postgres_pod_monitor(cfg),
+    crs = [v.postgres_cluster(cfg), v.postgres_pod_monitor(cfg),
            gpu_monitoring.prometheus_rule(cfg, v.PROMETHEUS_RELEASE)]
     if settings:
         crs += [v.object_store(cfg), v.scheduled_backup(cfg)]
@@ -209,7 +209,8 @@ def test_ordering_and_providers_under_mocks():
     assert kps in run.named("postgres-pod-monitor").dependencies
     assert kps in run.named("postgres-operator").dependencies  # its PodMonitor needs the CRD
     assert run.urn("secrets-grafana-admin") in run.named("platform-kube-prometheus-stack").dependencies
-    assert cluster.inputs["spec"]["bootstrap"]["initdb"]["owner"] == "[secret]"
+    # The database and its owner are plain config names; the password stays in the Secret.
+    assert cluster.inputs["spec"]["bootstrap"]["initdb"] == {"database": "sophia", "owner": "sophia", "secret": {"name": "postgres-app"}}
     for r in run.resources:
         if r.type.startswith("kubernetes:") and r.custom:
             assert "pulumi:providers:kubernetes::k8s::" in r.provider, r.name

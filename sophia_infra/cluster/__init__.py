@@ -12,7 +12,7 @@ from sophia_infra.cluster import kubeconfig, scripts
 from sophia_infra.cluster.addresses import NodeAddresses
 from sophia_infra.cluster.nodes import ControlPlane, Worker
 from sophia_infra.config import Node, StackConfig
-from sophia_infra.inventory import node_inventory
+from sophia_infra.inventory import keep_secret, node_inventory
 from sophia_infra.lambda_cloud.resources import provision
 from sophia_infra.secrets import secret
 
@@ -79,9 +79,9 @@ class Cluster(pulumi.ComponentResource):
 
         inventory = node_inventory(cfg, self.addresses)
         self.outputs = {
-            "controlPlaneIp": self.addresses.address(cp),
-            "nodeIps": {n: v["address"] for n, v in inventory.items()},
-            "nodes": inventory,
+            "controlPlaneIp": keep_secret(cfg, self.addresses.address(cp)),
+            "nodeIps": keep_secret(cfg, {n: v["address"] for n, v in inventory.items()}),
+            "nodes": keep_secret(cfg, inventory),
             "kubeconfig": self.kubeconfig,
         }
         self.register_outputs(self.outputs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import yaml
 
 from sophia_infra.cluster.scripts import API_PORT
+from sophia_infra.validators import url_host
 
 
 class KubeconfigError(ValueError):
@@ -24,7 +25,7 @@ def rewrite(raw: str, endpoint: str, name: str) -> str:
     cluster = doc["clusters"][0]
     user = doc["users"][0]
     cluster["name"] = name
-    cluster["cluster"]["server"] = f"https://{endpoint}:{API_PORT}"
+    cluster["cluster"]["server"] = f"https://{url_host(endpoint)}:{API_PORT}"
     user["name"] = name
     doc["clusters"], doc["users"] = [cluster], [user]
     doc["contexts"] = [{"name": name, "context": {"cluster": name, "user": name}}]

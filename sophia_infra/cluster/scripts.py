@@ -24,6 +24,7 @@ import yaml
 
 from sophia_infra import names
 from sophia_infra.config import Host, Node, StackConfig
+from sophia_infra.validators import url_host
 
 K3S_DIR = "/etc/rancher/k3s"
 CONFIG_PATH = f"{K3S_DIR}/config.yaml"
@@ -74,7 +75,7 @@ Hosts = Optional[Mapping[str, Host]]
 def server_url(cfg: StackConfig, hosts: Hosts = None) -> str:
     """How nodes reach the first server: its private address when it has one."""
     host = (hosts or cfg.hosts)[cfg.control_plane.name]
-    return f"https://{host.private_address or host.address}:{API_PORT}"
+    return f"https://{url_host(host.private_address or host.address)}:{API_PORT}"
 
 
 def api_endpoint(cfg: StackConfig, hosts: Hosts = None) -> str:

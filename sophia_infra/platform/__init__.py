@@ -56,8 +56,7 @@ class Postgres(pulumi.ComponentResource):
             cluster_deps += [self.plugin, self.object_store]
         self.cluster = custom_resource(
             f"{name}-cluster",
-            v.postgres_cluster(cfg, database=stack_secrets.secret("postgresDatabase"),
-                               owner=stack_secrets.secret("postgresUser")),
+            v.postgres_cluster(cfg),
             provider, self, depends_on=cluster_deps)
         self.pod_monitor = custom_resource(f"{name}-pod-monitor", v.postgres_pod_monitor(cfg), provider, self,
                                            depends_on=[prometheus, self.cluster])

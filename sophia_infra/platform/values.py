@@ -139,8 +139,9 @@ def object_store_name(cfg: StackConfig) -> str:
     return f"{cfg.platform.postgres.cluster_name}-backups"
 
 
-def postgres_cluster(cfg: StackConfig, database: Any, owner: Any) -> dict[str, Any]:
-    """The CNPG `Cluster`. `database`/`owner` may be Outputs (they come from ESC)."""
+def postgres_cluster(cfg: StackConfig) -> dict[str, Any]:
+    """The CNPG `Cluster`. The database and owner are plain config names
+    (sophia:platform.postgres.database/owner); the owner's password is in POSTGRES_APP_SECRET."""
     p = cfg.platform.postgres
     spec: dict[str, Any] = {
         "instances": p.instances,
@@ -149,7 +150,7 @@ def postgres_cluster(cfg: StackConfig, database: Any, owner: Any) -> dict[str, A
         "enablePDB": p.instances > 1,
         "affinity": {"enablePodAntiAffinity": True, "podAntiAffinityType": "preferred",
                      "topologyKey": "kubernetes.io/hostname"},
-        "bootstrap": {"initdb": {"database": database, "owner": owner, "secret": {"name": POSTGRES_APP_SECRET}}},
+        "bootstrap": {"initdb": {"database": p.database, "owner": p.owner, "secret": {"name": POSTGRES_APP_SECRET}}},
     }
     if p.backup.enabled:
         spec["plugins"] = [{"name": BARMAN_PLUGIN, "isWALArchiver": True,
@@ -290,7 +291,7 @@ def platform_secrets(cfg: StackConfig, value) -> list[dict[str, Any]]:
                         {"admin-user": "admin", "admin-password": value("grafanaAdminPassword")}),
         # CNPG's initdb secret: basic-auth with username = the database owner.
         secret_manifest(POSTGRES_APP_SECRET, names.DATA,
-                        {"username": value("postgresUser"), "password": value("postgresPassword")},
+                        {"username": cfg.platform.postgres.owner, "password": value("postgresPassword")},
                         type_="kubernetes.io/basic-auth", labels={"cnpg.io/reload": "true"}),
         secret_manifest(VALKEY_USERS_SECRET, names.DATA, {"default": value("redisPassword")}),
     ]

@@ -102,6 +102,13 @@ def _allowed_peers(svc: Service) -> list[dict[str, Any]]:
     return peers
 
 
+def _database_env(cfg: StackConfig, svc: Service) -> dict[str, str]:
+    """The backend's PostgreSQL database and user: plain config names (the password is in its Secret)."""
+    if svc.name != "backend":
+        return {}
+    return {"POSTGRES_DB": cfg.platform.postgres.database, "POSTGRES_USER": cfg.platform.postgres.owner}
+
+
 def _env(svc: Service) -> dict[str, str]:
     env = {"PORT": str(svc.port)}
     if svc.kind == "mcp":
@@ -142,7 +149,7 @@ def service_values(cfg: StackConfig, svc: Service) -> dict[str, Any]:
         "env": {
             "secretName": secret_name(svc),
             "configMapNames": [MCP_REGISTRY_CONFIGMAP, LLM_GATEWAY_CONFIGMAP] if svc.name == "backend" else [],
-            "vars": _env(svc),
+            "vars": {**_env(svc), **_database_env(cfg, svc)},
         },
         "securityContext": {"runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER, "fsGroup": RUN_AS_USER},
         "networkPolicy": {
