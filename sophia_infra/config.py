@@ -605,6 +605,18 @@ def address_check(cfg: StackConfig) -> list[str]:
     return problems
 
 
+def placement_check(cfg: StackConfig) -> list[str]:
+    """The control plane is tainted (CriticalAddonsOnly=true:NoExecute) so that workloads never
+    run next to etcd: a placement must name a GPU type some worker has."""
+    problems = []
+    worker_types = {n.gpu.type for n in cfg.nodes if n.gpu and n.role == "worker"}
+    for i, svc in enumerate(cfg.services):
+        gpu_type = svc.placement.gpu_type if svc.placement else None
+        if gpu_type and cfg.nodes_with_gpu(gpu_type) and gpu_type not in worker_types:
+            problems.append(f"sophia:services[{i}].placement.gpuType: only control-plane nodes have a {gpu_type} GPU, and the control plane is tainted CriticalAddonsOnly=true:NoExecute so that workloads never run next to etcd; place '{svc.name}' on a worker's GPU type ({', '.join(sorted(worker_types)) or 'this stack has none'}) or add a {gpu_type} worker.")
+    return problems
+
+
 def cross_check(cfg: StackConfig) -> list[str]:
     """Checks that span several keys: inventory, placement, capacity, architectures."""
     problems: list[str] = api_exposure(cfg) + address_check(cfg)
@@ -650,7 +662,7 @@ def cross_check(cfg: StackConfig) -> list[str]:
             continue
         if not targets:
             if cfg.nodes_with_gpu(gpu_type):
-                continue  # only the tainted control plane has it: K3s.host_exposure says so
+                continue  # only the tainted control plane has it: placement_check says so
             have = sorted({n.gpu.type for n in cfg.nodes if n.gpu})
             problems.append(f"{path}.placement.gpuType: no node has a {gpu_type} GPU (this stack has {', '.join(have) or 'none'}); place '{svc.name}' on one of those or add a {gpu_type} node.")
             continue
@@ -671,7 +683,7 @@ def cross_check(cfg: StackConfig) -> list[str]:
         if wanted > have:
             users = ", ".join(s.name for s in cfg.services if s.gpu and s.placement and s.placement.gpu_type == gpu_type)
             problems.append(f"sophia:services: {users} request {wanted} {gpu_type} GPUs at peak replicas but the {gpu_type} nodes offer {have} (counting sharing); lower gpu or replicas, raise sharing, or add {gpu_type} nodes.")
-    return (problems + image_check(cfg) + lambda_config.cross_check(cfg)
+    return (problems + placement_check(cfg) + image_check(cfg) + lambda_config.cross_check(cfg)
             + platform_settings.cross_check(cfg) + service_settings.cross_check(cfg))
 
 
