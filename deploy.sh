@@ -7,6 +7,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 DRY_RUN=0
 YES=0
+EMERGENCY=0
 
 usage() {
   cat <<'USAGE'
@@ -15,10 +16,19 @@ Usage: ./deploy.sh [--dry-run] [--yes] COMMAND [ARGS] [STACK]
 Commands (STACK is dev or production; default dev):
   deploy [STACK]                     pulumi up (asks for confirmation unless --yes)
   preview [STACK]                    pulumi preview --diff
-  status [STACK]                     nodes, pods not ready, ArgoCD application health,
-                                     GPU allocation per node
-  rollback SERVICE REVISION [STACK]  roll one service back; shows the stack's update
-                                     history first.
+  status [STACK]                     every workload's released image (its release file,
+                                     offline); with pulumi and kubectl: nodes, pods not
+                                     ready, Argo CD's sync and health per workload and
+                                     whether the released image runs, GPU allocation
+  rollback STACK WORKLOAD            an app rollback is a git revert: reverts the last
+                                     commit that changed releases/STACK/WORKLOAD.yaml and
+                                     pushes it to the release branch. argocd delivery:
+                                     Argo CD rolls it out by itself; helm delivery: the
+                                     next `pulumi up` of STACK does. A second rollback
+                                     reverts the revert (rolls forward again).
+  rollback --emergency SERVICE REVISION [STACK]
+                                     outside git, when a revert cannot wait; shows the
+                                     stack's update history first.
                                      argocd delivery: records the rollback in the stack
                                      config (sophia:argocd.rollbacks.SERVICE in
                                      Pulumi.STACK.yaml: commit it), turns the app's
@@ -27,16 +37,18 @@ Commands (STACK is dev or production; default dev):
                                      until `resume`.
                                      helm delivery: `helm rollback` to Helm revision
                                      REVISION; the next `pulumi up` that upgrades the
-                                     release re-applies the stack's values.
-  resume SERVICE [STACK]             end a rollback (argocd delivery): clears
+                                     release re-applies the release file.
+  resume SERVICE [STACK]             end an emergency rollback (argocd delivery): clears
                                      sophia:argocd.rollbacks.SERVICE (commit
                                      Pulumi.STACK.yaml) and turns auto-sync back on
   logs SERVICE [STACK]               the service's logs (last 200 lines, then follow)
 
 Options:
-  --dry-run   print the commands instead of running them
-  --yes       do not ask before `pulumi up`
-  -h, --help  this text
+  --dry-run    print the commands instead of running them (read-only git and the
+               offline stack config are still read, to name the commit and service)
+  --yes        do not ask before `pulumi up`
+  --emergency  rollback outside git (see rollback above)
+  -h, --help   this text
 USAGE
 }
 
@@ -113,16 +125,35 @@ cmd_preview() {
   run pulumi preview --stack "$stack" --diff
 }
 
+have() {
+  command -v "$1" >/dev/null 2>&1
+}
+
 cmd_status() {
   local stack="${1:-dev}"
   check_stack "$stack"
-  need pulumi kubectl
+  # What is released (the release files), readable without any cluster access.
+  run "$PYTHON" -m sophia_infra describe --stack "$stack"
+  if [[ $DRY_RUN -eq 0 ]] && ! { have pulumi && have kubectl; }; then
+    note "pulumi or kubectl is not installed: showing the release files only (install both for the cluster's view)"
+    return 0
+  fi
   with_kubeconfig "$stack"
   local k=(kubectl --kubeconfig "$KUBECONFIG_FILE")
+  local delivery
+  delivery="$(sed -n 's/^delivery=//p' <<<"$(describe "$stack" backend 2>/dev/null || true)")"
   run "${k[@]}" get nodes -o wide -L gpu-type
   run "${k[@]}" get pods --all-namespaces --field-selector=status.phase!=Running,status.phase!=Succeeded
-  run "${k[@]}" get applications.argoproj.io --namespace argocd \
-    -o custom-columns=APP:.metadata.name,SYNC:.status.sync.status,HEALTH:.status.health.status,REVISION:.status.sync.revision
+  if [[ "$delivery" != "helm" ]]; then
+    # Argo CD's view next to the release files: synced, healthy, and is the released image running?
+    if [[ $DRY_RUN -eq 1 ]]; then
+      printf '+ %s | %s\n' "$(printf '%q ' "${k[@]}" get applications.argoproj.io --namespace argocd -o json | sed 's/ $//')" \
+        "$(printf '%q ' "$PYTHON" -m sophia_infra describe --stack "$stack" --applications - | sed 's/ $//')"
+    else
+      "${k[@]}" get applications.argoproj.io --namespace argocd -o json \
+        | "$PYTHON" -m sophia_infra describe --stack "$stack" --applications -
+    fi
+  fi
   run "${k[@]}" get nodes \
     -o 'custom-columns=NODE:.metadata.name,GPU_TYPE:.metadata.labels.gpu-type,GPU_CAPACITY:.status.capacity.nvidia\.com/gpu,GPU_ALLOCATABLE:.status.allocatable.nvidia\.com/gpu'
   run "${k[@]}" get pods --all-namespaces --field-selector=status.phase=Running \
@@ -130,8 +161,37 @@ cmd_status() {
 }
 
 cmd_rollback() {
+  if [[ $EMERGENCY -eq 1 ]]; then
+    cmd_emergency_rollback "$@"
+    return
+  fi
+  local stack="${1:-}" workload="${2:-}"
+  [[ -n "$stack" && -n "$workload" && $# -eq 2 ]] || die "rollback needs STACK and WORKLOAD (a git revert), or --emergency SERVICE REVISION [STACK] (see --help)"
+  check_stack "$stack"
+  local facts file branch commit others
+  facts="$(describe "$stack" "$workload")" || die "no workload '$workload' in stack '$stack'"
+  file="$(sed -n 's/^releaseFile=//p' <<<"$facts")"
+  branch="$(sed -n 's/^releaseBranch=//p' <<<"$facts")"
+  need git
+  run git -C "$ROOT" pull --ff-only origin "$branch"
+  # Read-only, so also under --dry-run: the commit to revert.
+  commit="$(git -C "$ROOT" log -1 --format=%H -- "$file")"
+  [[ -n "$commit" ]] || die "no commit has changed $file yet: there is nothing to roll back"
+  others="$(git -C "$ROOT" show --format= --name-only "$commit" | grep -vxF "$file" || true)"
+  [[ -z "$others" ]] || die "commit ${commit:0:12} changes more than $file ($(tr '\n' ' ' <<<"$others")); revert by hand what should go"
+  note "rolling back $workload in $stack: reverting $(git -C "$ROOT" log -1 --format='%h %s' "$commit")"
+  run git -C "$ROOT" revert --no-edit "$commit"
+  run git -C "$ROOT" push origin "HEAD:$branch"
+  if [[ "$(sed -n 's/^delivery=//p' <<<"$facts")" == "argocd" ]]; then
+    note "Argo CD rolls the reverted $file out by itself once it is on $branch; watch it with ./deploy.sh status $stack."
+  else
+    note "run ./deploy.sh deploy $stack to roll the reverted $file out (helm delivery)."
+  fi
+}
+
+cmd_emergency_rollback() {
   local service="${1:-}" revision="${2:-}" stack="${3:-dev}"
-  [[ -n "$service" && -n "$revision" ]] || die "rollback needs SERVICE and REVISION (see --help)"
+  [[ -n "$service" && -n "$revision" ]] || die "rollback --emergency needs SERVICE and REVISION (see --help)"
   [[ "$revision" =~ ^[0-9]+$ ]] || die "REVISION must be a number (an ArgoCD history id or a Helm revision), not '$revision'"
   check_stack "$stack"
   need pulumi kubectl
@@ -148,13 +208,13 @@ cmd_rollback() {
     run argocd app set "argocd/$service" --sync-policy none
     run argocd app history "argocd/$service"
     run argocd app rollback "argocd/$service" "$revision"
-    note "auto-sync of '$service' stays off while sophia:argocd.rollbacks.$service is set; commit and push Pulumi.$stack.yaml now (a \`pulumi up\` from a checkout without it turns auto-sync back on), and run ./deploy.sh resume $service $stack once a fixed release is out."
+    note "auto-sync of '$service' stays off while sophia:argocd.rollbacks.$service is set; commit and push Pulumi.$stack.yaml now (a \`pulumi up\` from a checkout without it turns auto-sync back on), and run ./deploy.sh resume $service $stack once a fixed release is out (or ./deploy.sh rollback $stack $service has reverted the bad one)."
   else
     need helm
     with_kubeconfig "$stack"
     run helm --kubeconfig "$KUBECONFIG_FILE" history "$service" --namespace "$namespace" --max 10
     run helm --kubeconfig "$KUBECONFIG_FILE" rollback "$service" "$revision" --namespace "$namespace" --wait
-    note "the next \`pulumi up\` that upgrades the '$service' release re-applies the stack's values; change them in Pulumi.$stack.yaml to keep this version."
+    note "the next \`pulumi up\` that upgrades the '$service' release re-applies releases/$stack/$service.yaml; ./deploy.sh rollback $stack $service (a git revert) keeps the old version."
   fi
 }
 
@@ -171,7 +231,7 @@ cmd_resume() {
   run pulumi config rm --path "sophia:argocd.rollbacks.$service" --stack "$stack"
   # The same policy the program renders without a rollback, so `pulumi up` finds nothing to undo.
   run argocd app set "argocd/$service" --sync-policy automated --auto-prune --self-heal
-  note "auto-sync of '$service' is on again and syncs it to sophia:argocd.targetRevision; commit and push Pulumi.$stack.yaml."
+  note "auto-sync of '$service' is on again and syncs it to sophia:argocd.targetRevision and releases/$stack/$service.yaml on sophia:argocd.releaseBranch; commit and push Pulumi.$stack.yaml."
 }
 
 cmd_logs() {
@@ -194,6 +254,7 @@ main() {
       -h|--help) usage; exit 0 ;;
       --dry-run) DRY_RUN=1 ;;
       --yes) YES=1 ;;
+      --emergency) EMERGENCY=1 ;;
       -*) die "unknown option '$1' (see --help)" ;;
       *) args+=("$1") ;;
     esac

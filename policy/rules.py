@@ -55,10 +55,21 @@ def service_chart_values(resource_type: str, props: dict) -> dict | None:
     if resource_type == "kubernetes:helm.sh/v3:Release" and str(props.get("chart", "")).endswith(SERVICE_CHART):
         return props.get("values") or {}
     if kind_of(resource_type) == "Application":
-        source = (props.get("spec") or {}).get("source") or {}
-        if str(source.get("path", "")).endswith(SERVICE_CHART):
-            return (source.get("helm") or {}).get("valuesObject") or {}
+        spec = props.get("spec") or {}
+        # A single source, or the chart's among several (the others: `ref` sources of values files).
+        for source in spec.get("sources") or [spec.get("source") or {}]:
+            if str(source.get("path", "")).endswith(SERVICE_CHART):
+                return (source.get("helm") or {}).get("valuesObject") or {}
     return None
+
+
+def _release_file_gives_the_image(resource_type: str, props: dict) -> bool:
+    """An Application whose image tag comes from a release file (a `$ref/...` values file that
+    the program and `python -m sophia_infra release` check), not from its inputs."""
+    if kind_of(resource_type) != "Application":
+        return False
+    spec = props.get("spec") or {}
+    return any(str(f).startswith("$") for s in spec.get("sources") or [] for f in (s.get("helm") or {}).get("valueFiles") or [])
 
 
 def _containers(spec: dict) -> Iterator[dict]:
@@ -122,6 +133,8 @@ def images_are_pinned(resource_type: str, props: dict) -> list[str]:
     values = service_chart_values(resource_type, props)
     if values is not None:
         tag = str((values.get("image") or {}).get("tag") or "")
+        if not tag and _release_file_gives_the_image(resource_type, props):
+            return []
         return [] if tag and tag != "latest" else [f"{_service(props, values)}: image tag '{tag}' is not pinned"]
     spec = pod_spec(resource_type, props)
     if spec is None:

@@ -108,17 +108,51 @@ def _validated(stack: str):
 
 
 def _describe(args: argparse.Namespace) -> int:
-    """Facts deploy.sh needs about a service, read offline from the stack config."""
-    from sophia_infra import names
+    """Facts deploy.sh and the release workflow need about a service, read offline from the
+    stack config and its release file; without a service, the release status of every one."""
+    import json
+
+    from sophia_infra import names, release, releases
 
     cfg = _validated(args.stack)
     if cfg is None:
         return COULD_NOT_CHECK
+    if args.service is None:
+        applications = None
+        if args.applications:
+            try:
+                text = sys.stdin.read() if args.applications == "-" else Path(args.applications).read_text()
+                applications = json.loads(text)
+            except (OSError, ValueError) as err:
+                return _fail(f"--applications {args.applications}: not the JSON of kubectl get applications -o json ({err})")
+        print("\n".join(release.status(cfg, args.stack, applications)))
+        return OK
     svc = next((s for s in cfg.services if s.name == args.service), None)
     if svc is None:
         return _fail(f"stack '{args.stack}' has no service '{args.service}'; "
                      f"use one of {', '.join(s.name for s in cfg.services)}")
     print(f"namespace={names.SERVICE_NAMESPACES[svc.kind]}\ndelivery={cfg.delivery}\nkind={svc.kind}")
+    # For the release workflow: where to push, what to build, where the release is recorded.
+    print(f"repository={svc.image.repository}\nplatforms={','.join(release.needed_platforms(cfg, svc))}\n"
+          f"releaseFile={releases.repo_path(args.stack, svc.name)}\nreleaseBranch={cfg.argocd.release_branch}")
+    return OK
+
+
+def _release(args: argparse.Namespace) -> int:
+    """Record an app release in the workload's release file (and nothing else)."""
+    from sophia_infra import release
+
+    platforms = [p for p in args.platforms.split(",") if p] if args.platforms else None
+    try:
+        plan = release.prepare(args.workload, args.stack, args.tag, args.digest, platforms, args.image)
+    except release.ReleaseInputError as err:
+        return _fail(f"{err}.")
+    if plan.changed:
+        try:
+            release.write(plan)
+        except OSError as err:
+            return _fail(f"cannot write {plan.file} ({err.strerror}); check the work tree is writable")
+    print("\n".join(release.describe(plan)))
     return OK
 
 
@@ -188,11 +222,27 @@ def main(argv: list[str] | None = None) -> int:
     outs.add_argument("key", nargs="?", help="dotted path, e.g. nodeIps.sophia-mcp (default: all)")
     outs.add_argument("--show-secrets", action="store_true", help="print secret outputs in clear text")
     outs.set_defaults(func=_outputs)
-    describe = _command(sub, "describe", "a service's namespace and delivery mode (for deploy.sh)",
-                        "0 printed; 2 invalid configuration or unknown service")
+    describe = _command(sub, "describe", "a service's namespace, delivery mode, image repository and platforms "
+                        "(for deploy.sh and the release workflow); without SERVICE, every workload's released image",
+                        "0 printed; 2 invalid configuration or unknown service (or an unreadable --applications)")
     describe.add_argument("--stack", required=True)
-    describe.add_argument("service")
+    describe.add_argument("service", nargs="?")
+    describe.add_argument("--applications", metavar="FILE",
+                          help="with no SERVICE: add Argo CD's sync and health from this `kubectl get applications.argoproj.io "
+                               "-n argocd -o json` output (- = stdin)")
     describe.set_defaults(func=_describe)
+    rel = _command(sub, "release", "record an app release: set the image tag (and digest) in releases/<stack>/<workload>.yaml "
+                   "after checking it against the stack, and say what rolls out",
+                   "0 written (or already released); 2 not written: unknown stack or workload, a tag that is not pinned "
+                   "(latest), a malformed digest, an image not built for a platform the workload runs on, or an invalid "
+                   "stack configuration")
+    rel.add_argument("workload", help="a workload of the stack (sophia:services[].name)")
+    rel.add_argument("--stack", required=True, help="dev or production (a Pulumi.<stack>.yaml)")
+    rel.add_argument("--tag", help="the exact version tag the image was pushed with (never latest)")
+    rel.add_argument("--digest", help="the pushed image's digest, sha256:<64 hex>; pins the content the tag names")
+    rel.add_argument("--platforms", help="comma-separated platforms the image was built for (checked against where the workload runs)")
+    rel.add_argument("--image", help="the repository the image was pushed to (checked against the stack's image.repository)")
+    rel.set_defaults(func=_release)
     bk = _command(sub, "backups", "check the newest etcd snapshot and PostgreSQL base backup are fresh",
                   "0 every backup is younger than its limit; 1 a backup is stale or missing; "
                   "2 not checked: invalid configuration, no backups configured, no S3 credentials, "

@@ -289,14 +289,17 @@ class ChartPin(_Strict):
 
 class Image(_Strict):
     repository: str
-    tag: str
+    # Normally unset: an app release writes the tag (and digest) into the workload's release
+    # file, releases/<stack>/<name>.yaml (sophia_infra.releases). A stack without release files
+    # may pin it here instead; both at once is refused, so a tag lives in one place only.
+    tag: Optional[str] = None
     # Platforms the image is built for; a workload on an arm64 node needs linux/arm64.
     platforms: list[str] = Field(default_factory=lambda: ["linux/amd64"], min_length=1)
 
     @field_validator("tag")
     @classmethod
-    def _pinned(cls, v: str) -> str:
-        return _pinned_tag(v)
+    def _pinned(cls, v: Optional[str]) -> Optional[str]:
+        return None if v is None else _pinned_tag(v)
 
     @field_validator("platforms")
     @classmethod
@@ -308,6 +311,8 @@ class Image(_Strict):
 
     @property
     def ref(self) -> str:
+        if not self.tag:
+            return self.repository
         sep = "@" if self.tag.startswith("sha256:") else ":"
         return f"{self.repository}{sep}{self.tag}"
 

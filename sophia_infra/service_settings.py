@@ -9,7 +9,7 @@ so stack files that set neither key validate unchanged.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from pydantic import Field, field_validator
 
@@ -21,6 +21,17 @@ if TYPE_CHECKING:
 
 # A pinned git revision: a release tag (v1.2.3, 1.2.3-rc1) or a full commit SHA.
 _PINNED_REVISION = re.compile(r"^(v?\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?|[0-9a-f]{40})$")
+# A git branch name (git check-ref-format, simplified): what the release files are read from.
+_BRANCH = re.compile(r"^(?!.*\.\.)(?!.*//)(?!.*\.lock$)[A-Za-z0-9_][A-Za-z0-9._/-]*(?<![./])$")
+_SSH_URL = re.compile(r"^(ssh://|git@)")
+
+# Secret config keys (ESC, fn::secret) of the repository credentials Argo CD reads this repo with.
+REPO_CREDENTIAL_SECRETS = {
+    "sshKey": {"sshPrivateKey": "argocdRepoSshKey"},
+    "githubApp": {"githubAppID": "argocdGithubAppId", "githubAppInstallationID": "argocdGithubAppInstallationId",
+                  "githubAppPrivateKey": "argocdGithubAppPrivateKey"},
+    "none": {},
+}
 
 ARGOCD_CHART = "argo-cd"
 
@@ -36,6 +47,14 @@ class ArgoCDSettings(Strict):
     repo_url: str = Field(default="https://github.com/sophia-ai/sophia-infra.git", alias="repoUrl")
     # A release tag or commit SHA: never HEAD or a branch, so a push does not roll out by itself.
     target_revision: str = Field(default="v0.1.0", alias="targetRevision")
+    # The branch the workloads' release files (releases/<stack>/<name>.yaml) are read from: an
+    # app release is a commit there, which Argo CD rolls out by itself (a second, `ref: values`
+    # source of every Application). The chart stays at targetRevision.
+    release_branch: str = Field(default="main", alias="releaseBranch")
+    # How Argo CD authenticates to repoUrl: a GitHub App (https URL), a read-only deploy key
+    # (SSH URL), or none (a public repository). The secrets come from ESC
+    # (REPO_CREDENTIAL_SECRETS) into a repository Secret in the argocd namespace.
+    repo_credentials: Literal["githubApp", "sshKey", "none"] = Field(default="githubApp", alias="repoCredentials")
     # Dex (SSO) is off unless an identity provider is configured.
     dex: bool = False
     # Host name of an Argo CD UI Ingress behind NGINX; no Ingress when unset.
@@ -67,6 +86,13 @@ class ArgoCDSettings(Strict):
                 ok = False
         if not ok:
             raise ValueError(f"{check.show(v)} is not a git repository URL; use https://host/org/repo.git or git@host:org/repo.git")
+        return v
+
+    @field_validator("release_branch")
+    @classmethod
+    def _branch(cls, v: str) -> str:
+        if v.upper() == "HEAD" or re.fullmatch(r"[0-9a-f]{40}", v) or not _BRANCH.match(v):
+            raise ValueError(f"'{v}' is not a branch name; give the branch app releases are committed to, such as main")
         return v
 
     @field_validator("admin_password_mtime")
@@ -147,6 +173,9 @@ def required_secrets(cfg: "StackConfig") -> dict[str, str]:
     needed: dict[str, str] = {}
     if cfg.delivery == "argocd":
         needed["argocdAdminPasswordBcrypt"] = "sophia:delivery (argocd: the admin password's bcrypt hash)"
+        mode = cfg.argocd.repo_credentials
+        for key in REPO_CREDENTIAL_SECRETS[mode].values():
+            needed[key] = f"sophia:argocd.repoCredentials ({mode}: Argo CD's read access to sophia:argocd.repoUrl)"
     if cfg.services and workloads(cfg).private_images:
         needed["dockerUsername"] = "sophia:workloads.privateImages (image pull Secret)"
         needed["dockerAccessToken"] = "sophia:workloads.privateImages (image pull Secret)"
@@ -161,6 +190,11 @@ def cross_check(cfg: "StackConfig") -> list[str]:
         rev = argo.target_revision
         if rev.upper() == "HEAD" or not _PINNED_REVISION.fullmatch(rev):
             problems.append(f"sophia:argocd.targetRevision: '{rev}' is not pinned (HEAD and branches move by themselves); use a release tag such as v0.1.0 or a full commit SHA.")
+        url_is_ssh = bool(_SSH_URL.match(argo.repo_url))
+        if argo.repo_credentials == "sshKey" and not url_is_ssh:
+            problems.append(f"sophia:argocd.repoCredentials: sshKey (a deploy key) needs an SSH repoUrl, but sophia:argocd.repoUrl is '{argo.repo_url}'; write it as git@github.com:ORG/REPO.git, or use repoCredentials: githubApp.")
+        if argo.repo_credentials == "githubApp" and url_is_ssh:
+            problems.append(f"sophia:argocd.repoCredentials: githubApp needs an https repoUrl, but sophia:argocd.repoUrl is '{argo.repo_url}'; write it as https://github.com/ORG/REPO.git, or use repoCredentials: sshKey.")
         if ARGOCD_CHART not in cfg.charts:
             problems.append(f"sophia:charts.{ARGOCD_CHART}: sophia:delivery is argocd but no {ARGOCD_CHART} chart is pinned; add {ARGOCD_CHART}: {{repository: https://argoproj.github.io/argo-helm, version: 10.1.1}}.")
     for i, svc in enumerate(cfg.services):

@@ -70,17 +70,23 @@ def test_an_invalid_application_fails_the_crd_schema():
         crd_validator("argoproj.io_application.yaml").validate(app)
 
 
-def test_applications_sync_automatically_from_the_pinned_chart():
+def test_applications_sync_automatically_from_the_pinned_chart_and_the_release_branch():
     cfg = parse_with("production")
     for name, app in applications().items():
         svc = next(s for s in cfg.services if s.name == name)
         spec = app["spec"]
         assert app["metadata"]["namespace"] == names.ARGOCD
         assert spec["project"] == "sophia"
-        assert spec["source"]["repoURL"] == cfg.argocd.repo_url
-        assert spec["source"]["targetRevision"] == cfg.argocd.target_revision != "HEAD"
-        assert spec["source"]["path"] == "charts/sophia-service"
-        assert spec["source"]["helm"]["releaseName"] == name
+        assert "source" not in spec
+        chart, values = spec["sources"]
+        assert chart["repoURL"] == values["repoURL"] == cfg.argocd.repo_url
+        assert chart["targetRevision"] == cfg.argocd.target_revision != "HEAD"
+        assert chart["path"] == "charts/sophia-service"
+        assert chart["helm"]["releaseName"] == name
+        # The release file, from the release branch: the only place the image tag is.
+        assert values == {"repoURL": cfg.argocd.repo_url, "targetRevision": "main", "ref": "values"}
+        assert chart["helm"]["valueFiles"] == [f"$values/releases/production/{name}.yaml"]
+        assert chart["helm"]["valuesObject"]["image"] == {"repository": svc.image.repository, "pullPolicy": "IfNotPresent"}
         assert spec["destination"] == {"server": "https://kubernetes.default.svc", "namespace": namespace(svc)}
         policy = spec["syncPolicy"]
         assert policy["automated"] == {"prune": True, "selfHeal": True}
@@ -118,6 +124,10 @@ def test_app_project_limits_sources_and_destinations():
     crd_validator("argoproj.io_appproject.yaml").validate(project)
     spec = project["spec"]
     assert spec["sourceRepos"] == ["https://github.com/sophia-ai/sophia-infra.git"]
+    # Both sources of every Application (chart and release files) are repositories it allows.
+    for app in applications().values():
+        assert len(app["spec"]["sources"]) == 2
+        assert all(src["repoURL"] in spec["sourceRepos"] for src in app["spec"]["sources"])
     assert sorted(d["namespace"] for d in spec["destinations"]) == sorted([names.APPS, names.MCP])
     assert all(d["server"] == "https://kubernetes.default.svc" for d in spec["destinations"])
     assert spec["clusterResourceWhitelist"] == [{"group": "", "kind": "Namespace"}]
@@ -283,3 +293,113 @@ def test_an_empty_rollback_entry_is_refused():
     assert problems_of("production", lambda raw: raw.update(argocd={"rollbacks": {"backend": " "}})) == [
         "sophia:argocd.rollbacks: the rollback of 'backend' is empty; give the Argo CD history id it was rolled back to "
         "(or a reason), or remove it with ./deploy.sh resume backend."]
+
+
+# ----------------------------------------------------------------------------- release files, repository access
+
+def test_no_application_input_carries_an_image_tag():
+    """Pulumi's inputs hold nothing an app release changes: no tag, no digest, no release file content."""
+    for name, app in applications().items():
+        text = json.dumps(app)
+        assert '"tag"' not in text and '"digest"' not in text, name
+
+
+def test_the_release_branch_follows_the_setting():
+    run = run_services("production", None, '{"releaseBranch": "release/prod"}')
+    for reg in run.of_type(APPLICATION):
+        assert run.raw[reg.name]["spec"]["sources"][1]["targetRevision"] == "release/prod"
+
+
+@pytest.mark.parametrize("branch", ["HEAD", "0123456789abcdef0123456789abcdef01234567", "a..b", "main/", "x.lock", "-x"])
+def test_a_release_branch_must_be_a_branch(branch):
+    problems = problems_of("production", lambda raw: raw.update(argocd={"releaseBranch": branch}))
+    assert problems == [f"sophia:argocd.releaseBranch: '{branch}' is not a branch name; give the branch app releases are committed to, such as main."]
+
+
+REPO_LABEL = "argocd.argoproj.io/secret-type"
+
+
+def _repository_secrets(run):
+    return [r for r in run.of_type(SECRET_TYPE) if (r.inputs["metadata"].get("labels") or {}).get(REPO_LABEL) == "repository"]
+
+
+def test_argo_cd_reads_this_repository_with_a_github_app_from_esc():
+    run = run_services("production")
+    (reg,) = _repository_secrets(run)
+    assert reg.inputs["metadata"]["name"] == "sophia-infra-repository" and reg.inputs["metadata"]["namespace"] == names.ARGOCD
+    masked = reg.inputs["stringData"]
+    assert masked == SECRET or all(masked[k] == SECRET for k in ("githubAppID", "githubAppInstallationID", "githubAppPrivateKey"))
+    real = run.raw[reg.name]["stringData"]
+    assert real == {"type": "git", "url": "https://github.com/sophia-ai/sophia-infra.git",
+                    "githubAppID": "placeholder-production-infrastructure-argocd-github-app-id",
+                    "githubAppInstallationID": "placeholder-production-infrastructure-argocd-github-app-installation-id",
+                    "githubAppPrivateKey": "placeholder-production-infrastructure-argocd-github-app-private-key"}
+    # Every Application waits for it: the first sync must not fail on an unreadable repository.
+    for app in run.of_type(APPLICATION):
+        assert reg.urn in app.dependencies, app.name
+    assert "placeholder-" not in json.dumps(reg.inputs)
+
+
+def test_argo_cd_reads_this_repository_with_a_deploy_key():
+    run = run_services("production", None, '{"repoCredentials": "sshKey", "repoUrl": "git@github.com:sophia-ai/sophia-infra.git"}')
+    (reg,) = _repository_secrets(run)
+    assert set(run.raw[reg.name]["stringData"]) == {"type", "url", "sshPrivateKey"}
+    assert run.raw[reg.name]["stringData"]["sshPrivateKey"] == "placeholder-production-infrastructure-argocd-repo-ssh-private-key"
+    assert reg.inputs["stringData"] == SECRET or reg.inputs["stringData"]["sshPrivateKey"] == SECRET
+
+
+def test_a_public_repository_needs_no_credentials():
+    run = run_services("production", None, '{"repoCredentials": "none"}')
+    assert _repository_secrets(run) == []
+    assert not {"argocdGithubAppId", "argocdRepoSshKey"} & set(run.cfg.required_secrets())
+
+
+@pytest.mark.parametrize("argocd,message", [
+    ({"repoCredentials": "sshKey"},
+     "sophia:argocd.repoCredentials: sshKey (a deploy key) needs an SSH repoUrl, but sophia:argocd.repoUrl is "
+     "'https://github.com/sophia-ai/sophia-infra.git'; write it as git@github.com:ORG/REPO.git, or use repoCredentials: githubApp."),
+    ({"repoUrl": "git@github.com:sophia-ai/sophia-infra.git"},
+     "sophia:argocd.repoCredentials: githubApp needs an https repoUrl, but sophia:argocd.repoUrl is "
+     "'git@github.com:sophia-ai/sophia-infra.git'; write it as https://github.com/ORG/REPO.git, or use repoCredentials: sshKey."),
+])
+def test_credentials_that_do_not_fit_the_url_are_refused(argocd, message):
+    assert problems_of("production", lambda raw: raw.update(argocd=argocd)) == [message]
+
+
+def test_repository_credentials_must_be_secrets_in_esc():
+    problems = problems_of("production", drop_secrets=("argocdGithubAppPrivateKey",))
+    assert [p for p in problems if p.startswith("sophia:argocdGithubAppPrivateKey:")] == [p for p in problems]
+    assert "missing" in problems[0]
+    problems = problems_of("production", plain_secrets=("argocdGithubAppId",))
+    assert problems and problems[0].startswith("sophia:argocdGithubAppId:") and "plain text" in problems[0]
+
+
+def test_a_workload_pinned_in_the_stack_config_keeps_its_tag_in_values(tmp_path, monkeypatch):
+    """Without a release file (a tag in the stack config, e.g. make bench's generated servers), the
+    Application has the chart source only and its values carry the tag: still one place."""
+    from sophia_infra import releases
+    from sophia_infra.services import application_spec, structural_values, service_values
+
+    cfg = parse_with("production", lambda raw: raw["services"][0]["image"].update(tag="2.0.0"))
+    backend = cfg.services[0]
+    values = service_values(cfg, backend, releases.Release("2.0.0"))
+    spec = application_spec(cfg, backend, values, "production", release_file=False)
+    (chart,) = spec["sources"]
+    assert "valueFiles" not in chart["helm"] and chart["helm"]["valuesObject"]["image"]["tag"] == "2.0.0"
+    assert crd_errors({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+                       "metadata": {"name": "backend", "namespace": "argocd"}, "spec": spec}) == []
+    assert structural_values(cfg, backend)["image"].get("tag") is None
+
+
+def test_the_policy_pack_still_checks_multi_source_applications():
+    """The policy rules read the chart source's valuesObject; the tag from a release file passes."""
+    from sophia_infra.plan import report
+
+    rules = report._policy_rules()
+    apps = applications()
+    assert all(rules.evaluate(APPLICATION, app) == [] for app in apps.values())
+    broken = json.loads(json.dumps(apps["ai-memory"]))
+    broken["spec"]["sources"][0]["helm"]["valuesObject"]["placement"]["gpuType"] = ""
+    broken["spec"]["sources"][0]["helm"]["valuesObject"]["image"]["tag"] = "latest"
+    found = {rule for rule, _ in rules.evaluate(APPLICATION, broken)}
+    assert {"images-pinned"} <= found and len(found) >= 2, found

@@ -18,13 +18,14 @@ import pytest
 from pulumi.runtime import rpc
 from pulumi.runtime import settings as pulumi_settings
 
-from sophia_infra import names, service_settings
-from sophia_infra.config import StackConfig
+from sophia_infra import names, releases, service_settings
+from sophia_infra.config import ConfigError, StackConfig
+from sophia_infra.config import parse as config_parse
 from sophia_infra.plan import stack_config
 from sophia_infra.plan.mocks import SECRET, RecordingMonitor, Registration
 from sophia_infra.services import Services
-from sophia_infra.services.values import endpoint, mcp_registry, namespace, service_values
-from tests.conftest import STACKS, parse_with, problems_of
+from sophia_infra.services.values import endpoint, mcp_registry, namespace, service_values, structural_values
+from tests.conftest import STACKS, parse_with, problems_of, raw_stack
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 SECRET_TYPE = "kubernetes:core/v1:Secret"
@@ -163,7 +164,9 @@ def test_values_carry_no_secret_values():
 
 def test_default_settings_need_argocd_and_docker_secrets_only_where_used():
     prod, dev = parse_with("production"), parse_with("dev")
-    assert set(service_settings.required_secrets(prod)) == {"argocdAdminPasswordBcrypt", "dockerUsername", "dockerAccessToken"}
+    assert set(service_settings.required_secrets(prod)) == {"argocdAdminPasswordBcrypt", "dockerUsername", "dockerAccessToken",
+                                                           "argocdGithubAppId", "argocdGithubAppInstallationId",
+                                                           "argocdGithubAppPrivateKey"}
     assert set(service_settings.required_secrets(dev)) == {"dockerUsername", "dockerAccessToken"}
     assert "argocdAdminPasswordBcrypt" in prod.required_secrets()
 
@@ -242,9 +245,12 @@ def test_production_has_15_applications_and_no_workload_releases():
 
 
 def test_both_delivery_modes_get_identical_values():
+    """What Argo CD renders (release file + valuesObject, merged as Argo CD merges) is what Helm installs."""
+    from sophia_infra.plan.render import application_values
+
     argo, helm = run_services("production"), run_services("production", "helm")
     assert helm.cfg.delivery == "helm" and argo.cfg.delivery == "argocd"
-    app_values = {argo.raw[r.name]["metadata"]["name"]: argo.raw[r.name]["spec"]["source"]["helm"]["valuesObject"]
+    app_values = {argo.raw[r.name]["metadata"]["name"]: application_values(argo.raw[r.name]["spec"])[1]
                   for r in argo.of_type(APPLICATION)}
     release_values = {helm.raw[r.name]["name"]: helm.raw[r.name]["values"] for r in helm.of_type(RELEASE)}
     assert app_values.keys() == release_values.keys() and len(app_values) == 15
@@ -323,3 +329,110 @@ def test_every_child_uses_the_provider_and_the_component_as_parent(stack):
             assert "pulumi:providers:kubernetes" in reg.provider, reg.name
         if reg.custom and reg.parent == comp.urn:
             assert reg.name.startswith("services-"), reg.name
+
+
+# ----------------------------------------------------------------------------- release files
+
+def test_dev_installs_the_release_files_image():
+    """Dev's Helm values carry the tag of releases/dev/<name>.yaml; the stack file has none."""
+    run = run_services("dev")
+    for reg in run.of_type(RELEASE):
+        name = reg.inputs["name"]
+        svc = next(s for s in run.cfg.services if s.name == name)
+        assert svc.image.tag is None, f"{name}: a tag in Pulumi.dev.yaml as well as in its release file"
+        assert releases.read("dev", name) is not None
+        assert run.raw[reg.name]["values"]["image"] == {"repository": svc.image.repository, "pullPolicy": "IfNotPresent",
+                                                        "tag": releases.read("dev", name).tag}
+
+
+def test_values_merge_the_release_into_the_structural_values():
+    cfg = parse_with("production")
+    backend = next(s for s in cfg.services if s.name == "backend")
+    release = releases.Release("1.4.2", "sha256:" + "ab" * 32)
+    full = service_values(cfg, backend, release)
+    assert full["image"] == {"repository": "docker.io/scoobyjava15/sophia-backend", "pullPolicy": "IfNotPresent",
+                             "tag": "1.4.2", "digest": "sha256:" + "ab" * 32}
+    structural = structural_values(cfg, backend)
+    assert "tag" not in structural["image"] and "digest" not in structural["image"]
+    assert {k: v for k, v in full.items() if k != "image"} == {k: v for k, v in structural.items() if k != "image"}
+
+
+def test_argocd_merge_order_is_value_files_then_values_object():
+    """Argo CD's precedence: valuesObject over valueFiles, later files over earlier; maps merge, null removes."""
+    merged = releases.argocd_values([{"image": {"tag": "1", "digest": "d"}, "a": [1]}, {"image": {"tag": "2"}}],
+                                    {"image": {"repository": "r", "digest": None}, "a": [2]})
+    assert merged == {"image": {"tag": "2", "repository": "r"}, "a": [2]}
+
+
+def _tree(tmp_path, stack: str, files: dict[str, str]):
+    folder = tmp_path / "releases" / stack
+    folder.mkdir(parents=True)
+    for name, text in files.items():
+        (folder / f"{name}.yaml").write_text(text)
+    return tmp_path
+
+
+def _valid_files(stack: str) -> dict[str, str]:
+    return {s.name: releases.path(stack, s.name).read_text() for s in parse_with(stack).services}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_committed_release_files_are_complete(stack):
+    assert releases.problems(parse_with(stack), stack) == []
+    assert sorted(releases.files(stack)) == sorted(s.name for s in parse_with(stack).services)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda files, raw: files.pop("gong"),
+     "releases/dev/gong.yaml: does not exist and sophia:services[4].image.tag is unset, so 'gong' has no image tag; "
+     "create it with python -m sophia_infra release gong --stack dev --tag TAG."),
+    (lambda files, raw: raw["services"][0]["image"].update(tag="1.0.0"),
+     "sophia:services[0].image.tag: '1.0.0' is set in Pulumi.dev.yaml and releases/dev/backend.yaml gives 'backend' "
+     "its image too; remove image.tag from the stack file (the release file is the one place an app release writes)."),
+    (lambda files, raw: files.update(bakend=files["backend"]),
+     "releases/dev/bakend.yaml: there is no service 'bakend' in sophia:services of stack dev; git rm the file or correct its name."),
+    (lambda files, raw: files.update(gong='image:\n  tag: latest\n'),
+     "releases/dev/gong.yaml: the tag 'latest' is not pinned (latest moves by itself); give the exact version tag the "
+     "image was pushed with, such as 1.4.2."),
+    (lambda files, raw: files.update(gong='image:\n  tag: "1.0.0"\n  digest: sha256:abc\n'),
+     "releases/dev/gong.yaml: 'sha256:abc' is not an image digest; give sha256: followed by 64 lower-case hex digits "
+     "(what `docker buildx imagetools inspect IMAGE` prints as Digest)."),
+    (lambda files, raw: files.update(gong='image:\n  tag: "1.0.0"\n  replicas: 3\n'),
+     "releases/dev/gong.yaml: image.replicas is not a key of a release file (only tag and digest are); structural "
+     "settings belong in the stack config."),
+    (lambda files, raw: files.update(gong='image: {tag: "1.0.0"\n'),
+     None),  # a YAML error: file:line:column: what
+])
+def test_release_file_problems_are_one_sentence_each(tmp_path, edit, message):
+    raw, secrets = raw_stack("dev")
+    files = _valid_files("dev")
+    edit(files, raw)
+    cfg = config_parse(raw, lambda k: True if k in secrets else None)
+    found = releases.problems(cfg, "dev", _tree(tmp_path, "dev", files))
+    assert len(found) == 1, found
+    if message is None:
+        assert found[0].startswith("releases/dev/gong.yaml:2:1: expected ',' or '}'"), found
+    else:
+        assert found == [message]
+
+
+def test_a_stack_without_release_files_may_pin_tags_in_its_config(tmp_path):
+    """One source of truth either way: a stack (e.g. make bench's) without release files keeps image.tag."""
+    raw, secrets = raw_stack("production")
+    for svc in raw["services"]:
+        svc["image"]["tag"] = "2.0.0"
+    cfg = config_parse(raw, lambda k: True if k in secrets else None)
+    assert releases.problems(cfg, "production", tmp_path) == []
+    found = releases.for_stack(cfg, "production", tmp_path)
+    assert {r.tag for r in found.values()} == {"2.0.0"} and all(r.file is None for r in found.values())
+
+
+def test_services_refuse_a_broken_release_file_with_the_config_error(tmp_path, monkeypatch):
+    cfg = parse_with("production")
+    files = _valid_files("production")
+    files["slack"] = "image:\n  tag: latest\n"
+    monkeypatch.setattr(releases, "ROOT", _tree(tmp_path, "production", files))
+    with pytest.raises(ConfigError) as err:
+        releases.for_stack(cfg, "production", releases.ROOT)
+    assert err.value.problems == ["releases/production/slack.yaml: the tag 'latest' is not pinned (latest moves by "
+                                  "itself); give the exact version tag the image was pushed with, such as 1.4.2."]

@@ -26,7 +26,7 @@ def test_workflows_match_the_github_schema():
     proc = subprocess.run([exe, "--builtin-schema", "vendor.github-workflows", *map(str, WORKFLOWS)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert len(WORKFLOWS) == 3
+    assert len(WORKFLOWS) == 4
 
 
 def test_ci_runs_tests_audit_and_plan_with_placement_summary():
@@ -64,3 +64,35 @@ def test_actions_are_pinned_to_a_version(path):
             if "uses" in step:
                 ref = step["uses"].split("@")[1]
                 assert ref not in ("main", "master", "latest"), step["uses"]
+
+
+def test_release_is_a_reusable_workflow_that_builds_pushes_and_records_the_release():
+    doc = _load("release.yml")
+    call = doc["on"]["workflow_call"]
+    assert {"workload", "stack", "image", "context", "mode"} <= set(call["inputs"])
+    assert call["inputs"]["mode"]["default"] == "direct" and call["inputs"]["stack"]["default"] == "production"
+    assert set(call["secrets"]) == {"registry-username", "registry-token", "infra-token"}
+    jobs = doc["jobs"]
+    # The platforms come from the stack config (linux/arm64 for a GH200 workload), via describe.
+    describe = next(s for s in jobs["plan"]["steps"] if s.get("id") == "describe")
+    assert 'python -m sophia_infra describe --stack "$STACK" "$WORKLOAD"' in describe["run"]
+    build = {s["uses"].split("@")[0]: s for s in jobs["build"]["steps"] if "uses" in s}
+    assert {"docker/setup-qemu-action", "docker/setup-buildx-action", "docker/login-action",
+            "docker/build-push-action"} <= set(build)
+    push = build["docker/build-push-action"]["with"]
+    assert push["push"] is True and push["platforms"] == "${{ needs.plan.outputs.platforms }}"
+    assert jobs["release"]["needs"] == ["plan", "build"]
+    steps = jobs["release"]["steps"]
+    (step,) = [s for s in steps if s.get("name") == "Release"]
+    assert step["env"]["DIGEST"] == "${{ needs.build.outputs.digest }}"
+    commit = next(s for s in steps if s.get("name") == "Commit the release file")["run"]
+    # Only the release file is committed; direct push or a pull request with auto-merge.
+    assert 'git commit --quiet -m "$message" -m "$body" -- "$file"' in commit
+    assert 'git push origin "HEAD:$BRANCH"' in commit and "gh pr merge" in commit and "--auto" in commit
+
+
+def test_release_workflow_commit_script_is_valid_bash():
+    for step in _load("release.yml")["jobs"]["release"]["steps"]:
+        if "run" in step:
+            proc = subprocess.run(["bash", "-n", "-c", step["run"]], capture_output=True, text=True)
+            assert proc.returncode == 0, proc.stderr

@@ -78,8 +78,40 @@ def _chart_name(chart: str) -> str:
     return chart.rstrip("/").rsplit("/", 1)[-1]
 
 
-def release_specs(resources: Iterable[Any]) -> list[ReleaseSpec]:
-    """Every release of a plan's registrations (sophia_infra.plan.mocks.Registration)."""
+def _value_file(entry: str, chart_path: str, refs: dict[str, dict], root: Path) -> dict:
+    """One `helm.valueFiles` entry as Argo CD resolves it: `$<ref>/path` in the repository of
+    the source named <ref>, anything else relative to the chart. Both are read from this work
+    tree (the plan runs on the commit that the release branch will hold)."""
+    if entry.startswith("$"):
+        ref, _, rest = entry[1:].partition("/")
+        if ref not in refs:
+            raise RenderError(f"the values file {entry} names no source with `ref: {ref}`; Argo CD would refuse it")
+        file = root / rest
+    else:
+        file = root / chart_path / entry
+    if not file.is_file():
+        raise RenderError(f"the values file {entry} does not exist at {file}; Argo CD would fail to render the Application "
+                          "(create it, e.g. python -m sophia_infra release WORKLOAD --stack STACK --tag TAG)")
+    return yaml.load(file.read_text(), Loader=_Loader) or {}
+
+
+def application_values(spec: dict, root: Path = ROOT) -> tuple[dict, dict]:
+    """(the chart source, the values Argo CD renders it with) of an Application of the local
+    chart: `spec.source`, or the `spec.sources` entry with a `path`, whose valueFiles (resolved
+    through the `ref` sources) come first and valuesObject on top, as Argo CD merges them."""
+    from sophia_infra.releases import argocd_values
+
+    sources = spec.get("sources") or ([spec["source"]] if spec.get("source") else [])
+    (chart,) = [s for s in sources if s.get("path")]
+    refs = {s["ref"]: s for s in sources if s.get("ref")}
+    helm = chart.get("helm") or {}
+    files = [_value_file(f, chart["path"], refs, root) for f in helm.get("valueFiles") or []]
+    return chart, argocd_values(files, helm.get("valuesObject") or {})
+
+
+def release_specs(resources: Iterable[Any], root: Path = ROOT) -> list[ReleaseSpec]:
+    """Every release of a plan's registrations (sophia_infra.plan.mocks.Registration); an
+    Application's release files are read from `root` (this work tree)."""
     specs = []
     for r in resources:
         if r.type == RELEASE:
@@ -92,12 +124,11 @@ def release_specs(resources: Iterable[Any]) -> list[ReleaseSpec]:
                                      version=None if local else i["version"], values=i.get("values") or {}))
         elif r.type == APPLICATION:
             spec = r.inputs.get("spec") or {}
-            src = spec.get("source") or {}
+            src, values = application_values(spec, root)
             helm = src.get("helm") or {}
             specs.append(ReleaseSpec(resource=r.name, release=helm.get("releaseName") or r.inputs["metadata"]["name"],
                                      namespace=(spec.get("destination") or {}).get("namespace") or "default",
-                                     chart=src["path"], version=None, values=helm.get("valuesObject") or {},
-                                     via="argocd"))
+                                     chart=src["path"], version=None, values=values, via="argocd"))
     return sorted(specs, key=lambda s: (s.namespace, s.release))
 
 

@@ -1,14 +1,20 @@
 """The platform's own workloads: backend, frontend and the MCP servers.
 
 `Services` creates, per workload, a Secret holding only that workload's keys (and the
-backend's `mcp-registry` ConfigMap), then delivers charts/sophia-service with the values
-of `values.service_values`:
+backend's `mcp-registry` ConfigMap), then delivers charts/sophia-service. What an app
+release changes (the image tag and digest) is read from the workload's release file,
+`releases/<stack>/<name>.yaml` (sophia_infra.releases), in both modes:
 
-- `sophia:delivery: helm` (dev): one `helm.v3.Release` of the local chart per workload;
-- `sophia:delivery: argocd` (production): the pinned argo-cd chart, an AppProject limited
-  to the platform namespaces and this repository, and one Application per workload whose
-  `helm.valuesObject` is the same dict. Applications sync automatically, except those with
-  a rollback in force (`sophia:argocd.rollbacks`, recorded by `deploy.sh rollback`).
+- `sophia:delivery: helm` (dev): one `helm.v3.Release` of the local chart per workload, with
+  the release file merged into the structural values (`values.service_values`);
+- `sophia:delivery: argocd` (production): the pinned argo-cd chart, a repository Secret
+  (read access to this repo, from ESC), an AppProject limited to the platform namespaces and
+  this repository, and one multi-source Application per workload: the chart at the pinned
+  `targetRevision` with the structural values as `helm.valuesObject`, and the release file
+  as `helm.valueFiles` from the release branch (a `ref: values` source). Pulumi's inputs
+  carry no image tag, so an app release is a git commit that Argo CD rolls out by itself and
+  `pulumi preview` shows no change. Applications sync automatically, except those with an
+  emergency pause in force (`sophia:argocd.rollbacks`, `deploy.sh rollback --emergency`).
 
 Secret values only ever travel in Kubernetes Secrets created here (never in Helm values
 or Application specs) and stay secret Outputs end to end.
@@ -25,10 +31,10 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from sophia_infra import names
+from sophia_infra import names, releases
 from sophia_infra.config import StackConfig
 from sophia_infra.secrets import secret
-from sophia_infra.service_settings import ARGOCD_CHART, workloads
+from sophia_infra.service_settings import ARGOCD_CHART, REPO_CREDENTIAL_SECRETS, workloads
 from sophia_infra.services.values import (
     CHART_DIR,
     CHART_REPO_PATH,
@@ -41,15 +47,19 @@ from sophia_infra.services.values import (
     namespace,
     secret_name,
     service_values,
+    structural_values,
 )
 
-__all__ = ["Services", "service_values", "mcp_registry", "argocd_values", "application_spec", "application_metadata",
-           "app_project_spec", "paused_for_rollback", "rollback_warning"]
+__all__ = ["Services", "service_values", "structural_values", "mcp_registry", "argocd_values", "application_spec",
+           "application_metadata", "app_project_spec", "paused_for_rollback", "rollback_warning",
+           "repository_secret_data", "REPOSITORY_SECRET"]
 
 IN_CLUSTER = "https://kubernetes.default.svc"
 PROJECT = "sophia"
 # On an Application whose auto-sync is paused for a rollback: what it was rolled back to.
 ROLLBACK_ANNOTATION = "sophia.ai/rollback"
+# The Argo CD repository Secret (argocd.argoproj.io/secret-type: repository) for this repo.
+REPOSITORY_SECRET = "sophia-infra-repository"
 # Resource kinds charts/sophia-service renders: all the AppProject lets Applications create.
 CHART_KINDS = [
     ("", "ServiceAccount"), ("", "Service"), ("apps", "Deployment"),
@@ -150,11 +160,17 @@ def application_metadata(cfg: StackConfig, svc) -> dict[str, Any]:
     return meta
 
 
-def application_spec(cfg: StackConfig, svc, values: dict[str, Any]) -> dict[str, Any]:
-    """The Application of one workload: the chart at the pinned revision, with `values`.
+def application_spec(cfg: StackConfig, svc, values: dict[str, Any], stack: str,
+                     release_file: bool = True) -> dict[str, Any]:
+    """The Application of one workload: two sources of this repository, the chart at the
+    pinned revision with the structural `values` (helm.valuesObject), and the release branch
+    (`ref: values`) whose releases/<stack>/<name>.yaml is the chart's values file. Argo CD
+    merges valueFiles first, valuesObject on top; the two never hold the same key.
+    Without a `release_file` (a tag pinned in the stack config instead) the chart source
+    alone, and `values` carry the tag.
 
-    Synced automatically (prune, self-heal) unless a rollback of it is in force: then without
-    `automated`, so that neither Argo CD nor a later `pulumi up` undoes the rollback."""
+    Synced automatically (prune, self-heal) unless an emergency pause of it is in force: then
+    without `automated`, so that neither Argo CD nor a later `pulumi up` undoes it."""
     sync_options = ["CreateNamespace=true", "ServerSideApply=true"]
     sync_policy: dict[str, Any] = {}
     if svc.name not in paused_for_rollback(cfg):
@@ -163,22 +179,39 @@ def application_spec(cfg: StackConfig, svc, values: dict[str, Any]) -> dict[str,
     sync_policy["retry"] = {"limit": 5, "backoff": {"duration": "10s", "factor": 2, "maxDuration": "3m"}}
     spec: dict[str, Any] = {
         "project": PROJECT,
-        "source": {
+        "sources": [{
             "repoURL": cfg.argocd.repo_url,
             "targetRevision": cfg.argocd.target_revision,
             "path": CHART_REPO_PATH,
-            "helm": {"releaseName": svc.name, "valuesObject": values},
-        },
+            "helm": {"releaseName": svc.name,
+                     **({"valueFiles": [releases.value_file(stack, svc.name)]} if release_file else {}),
+                     "valuesObject": values},
+        }],
         "destination": {"server": IN_CLUSTER, "namespace": namespace(svc)},
         "syncPolicy": sync_policy,
         "revisionHistoryLimit": 10,
     }
+    if release_file:
+        spec["sources"].append({"repoURL": cfg.argocd.repo_url, "targetRevision": cfg.argocd.release_branch,
+                                "ref": releases.VALUES_REF})
     if has_hpa(svc):
         # The HPA owns the replica count: neither report drift nor reset it on sync.
         spec["ignoreDifferences"] = [{"group": "apps", "kind": "Deployment", "name": svc.name,
                                       "jsonPointers": ["/spec/replicas"]}]
         sync_options.append("RespectIgnoreDifferences=true")
     return spec
+
+
+def repository_secret_data(cfg: StackConfig) -> dict[str, pulumi.Input[str]]:
+    """stringData of Argo CD's repository Secret: this repo's URL and the ESC credentials
+    (secret Outputs); empty when sophia:argocd.repoCredentials is none (a public repository)."""
+    fields = REPO_CREDENTIAL_SECRETS[cfg.argocd.repo_credentials]
+    if not fields:
+        return {}
+    data: dict[str, pulumi.Input[str]] = {"type": "git", "url": cfg.argocd.repo_url}
+    for field, key in sorted(fields.items()):
+        data[field] = pulumi.Output.secret(secret(key))
+    return data
 
 
 def _dockerconfigjson(server: str, user: pulumi.Output[str], token: pulumi.Output[str]) -> pulumi.Output[str]:
@@ -206,6 +239,9 @@ class Services(pulumi.ComponentResource):
         if cfg.delivery not in ("helm", "argocd"):
             raise ValueError(f"sophia:delivery: '{cfg.delivery}' is not a delivery mode; use helm or argocd")
         self._name, self._cfg, self._provider = name, cfg, provider
+        self._stack = pulumi.get_stack()
+        # Every workload's release (its release file, checked: one sentence per problem).
+        self.release_of: dict[str, releases.Release] = releases.for_stack(cfg, self._stack)
         # What the component waits for (the platform's namespaces, ...) every child waits for.
         deps = opts.depends_on if opts is not None and opts.depends_on is not None else []
         if isinstance(deps, pulumi.Resource):
@@ -215,7 +251,9 @@ class Services(pulumi.ComponentResource):
         self._deps: list[pulumi.Input[pulumi.Resource]] = list(deps)
         settings = workloads(cfg)
 
-        self.values: dict[str, dict[str, Any]] = {s.name: service_values(cfg, s) for s in cfg.services}
+        # What each workload renders with (structural values + its release) in both modes.
+        self.values: dict[str, dict[str, Any]] = {s.name: service_values(cfg, s, self.release_of[s.name])
+                                                  for s in cfg.services}
         self.mcp_registry: dict[str, str] = mcp_registry(cfg)
         self.endpoints: dict[str, str] = endpoints(cfg)
         self.secrets: dict[str, k8s.core.v1.Secret] = {}
@@ -224,6 +262,7 @@ class Services(pulumi.ComponentResource):
         self.applications: dict[str, k8s.apiextensions.CustomResource] = {}
         self.argocd_release: Optional[k8s.helm.v3.Release] = None
         self.app_project: Optional[k8s.apiextensions.CustomResource] = None
+        self.repository_secret: Optional[k8s.core.v1.Secret] = None
         self.registry_config_map: Optional[k8s.core.v1.ConfigMap] = None
 
         # --- Secrets and ConfigMaps the workloads read (both delivery modes)
@@ -342,6 +381,16 @@ class Services(pulumi.ComponentResource):
             max_history=5,
             timeout=900,
             opts=self._child(depends_on=before_release))
+        repo_data = repository_secret_data(cfg)
+        if repo_data:
+            # Argo CD's read access to this repository (chart and release files), from ESC.
+            self.repository_secret = k8s.core.v1.Secret(
+                f"{name}-argocd-repository",
+                metadata={"name": REPOSITORY_SECRET, "namespace": names.ARGOCD, "labels": {
+                    "argocd.argoproj.io/secret-type": "repository", "app.kubernetes.io/part-of": "argocd"}},
+                type="Opaque",
+                string_data=repo_data,
+                opts=ns_opts)
         self.app_project = k8s.apiextensions.CustomResource(
             f"{name}-appproject",
             api_version="argoproj.io/v1alpha1",
@@ -353,11 +402,16 @@ class Services(pulumi.ComponentResource):
         if warning:
             # Without resource=: a resource's warning waits for its URN and may never be sent.
             pulumi.log.warn(warning)
+        repo = [self.repository_secret] if self.repository_secret is not None else []
         for svc in cfg.services:
+            # valuesObject: the structural values only; the image comes from the release file
+            # (or, for a tag pinned in the stack config, from the values as before).
+            from_file = self.release_of[svc.name].file is not None
+            values = structural_values(cfg, svc) if from_file else self.values[svc.name]
             self.applications[svc.name] = k8s.apiextensions.CustomResource(
                 f"{name}-app-{svc.name}",
                 api_version="argoproj.io/v1alpha1",
                 kind="Application",
                 metadata=application_metadata(cfg, svc),
-                spec=application_spec(cfg, svc, self.values[svc.name]),
-                opts=self._child(depends_on=[self.argocd_release, self.app_project, *inputs_of[svc.name]]))
+                spec=application_spec(cfg, svc, values, self._stack, release_file=from_file),
+                opts=self._child(depends_on=[self.argocd_release, self.app_project, *repo, *inputs_of[svc.name]]))

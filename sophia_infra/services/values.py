@@ -1,17 +1,24 @@
 """Helm values of the sophia-service chart for each workload (pure: no Pulumi resources).
 
-`service_values` is the one function both delivery modes use: the helm.v3.Release of dev
-and the Argo CD Application (`helm.valuesObject`) of production get the same dict, so a
-workload renders the same objects whichever way it is delivered. The values name Secrets
-and ConfigMaps, never secret values.
+Two parts, merged the way Argo CD merges them (`releases.argocd_values`):
+
+- `structural_values`: everything the stack config owns (placement, GPU, replicas,
+  resources, secrets' names, ports, the image's repository): an Argo CD Application's
+  `helm.valuesObject`, so Pulumi's inputs never carry what an app release changes;
+- the workload's release (`releases/<stack>/<name>.yaml`: image tag and digest), which Argo CD
+  reads as a `valueFiles` entry from the release branch.
+
+`service_values` is both merged: what the helm.v3.Release of dev installs and what Argo CD
+renders in production, so a workload renders the same objects whichever way it is delivered.
+The values name Secrets and ConfigMaps, never secret values.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-from sophia_infra import names
+from sophia_infra import names, releases
 from sophia_infra.config import Service, StackConfig
 from sophia_infra.service_settings import Resources, workloads
 
@@ -124,14 +131,24 @@ def _env(svc: Service) -> dict[str, str]:
     return env
 
 
-def service_values(cfg: StackConfig, svc: Service) -> dict[str, Any]:
-    """Values of charts/sophia-service for one workload (identical in both delivery modes)."""
+def service_values(cfg: StackConfig, svc: Service, release: Optional[releases.Release] = None,
+                   stack: Optional[str] = None) -> dict[str, Any]:
+    """Values of charts/sophia-service for one workload, release included (identical in both
+    delivery modes). Without `release`: the one in force in `stack` (default: the stack named
+    like the config's environment, as dev and production are)."""
+    if release is None:
+        release = releases.in_force(svc, stack or cfg.environment)
+    return releases.argocd_values([release.values()], structural_values(cfg, svc))
+
+
+def structural_values(cfg: StackConfig, svc: Service) -> dict[str, Any]:
+    """The values the stack config owns: all but the release's image tag and digest."""
     w = workloads(cfg)
     ingress_host = w.frontend_host if svc.name == "frontend" else None
     return {
         "name": svc.name,
         "kind": svc.kind,
-        "image": {"repository": svc.image.repository, "tag": svc.image.tag, "pullPolicy": "IfNotPresent"},
+        "image": {"repository": svc.image.repository, "pullPolicy": "IfNotPresent"},
         "imagePullSecrets": [REGISTRY_SECRET] if w.private_images else [],
         "replicas": svc.replicas,
         "autoscaling": {
