@@ -222,6 +222,17 @@ class K3s(_Strict):
     # [any] on purpose. Empty means any as well, which a production stack may not leave implicit.
     api_allow_from: list[str] = Field(default_factory=list, alias="apiAllowFrom")
     install_nvidia_toolkit: bool = Field(default=False, alias="installNvidiaToolkit")
+    # SHA-256 of install.sh at `version` (the k3s repository's install.sh.sha256sum at that
+    # tag): the hosts run the installer as root only if it matches. Change it with `version`.
+    installer_sha256: str = Field(alias="installerSha256")
+
+    @field_validator("installer_sha256")
+    @classmethod
+    def _sha256(cls, v: str) -> str:
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", v):
+            raise ValueError("is not a SHA-256 (64 hexadecimal digits); set it to the checksum of install.sh at sophia:k3s.version, e.g. from https://raw.githubusercontent.com/k3s-io/k3s/<version>/install.sh.sha256sum")
+        return v.lower()
+
     @field_validator("cluster_cidr", "service_cidr")
     @classmethod
     def _cidr(cls, v: str) -> str:
@@ -262,6 +273,47 @@ class K3s(_Strict):
         if v is not None and not is_address(v):
             raise ValueError(f"'{v}' is not a DNS name; give the API server's DNS name or leave it out")
         return v
+
+    # Networks no one reaches from the internet: RFC 1918, shared address space (CGNAT,
+    # tailnets), IPv6 unique local. Anything else, a DNS name included, counts as public.
+    PRIVATE_NETWORKS: typing.ClassVar[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]] = tuple(
+        ipaddress.ip_network(n) for n in (
+        "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"))
+
+    @classmethod
+    def is_private_network_address(cls, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip.version == net.version and ip in net for net in cls.PRIVATE_NETWORKS)
+
+    @staticmethod
+    def _nodes(names: list[str], one: str = "has", many: str = "have") -> str:
+        return f"node {names[0]} {one}" if len(names) == 1 else f"nodes {', '.join(names)} {many}"
+
+    def host_exposure(self, cfg: "StackConfig") -> list[str]:
+        """Least privilege on the hosts: what the nodes' addresses expose without the host
+        firewall or overlay encryption. Messages name nodes, never addresses (maybe secret)."""
+        problems: list[str] = []
+        # A node without an ESC address is launched on Lambda Cloud: a public address.
+        public = [n.name for n in cfg.nodes if n.name not in cfg.hosts
+                  or not self.is_private_network_address(cfg.hosts[n.name].address)]
+        if not self.firewall and public:
+            problems.append(
+                f"sophia:k3s.firewall: is false, but {self._nodes(public)} a public address, where the "
+                "kubelet (10250), node-exporter (9100) and the flannel port listen on every address and servers "
+                "add etcd (2379-2380) and the API (6443), so the internet reaches them (a privateAddress "
+                "does not close them); set firewall: true (with apiAllowFrom for the API), or put every node's "
+                "address in a private network (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, fc00::/7).")
+        over_public = [n for n in public if n not in cfg.hosts or cfg.hosts[n].private_address is None]
+        if self.flannel_backend == "vxlan" and over_public:
+            problems.append(
+                f"sophia:k3s.flannelBackend: vxlan carries pod traffic unencrypted and unauthenticated "
+                f"(8472/udp), and {self._nodes(over_public, 'reaches', 'reach')} the other nodes only over a public address; "
+                "set flannelBackend: wireguard-native, or give every node a privateAddress on a private network.")
+        return problems
+
 
 # ----------------------------------------------------------------------------- releases
 
@@ -624,7 +676,7 @@ def placement_check(cfg: StackConfig) -> list[str]:
 
 def cross_check(cfg: StackConfig) -> list[str]:
     """Checks that span several keys: inventory, placement, capacity, architectures."""
-    problems: list[str] = api_exposure(cfg) + address_check(cfg)
+    problems: list[str] = api_exposure(cfg) + address_check(cfg) + cfg.k3s.host_exposure(cfg)
 
     for kind, names in (("node", [n.name for n in cfg.nodes]), ("service", [s.name for s in cfg.services])):
         for name, count in Counter(names).items():

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 
 STUBS = {
     # STATE_DIR holds files that steer the stubs: installed, active, restart_fails, restart_hangs,
-    # version, node_not_ready, node_gone.
+    # version, node_not_ready, node_gone, installer_tampered.
     "systemctl": r"""
         echo "systemctl $*" >> "$STATE_DIR/calls"
         case "$1" in
@@ -50,19 +51,16 @@ STUBS = {
               *) [ -f "$STATE_DIR/active" ] ;;
             esac ;;
         esac""",
-    # `curl -o FILE` of install.sh writes a fake installer (and logs the mode of FILE's
-    # directory); piped downloads (the NVIDIA key and list) print a line.
+    # `curl -o FILE` of install.sh writes FAKE_INSTALLER (and logs the mode of FILE's
+    # directory), with one line more when `installer_tampered` is set; piped downloads (the
+    # NVIDIA key and list) print a line.
     "curl": r"""
         echo "curl $*" >> "$STATE_DIR/calls"
         out=""; while [ $# -gt 0 ]; do [ "$1" = "-o" ] && out="$2"; shift; done
         if [ -z "$out" ]; then echo "deb https://nvidia.github.io/libnvidia-container/stable/deb/amd64 /"; exit 0; fi
         echo "download dir $(dirname "$out") mode $(stat -c %a "$(dirname "$out")")" >> "$STATE_DIR/calls"
-        cat > "$out" <<'INSTALLER'
-echo "installer $INSTALL_K3S_VERSION $INSTALL_K3S_EXEC skip-start=${INSTALL_K3S_SKIP_START:-false}" >> "$STATE_DIR/calls"
-touch "$STATE_DIR/installed"
-[ "${INSTALL_K3S_SKIP_START:-false}" = true ] || touch "$STATE_DIR/active"
-echo "$INSTALL_K3S_VERSION" > "$STATE_DIR/version"
-INSTALLER""",
+        cat "$STATE_DIR/fake-install.sh" > "$out"
+        if [ -f "$STATE_DIR/installer_tampered" ]; then echo 'touch "$STATE_DIR/tampered_installer_ran"' >> "$out"; fi""",
     "gpg": r"""
         echo "gpg $*" >> "$STATE_DIR/calls"
         out=""; while [ $# -gt 0 ]; do [ "$1" = "-o" ] && out="$2"; shift; done
@@ -77,6 +75,21 @@ INSTALLER""",
     "ufw": r"""echo "ufw $*" >> "$STATE_DIR/calls" """,
     "nvidia-container-runtime": "true",
 }
+
+# What the curl stub serves as install.sh, and its SHA-256: what a stack pins as
+# k3s.installerSha256 for the stub's installer to run (see trust_fake_installer).
+FAKE_INSTALLER = """echo "installer $INSTALL_K3S_VERSION $INSTALL_K3S_EXEC skip-start=${INSTALL_K3S_SKIP_START:-false}" >> "$STATE_DIR/calls"
+touch "$STATE_DIR/installed"
+[ "${INSTALL_K3S_SKIP_START:-false}" = true ] || touch "$STATE_DIR/active"
+echo "$INSTALL_K3S_VERSION" > "$STATE_DIR/version"
+"""
+FAKE_INSTALLER_SHA256 = hashlib.sha256(FAKE_INSTALLER.encode()).hexdigest()
+
+
+def trust_fake_installer(raw: dict) -> None:
+    """A `parse_with` change: pin the stub's installer, as an operator pins the real one."""
+    raw["k3s"]["installerSha256"] = FAKE_INSTALLER_SHA256
+
 
 # K3s's uninstall scripts, present on the host once it is installed.
 UNINSTALL_STUB = 'echo "uninstall $(basename "$0")" >> "$STATE_DIR/calls"\nrm -f "$STATE_DIR/installed" "$STATE_DIR/active"\n'
@@ -94,6 +107,7 @@ class Host:
         self.state.mkdir()
         self.bin.mkdir()
         (self.state / "calls").write_text("")
+        (self.state / "fake-install.sh").write_text(FAKE_INSTALLER)
         for name, body in STUBS.items():
             if name == "nvidia-container-runtime" and not nvidia:
                 continue

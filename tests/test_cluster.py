@@ -82,7 +82,7 @@ def test_token_and_kubeconfig_are_secret(production):
     for w in ("sophia-ai-core", "sophia-mcp"):
         assert names[f"{w}-secrets"].inputs["stdin"] == SECRET  # the join token
     assert names["sophia-control-secrets"].inputs["stdin"] == SECRET
-    for reader in ("sophia-control-read-token", "sophia-control-read-kubeconfig"):
+    for reader in ("sophia-control-read-token", "sophia-control-read-agent-token", "sophia-control-read-kubeconfig"):
         assert names[reader].inputs["logging"] == "none"
         assert "stdout" in names[reader].options["additionalSecretOutputs"]
     assert names["sophia-k8s"].inputs["kubeconfig"] == SECRET
@@ -154,9 +154,19 @@ def test_control_plane_delete_uninstalls_the_server(production):
     assert "k3s-uninstall.sh" in _by_name(production)["sophia-control-install"].inputs["delete"]
 
 
+def _private_hosts_without_firewall(config):
+    """Dev on a private network (a VPN or the provider's LAN): the one way to go without ufw."""
+    config["sophia:hosts"] = json.dumps({"sophia-dev-control": "10.0.0.10", "sophia-dev-a10": "10.0.0.11"})
+    k3s = json.loads(config["sophia:k3s"])
+    k3s.update(firewall=False)
+    k3s.pop("apiAllowFrom")
+    config["sophia:k3s"] = json.dumps(k3s)
+
+
 def test_firewall_only_when_enabled():
-    dev = _by_name(_run("dev"))
-    assert not any(n.endswith("-firewall") for n in dev)
+    assert {"sophia-dev-control-firewall", "sophia-dev-a10-firewall"} <= set(_by_name(_run("dev")))
+    without = _by_name(_run("dev", _private_hosts_without_firewall))
+    assert not any(n.endswith("-firewall") for n in without)
 
 
 def test_workloads_wait_for_labelled_nodes():
@@ -331,3 +341,89 @@ def test_renaming_a_worker_adds_the_new_node_and_retires_the_old_one_safely(prod
     # ...and the old uninstall leaves the host alone once its config.yaml names sophia-dev-2.
     assert '[ "$current" != sophia-dev ]' in shlex.split(old_install.inputs["delete"])[3]
     assert "node-name: sophia-dev-2" in after["sophia-dev-2-config"].inputs["create"]
+
+
+# --- issue 14: least privilege on the hosts -------------------------------------------------
+
+def _problems(stack: str, change) -> list[str]:
+    from sophia_infra.config import ConfigError
+    from tests.conftest import parse_with
+    with pytest.raises(ConfigError) as err:
+        parse_with(stack, change)
+    return err.value.problems
+
+
+def _k3s(**values):
+    return lambda r: r["k3s"].update(values)
+
+
+def test_no_firewall_on_public_addresses_is_refused_naming_the_exposed_ports():
+    (msg,) = [p for p in _problems("dev", _k3s(firewall=False, apiAllowFrom=[]))
+              if p.startswith("sophia:k3s.firewall:")]
+    assert "nodes sophia-dev-control, sophia-dev-a10 have a public address" in msg
+    for port in ("10250", "9100", "2379-2380", "6443"):
+        assert port in msg
+    assert "set firewall: true" in msg and "\n" not in msg
+    assert "198.51.100" not in msg  # addresses may be secrets: nodes are named, never addresses
+
+
+def test_a_private_address_does_not_stand_in_for_the_firewall():
+    # The kubelet, node-exporter and the flannel port listen on every address.
+    def private_too(r):
+        r["k3s"].update(firewall=False, apiAllowFrom=[])
+        r["hosts"] = {n: {"address": a["address"] if isinstance(a, dict) else a, "privateAddress": f"10.0.0.{i}"}
+                      for i, (n, a) in enumerate(r["hosts"].items(), start=10)}
+    assert any(p.startswith("sophia:k3s.firewall: is false") for p in _problems("dev", private_too))
+
+
+def test_hosts_on_a_private_network_may_go_without_the_firewall():
+    from tests.conftest import parse_with
+
+    def private(r):
+        r["k3s"].update(firewall=False, apiAllowFrom=[], flannelBackend="vxlan")
+        r["hosts"] = {"sophia-dev-control": "10.0.0.10", "sophia-dev-a10": "100.64.0.11"}
+    assert parse_with("dev", private).k3s.firewall is False
+
+
+def test_vxlan_between_public_addresses_is_refused_and_wireguard_or_private_addresses_pass():
+    from tests.conftest import parse_with
+    (msg,) = _problems("dev", _k3s(flannelBackend="vxlan"))
+    assert msg.startswith("sophia:k3s.flannelBackend: vxlan carries pod traffic unencrypted")
+    assert "8472/udp" in msg and "wireguard-native" in msg
+
+    def vxlan_over_private(r):
+        r["k3s"].update(flannelBackend="vxlan")
+        r["hosts"] = {n: {"address": a["address"] if isinstance(a, dict) else a, "privateAddress": f"10.0.0.{i}"}
+                      for i, (n, a) in enumerate(r["hosts"].items(), start=10)}
+    assert parse_with("dev", vxlan_over_private).k3s.flannel_backend == "vxlan"
+    assert parse_with("dev").k3s.flannel_backend == "wireguard-native"  # what dev ships
+
+
+@pytest.mark.parametrize("value", ["", "abc", "g" * 64, "0" * 63, "0" * 65, "0" * 64 + "\n", " " + "0" * 64])
+def test_an_installer_checksum_that_is_not_a_sha256_is_refused(value):
+    (msg,) = _problems("production", _k3s(installerSha256=value))
+    assert msg.startswith("sophia:k3s.installerSha256: is not a SHA-256 (64 hexadecimal digits)")
+    assert "install.sh.sha256sum" in msg and "\n" not in msg
+
+
+def test_the_installer_checksum_is_required():
+    (msg,) = _problems("production", lambda r: r["k3s"].pop("installerSha256"))
+    assert msg.startswith("sophia:k3s.installerSha256:")
+
+
+def test_the_pinned_checksum_reaches_every_install_lowercased():
+    from tests.conftest import parse_with
+    digest = "AB" * 32
+    cfg = parse_with("production", _k3s(installerSha256=digest))
+    assert cfg.k3s.installer_sha256 == digest.lower()
+    changed = _run("production", _edit("sophia:k3s", lambda k3s: k3s.update(installerSha256=digest)))
+    installs = [r for r in changed.resources if r.name.endswith("-install")]
+    assert len(installs) == 5
+    for r in installs:
+        assert f"want_sha={digest.lower()}" in r.inputs["create"]
+
+
+def test_the_unpinned_checksum_is_announced_in_preview(caplog):
+    with caplog.at_level("WARNING"):
+        _run("dev")
+    assert any("installerSha256 is not pinned yet" in r.getMessage() for r in caplog.records)

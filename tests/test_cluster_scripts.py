@@ -12,7 +12,7 @@ import yaml
 from sophia_infra.cluster import kubeconfig, scripts
 from sophia_infra.plan import runner
 from tests.conftest import parse_with
-from tests.host_sandbox import Host, requires_sandbox
+from tests.host_sandbox import FAKE_INSTALLER_SHA256, Host, requires_sandbox, trust_fake_installer
 
 
 def _with_everything(r):
@@ -76,7 +76,42 @@ def test_control_plane_config():
     assert conf["etcd-snapshot-schedule-cron"] == "0 */6 * * *" and conf["etcd-snapshot-retention"] == 28
     assert conf["etcd-s3"] is True and conf["etcd-s3-bucket"] == "sophia-backups"
     assert conf["token-file"] == scripts.TOKEN_PATH
+    assert conf["agent-token-file"] == scripts.AGENT_TOKEN_PATH
     assert not any("secret" in k and "encryption" not in k for k in conf)  # S3 keys go via the service env
+
+
+def test_the_control_plane_registers_tainted_and_workers_do_not():
+    def with_taints(r):
+        r["nodes"][0]["taints"] = ["dedicated=etcd:NoSchedule"]
+        r["nodes"][2]["taints"] = ["team=mcp:NoSchedule"]
+
+    cfg = parse_with("production", with_taints)
+    for node in cfg.nodes:
+        conf = yaml.safe_load(scripts.render_config(scripts.k3s_config(cfg, node, scripts.node_labels(node))))
+        if node.role == "control-plane":
+            # Workloads never land next to etcd; K3s's own pods and the node agents tolerate it.
+            assert conf["node-taint"] == ["CriticalAddonsOnly=true:NoExecute", "dedicated=etcd:NoSchedule"]
+            assert conf["agent-token-file"] == scripts.AGENT_TOKEN_PATH
+        else:
+            assert "CriticalAddonsOnly=true:NoExecute" not in conf.get("node-taint", []), node.name
+            assert "agent-token-file" not in conf, node.name
+    assert parse_with("production").workers[1].name == "sophia-mcp"
+    mcp = scripts.k3s_config(cfg, cfg.workers[1], {})
+    assert mcp["node-taint"] == ["team=mcp:NoSchedule"]
+    assert "node-taint" not in scripts.k3s_config(cfg, cfg.workers[0], {})
+
+
+def test_the_node_agents_tolerate_the_control_plane_taint():
+    """The device plugin and dcgm-exporter run on the control plane's GPU too."""
+    from sophia_infra.gpu import values as gpu_values
+    cfg = parse_with("production")
+    key, effect = "CriticalAddonsOnly", scripts.CONTROL_PLANE_TAINT.rsplit(":", 1)[1]
+    for tol in gpu_values.node_tolerations(cfg):
+        if tol["key"] == key:
+            assert tol["operator"] == "Exists" and tol.get("effect") in (None, effect)
+            break
+    else:
+        raise AssertionError("the node agents do not tolerate the control plane's taint")
 
 
 def test_worker_config_labels_and_join():
@@ -106,10 +141,12 @@ def test_no_script_carries_a_token_or_echoes_one():
     for name, script in ALL_SCRIPTS.items():
         assert "placeholder-" not in script, name
         assert token not in script
-        # A secret read from stdin is only ever tested for emptiness or written to a file.
+        # A secret read from stdin is only ever tested (for emptiness, or on an agent for
+        # the server token's form) or written to a file.
         for line in script.splitlines():
-            if any(v in line for v in ("$token", "$access_key", "$secret_key")):
-                assert line.strip().startswith("if [ -z") or line.rstrip().endswith('> "$tmp"'), (name, line)
+            if any(v in line for v in ("$token", "$agent_token", "$access_key", "$secret_key")):
+                assert (line.strip().startswith(("if [ -z", 'case "$token" in'))
+                        or line.rstrip().endswith('> "$tmp"')), (name, line)
 
 
 def test_kubeconfig_rewrite_points_at_the_api_and_renames():
@@ -160,7 +197,7 @@ def test_config_apply_is_idempotent_restarts_on_change_and_rolls_back(tmp_path):
 
 @requires_sandbox
 def test_install_skips_a_host_at_the_pinned_version_and_upgrades_otherwise(tmp_path):
-    cfg = parse_with("dev")
+    cfg = parse_with("dev", trust_fake_installer)
     node = cfg.workers[0]
     host = Host(tmp_path)
     script = scripts.install_script(cfg, node)
@@ -200,12 +237,12 @@ def test_gpu_node_without_nvidia_runtime_stops_with_a_clear_message(tmp_path):
 def test_token_goes_to_a_0600_file_and_is_never_printed(tmp_path):
     cfg = parse_with("dev")
     host = Host(tmp_path)
-    script = scripts.write_secrets_script(cfg.control_plane, with_etcd_s3=False)
-    proc = host.run(script, stdin="K10abc::server:s3cr3t\n")
+    script = scripts.write_secrets_script(cfg.workers[0], with_etcd_s3=False)
+    proc = host.run(script, stdin="K10abc::node:s3cr3t\n")
     assert proc.returncode == 0 and "s3cr3t" not in proc.stdout + proc.stderr
     token = host.file("cluster-token")
-    assert token.read_text() == "K10abc::server:s3cr3t\n" and oct(token.stat().st_mode & 0o777) == "0o600"
-    assert "token unchanged" in host.run(script, stdin="K10abc::server:s3cr3t\n").stdout
+    assert token.read_text() == "K10abc::node:s3cr3t\n" and oct(token.stat().st_mode & 0o777) == "0o600"
+    assert "token unchanged" in host.run(script, stdin="K10abc::node:s3cr3t\n").stdout
     assert host.run(script, stdin="").returncode == 1
 
 
@@ -225,7 +262,7 @@ def test_gpu_node_restarts_k3s_once_when_containerd_lacks_the_nvidia_runtime(tmp
 
 @requires_sandbox
 def test_installer_is_fetched_to_a_private_directory_and_removed(tmp_path):
-    cfg = parse_with("dev")
+    cfg = parse_with("dev", trust_fake_installer)
     host = Host(tmp_path)
     proc = host.run(scripts.install_script(cfg, cfg.workers[0]))
     assert proc.returncode == 0, proc.stderr
@@ -239,7 +276,7 @@ def test_installer_is_fetched_to_a_private_directory_and_removed(tmp_path):
 
 @requires_sandbox
 def test_an_agent_that_never_reports_ready_fails_the_install_instead_of_hanging(tmp_path):
-    cfg = parse_with("dev")
+    cfg = parse_with("dev", trust_fake_installer)
     host = Host(tmp_path)
     host.set("restart_hangs")  # Type=notify, TimeoutStartSec=0, and the agent cannot join
     proc = host.run(scripts.install_script(cfg, cfg.workers[0]))
@@ -360,7 +397,7 @@ def test_firewall_script_runs_and_opens_9100_from_every_peer(tmp_path):
 
 @requires_sandbox
 def test_nvidia_toolkit_key_and_list_are_readable_by_apt(tmp_path):
-    cfg = parse_with("dev", lambda r: r["k3s"].update(installNvidiaToolkit=True))
+    cfg = parse_with("dev", lambda r: r["k3s"].update(installNvidiaToolkit=True, installerSha256=FAKE_INSTALLER_SHA256))
     host = Host(tmp_path, nvidia=False)
     proc = host.run(scripts.install_script(cfg, cfg.workers[0]))
     assert proc.returncode == 0, proc.stderr
@@ -368,3 +405,28 @@ def test_nvidia_toolkit_key_and_list_are_readable_by_apt(tmp_path):
     assert seen and all(c.endswith(" mode 644") for c in seen), seen
     assert len(seen) == 4  # both files, at `apt-get update` and at `apt-get install`
     assert any(c.startswith("apt-get -o DPkg::Lock::Timeout=") and " install " in c for c in host.calls())
+
+
+@requires_sandbox
+def test_an_installer_that_does_not_match_the_pinned_checksum_never_runs(tmp_path):
+    trusted = parse_with("dev", trust_fake_installer)
+    host = Host(tmp_path)
+    host.set("installer_tampered")  # the download differs from the installer that was pinned
+    proc = host.run(scripts.install_script(trusted, trusted.workers[0]))
+    assert proc.returncode == 1
+    assert "not running install.sh of K3s v1.34.2+k3s1" in proc.stderr and "sophia:k3s.installerSha256" in proc.stderr
+    assert not any(c.startswith("installer") for c in host.calls())
+    assert not (host.state / "tampered_installer_ran").exists()
+    assert not any("restart" in c for c in host.calls())
+
+    # The stack files' unpinned value (all zeros) matches no installer at all.
+    unpinned = parse_with("dev")
+    assert unpinned.k3s.installer_sha256 == scripts.UNPINNED_INSTALLER_SHA256
+    (host.state / "installer_tampered").unlink()
+    proc = host.run(scripts.install_script(unpinned, unpinned.workers[0]))
+    assert proc.returncode == 1 and f"its SHA-256 is {FAKE_INSTALLER_SHA256}" in proc.stderr
+    assert not any(c.startswith("installer") for c in host.calls())
+
+    # The installer that was pinned runs.
+    proc = host.run(scripts.install_script(trusted, trusted.workers[0]))
+    assert proc.returncode == 0 and "installer v1.34.2+k3s1 agent skip-start=true" in host.calls(), proc.stderr

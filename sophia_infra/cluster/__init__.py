@@ -32,23 +32,32 @@ class Cluster(pulumi.ComponentResource):
         self.addresses = NodeAddresses(cfg, provision(cfg, private_key, opts=child))
         labels = {n.name: scripts.node_labels(n, (extra_labels or (lambda _: {}))(n)) for n in cfg.nodes}
 
-        # The first server only takes the short form: a password, generated once and kept.
+        # The first server only takes the short form: passwords, generated once and kept. The
+        # server token joins servers (and unlocks etcd's secrets); the agent token joins agents
+        # only, so a compromised GPU worker cannot join as a server.
         self.token = random.RandomPassword(f"{name}-token", length=48, special=False, opts=child)
+        self.agent_token = random.RandomPassword(f"{name}-agent-token", length=48, special=False, opts=child)
         cp = cfg.control_plane
         # The provider marks `result` secret; say so here too, so nothing depends on that.
         token = pulumi.Output.secret(self.token.result)
-        self.control_plane = ControlPlane(cp.name, cfg, labels[cp.name], token, private_key, opts=child,
+        agent_token = pulumi.Output.secret(self.agent_token.result)
+        if cfg.k3s.installer_sha256 == scripts.UNPINNED_INSTALLER_SHA256:
+            pulumi.log.warn("sophia:k3s.installerSha256 is not pinned yet (all zeros): every host will refuse to run "
+                            "install.sh; set it to the checksum of install.sh at sophia:k3s.version before pulumi up.")
+        self.control_plane = ControlPlane(cp.name, cfg, labels[cp.name], token, agent_token, private_key, opts=child,
                                           addresses=self.addresses)
 
         servers = [n for n in cfg.workers if n.role == "control-plane"]
         agents = [n for n in cfg.workers if n.role == "worker"]
         joined: dict[str, Worker] = {}
+        server_stdin = pulumi.Output.secret(pulumi.Output.all(self.control_plane.join_token, agent_token)
+                                            .apply(lambda v: scripts.secrets_stdin(v[0], v[1])))
         for node in servers:  # extra servers join (and upgrade) before any agent
-            joined[node.name] = Worker(node.name, cfg, node, labels[node.name], self.control_plane.join_token,
+            joined[node.name] = Worker(node.name, cfg, node, labels[node.name], server_stdin,
                                        private_key, self.control_plane, opts=child, addresses=self.addresses)
         server_installs = [joined[n.name].install for n in servers]
         for node in agents:
-            joined[node.name] = Worker(node.name, cfg, node, labels[node.name], self.control_plane.join_token,
+            joined[node.name] = Worker(node.name, cfg, node, labels[node.name], self.control_plane.agent_join_token,
                                        private_key, self.control_plane, after=server_installs, opts=child,
                                        addresses=self.addresses)
         self.workers = joined

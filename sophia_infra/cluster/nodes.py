@@ -30,6 +30,7 @@ from sophia_infra.cluster.addresses import NodeAddresses
 from sophia_infra.config import Node, StackConfig
 
 READ_TOKEN = "read-token"
+READ_AGENT_TOKEN = "read-agent-token"
 READ_KUBECONFIG = "read-kubeconfig"
 # A freshly booted host may refuse SSH for a while: up to 20 dials of 15 s each.
 DIAL_ERROR_LIMIT = 20
@@ -114,48 +115,58 @@ class K3sNode(pulumi.ComponentResource):
 
 
 class ControlPlane(K3sNode):
-    """The first server: embedded etcd, and the source of the join token and kubeconfig."""
+    """The first server: embedded etcd, and the source of the join tokens and kubeconfig."""
 
     def __init__(self, name: str, cfg: StackConfig, labels: dict[str, str], token: pulumi.Input[str],
-                 private_key: pulumi.Input[str], opts: Optional[pulumi.ResourceOptions] = None,
-                 addresses: Optional[NodeAddresses] = None):
+                 agent_token: pulumi.Input[str], private_key: pulumi.Input[str],
+                 opts: Optional[pulumi.ResourceOptions] = None, addresses: Optional[NodeAddresses] = None):
         node = cfg.control_plane
-        stdin: pulumi.Input[str] = token
         if cfg.k3s.etcd_s3:
             from sophia_infra.secrets import secret
-            stdin = pulumi.Output.secret(pulumi.Output.all(token, secret("etcdS3AccessKey"), secret("etcdS3SecretKey"))
-                                         .apply(lambda v: scripts.secrets_stdin(v[0], (v[1], v[2]))))
+            stdin = pulumi.Output.secret(
+                pulumi.Output.all(token, agent_token, secret("etcdS3AccessKey"), secret("etcdS3SecretKey"))
+                .apply(lambda v: scripts.secrets_stdin(v[0], v[1], (v[2], v[3]))))
+        else:
+            stdin = pulumi.Output.secret(pulumi.Output.all(token, agent_token)
+                                         .apply(lambda v: scripts.secrets_stdin(v[0], v[1])))
         super().__init__("sophia:k3s:ControlPlane", name, cfg, node, labels, stdin, private_key,
                          addresses=addresses, opts=opts)
         after_install = pulumi.ResourceOptions(parent=self, depends_on=[self.install])
         # The API answers before the node object exists: wait for it before labelling it.
         self.registered = _script_command(f"{name}-registered", self.connection,
                                           scripts.wait_registered_script(node.name), after_install)
-        # The secure token (K10<ca-hash>::server:<password>) joiners verify the CA with.
+        # The secure server token (K10<ca-hash>::server:<password>): for extra servers only.
         self.read_token = _script_command(f"{name}-{READ_TOKEN}", self.connection,
                                           scripts.read_file_script(scripts.SERVER_TOKEN_PATH),
                                           after_install, secret_output=True)
+        # The secure agent token (K10<ca-hash>::node:<password>) agents join with; read again
+        # when the agent token is replaced.
+        self.read_agent_token = _script_command(f"{name}-{READ_AGENT_TOKEN}", self.connection,
+                                                scripts.read_agent_token_script(), after_install,
+                                                secret_output=True, replace_on=[pulumi.Output.secret(agent_token)])
         self.read_kubeconfig = _script_command(f"{name}-{READ_KUBECONFIG}", self.connection,
                                                scripts.read_file_script(scripts.KUBECONFIG_PATH),
                                                after_install, secret_output=True)
         # Under mocks additional_secret_outputs is not applied: mark them secret here too.
         self.join_token = pulumi.Output.secret(self.read_token.stdout.apply(lambda s: (s or "").strip()))
+        self.agent_join_token = pulumi.Output.secret(self.read_agent_token.stdout.apply(lambda s: (s or "").strip()))
         self.raw_kubeconfig = pulumi.Output.secret(self.read_kubeconfig.stdout)
         self.register_outputs({"install": self.install.id})
 
 
 class Worker(K3sNode):
-    """A node that joins with the secure token (a GPU worker, or an extra server);
+    """A node that joins the first server: a GPU worker with the agent token, or an extra
+    server with the server token (and the agent token's password, which every server needs);
     drained and deleted from the cluster when removed from the config."""
 
     def __init__(self, name: str, cfg: StackConfig, node: Node, labels: dict[str, str],
-                 join_token: pulumi.Input[str], private_key: pulumi.Input[str], control_plane: ControlPlane,
+                 secrets_stdin: pulumi.Input[str], private_key: pulumi.Input[str], control_plane: ControlPlane,
                  after: Sequence[pulumi.Resource] = (), opts: Optional[pulumi.ResourceOptions] = None,
                  addresses: Optional[NodeAddresses] = None):
         type_ = "sophia:k3s:Server" if node.role == "control-plane" else "sophia:k3s:Worker"
         addresses = addresses or NodeAddresses(cfg)
         address = addresses.address(node)
-        super().__init__(type_, name, cfg, node, labels, join_token, private_key,
+        super().__init__(type_, name, cfg, node, labels, secrets_stdin, private_key,
                          after=[control_plane.install, *after], replace_install_on=[address],
                          addresses=addresses, opts=opts)
         # Runs on the control plane: waits for the node to register; on delete it drains

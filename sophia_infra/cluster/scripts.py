@@ -30,8 +30,19 @@ K3S_DIR = "/etc/rancher/k3s"
 CONFIG_PATH = f"{K3S_DIR}/config.yaml"
 CONTAINERD_CONFIG = "/var/lib/rancher/k3s/agent/etc/containerd/config.toml"
 TOKEN_PATH = f"{K3S_DIR}/cluster-token"
+# On servers only: the agent token's password, which K3s reads through `agent-token-file`.
+AGENT_TOKEN_PATH = f"{K3S_DIR}/agent-token"
 S3_ENV_PATH = f"{K3S_DIR}/etcd-s3.env"
+# What K3s writes on a server (docs.k3s.io/cli/token): the secure server token, and the
+# secure agent token (K10<ca-hash>::node:<password>; a link to the server token when no
+# agent token is set).
 SERVER_TOKEN_PATH = "/var/lib/rancher/k3s/server/token"
+SERVER_AGENT_TOKEN_PATH = "/var/lib/rancher/k3s/server/agent-token"
+# Servers run etcd and the API only: workloads never land next to etcd. K3s's own pods
+# and the program's node agents tolerate it (docs.k3s.io/datastore/ha-embedded).
+CONTROL_PLANE_TAINT = "CriticalAddonsOnly=true:NoExecute"
+# The stack files' value until an operator pins the real checksum: no installer matches it.
+UNPINNED_INSTALLER_SHA256 = "0" * 64
 KUBECONFIG_PATH = f"{K3S_DIR}/k3s.yaml"
 API_PORT = 6443
 NODE_EXPORTER_PORT = 9100
@@ -94,6 +105,7 @@ def k3s_config(cfg: StackConfig, node: Node, labels: dict[str, str], hosts: Host
         else:
             out["server"] = server_url(cfg, hosts)
         out["tls-san"] = [v for v in (host.address, host.private_address, k3s.api_dns_name) if v]
+        out["agent-token-file"] = AGENT_TOKEN_PATH  # every server: else it resets the agent password
         out["disable"] = ["traefik"]
         out["secrets-encryption"] = k3s.secrets_encryption
         out["write-kubeconfig-mode"] = "0600"
@@ -116,54 +128,90 @@ def k3s_config(cfg: StackConfig, node: Node, labels: dict[str, str], hosts: Host
     if host.flannel_iface:
         out["flannel-iface"] = host.flannel_iface
     out["node-label"] = [f"{k}={v}" for k, v in sorted(labels.items())]
-    if node.taints:
-        out["node-taint"] = list(node.taints)
+    taints = node_taints(node)
+    if taints:
+        out["node-taint"] = taints
     return out
+
+
+def node_taints(node: Node) -> list[str]:
+    """The taints a node registers with: the control plane's own, then the node's."""
+    own = [CONTROL_PLANE_TAINT] if node.role == "control-plane" else []
+    return own + [t for t in node.taints if t not in own]
 
 
 def render_config(config: dict) -> str:
     return yaml.safe_dump(config, sort_keys=True, default_flow_style=False)
 
 
-def secrets_stdin(token: str, etcd_s3_keys: tuple[str, str] | None = None) -> str:
-    """What the secrets command reads: the token, then the S3 key pair, one per line.
-    pulumi-command sends it as is, so the last line has no final newline."""
-    return "\n".join([token, *(etcd_s3_keys or ())])
+def secrets_stdin(token: str, agent_token: str | None = None,
+                  etcd_s3_keys: tuple[str, str] | None = None) -> str:
+    """What the secrets command reads, one per line: the join token; on a server the agent
+    token's password; on an S3-backed server the S3 key pair. pulumi-command sends it as is,
+    so the last line has no final newline."""
+    return "\n".join([token, *([agent_token] if agent_token is not None else []), *(etcd_s3_keys or ())])
+
+
+def _read_line(var: str, what: str) -> str:
+    # `read` returns 1 on a last line without a newline (how pulumi-command sends stdin):
+    # the line is read all the same, so that status must not end the script under `set -e`.
+    return f"""{var}=""
+IFS= read -r {var} || true
+if [ -z "${var}" ]; then
+  echo "no {what} on standard input" >&2
+  exit 1
+fi
+"""
+
+
+def _write_file(var: str, path: str, what: str, on_change: str = "") -> str:
+    """Write "$var" to `path` (0600) unless it holds that already; run `on_change` if it changed."""
+    name = path.rsplit("/", 1)[1]
+    return f"""tmp="$(mktemp {K3S_DIR}/.{name}.XXXXXX)"
+printf '%s\\n' "${var}" > "$tmp"
+if cmp -s "$tmp" {path}; then
+  rm -f "$tmp"
+  echo "{what} unchanged"
+else
+  mv "$tmp" {path}
+  echo "{what} written"
+{on_change}fi
+"""
 
 
 def write_secrets_script(node: Node, with_etcd_s3: bool) -> str:
-    """Reads the join token (line 1) and, on an S3-backed server, the S3 keys (lines 2-3)
-    from standard input into 0600 files; prints no secret. A change of the S3 keys restarts
-    K3s (bounded), since K3s reads them from its environment only when it starts."""
-    # `read` returns 1 on a last line without a newline (how pulumi-command sends stdin):
-    # the line is read all the same, so that status must not end the script under `set -e`.
-    head = _PRELUDE + (_k3s_functions(node) if with_etcd_s3 else "")
-    script = head + f"""install -d -m 0700 {K3S_DIR}
-token=""
-IFS= read -r token || true
-if [ -z "$token" ]; then
-  echo "no cluster token on standard input" >&2
-  exit 1
-fi
-tmp="$(mktemp {K3S_DIR}/.token.XXXXXX)"
-printf '%s\\n' "$token" > "$tmp"
-if cmp -s "$tmp" {TOKEN_PATH}; then
-  rm -f "$tmp"
-  echo "token unchanged"
-else
-  mv "$tmp" {TOKEN_PATH}
-  echo "token written"
-fi
+    """Reads the join token (line 1), on a server the agent token (line 2) and, on an
+    S3-backed server, the S3 keys (lines 3-4) from standard input into 0600 files; prints no
+    secret. An agent refuses the server token: with it, a compromised worker could join as
+    a server and read etcd. On a running server, a new agent token (once config.yaml names
+    its file) or new S3 keys restart K3s (bounded): K3s reads both only when it starts."""
+    server = node.role == "control-plane"
+    svc = service_name(node)
+    script = _PRELUDE + (_k3s_functions(node) + 'restart_for=""\n' if server else "") + f"""install -d -m 0700 {K3S_DIR}
+""" + _read_line("token", "cluster token")
+    if not server:
+        script += """case "$token" in
+  *::server:*)
+    echo "refusing the server token on an agent: agents join with the agent token (K10<ca-hash>::node:...)" >&2
+    exit 1 ;;
+esac
 """
+    script += _write_file("token", TOKEN_PATH, "token")
+    if server:
+        script += _read_line("agent_token", "agent token (line 2)") + _write_file(
+            "agent_token", AGENT_TOKEN_PATH, "agent token",
+            on_change=f"""  if grep -qs '^agent-token-file:' {CONFIG_PATH}; then
+    restart_for="the new agent token"
+  fi
+""")
     if with_etcd_s3:
-        svc = service_name(node)
         dropin_dir = f"/etc/systemd/system/{svc}.service.d"
         script += f"""access_key=""
 secret_key=""
 IFS= read -r access_key || true
 IFS= read -r secret_key || true
 if [ -z "$access_key" ] || [ -z "$secret_key" ]; then
-  echo "no etcd S3 access key and secret key on standard input (lines 2 and 3)" >&2
+  echo "no etcd S3 access key and secret key on standard input (lines 3 and 4)" >&2
   exit 1
 fi
 s3_changed=false
@@ -188,8 +236,13 @@ else
   systemctl daemon-reload
   s3_changed=true
 fi
-if [ "$s3_changed" = true ] && systemctl is-active --quiet {svc}; then
-  echo "restarting {svc} so etcd snapshots use the new S3 credentials"
+if [ "$s3_changed" = true ]; then
+  restart_for="${{restart_for:+$restart_for and }}the new etcd S3 credentials"
+fi
+"""
+    if server:
+        script += f"""if [ -n "$restart_for" ] && systemctl is-active --quiet {svc}; then
+  echo "restarting {svc} so it uses $restart_for"
   if ! restart_k3s; then
     echo "{svc} did not come back after the restart; see: journalctl -u {svc}" >&2
     exit 1
@@ -296,6 +349,7 @@ def nvidia_runtime_check(install_toolkit: bool) -> str:
 def install_script(cfg: StackConfig, node: Node) -> str:
     """Install K3s at the pinned version, or do nothing if the host already runs it.
     A different pin upgrades in place (the installer keeps data and config).
+    The installer runs as root only if its SHA-256 is the pinned `k3s.installerSha256`.
     The installer only installs (INSTALL_K3S_SKIP_START): its own start waits without a
     bound; this script then restarts K3s itself, bounded, and waits until it is ready."""
     version = cfg.k3s.version
@@ -321,6 +375,13 @@ echo "installing K3s $want (found: ${{have:-none}})"
 workdir="$(mktemp -d)"
 trap 'rm -rf "$workdir"' EXIT
 curl -sfL --max-time {DOWNLOAD_SECONDS} {shlex.quote(installer)} -o "$workdir/install.sh"
+want_sha={shlex.quote(cfg.k3s.installer_sha256)}
+have_sha="$(sha256sum "$workdir/install.sh")"
+have_sha="${{have_sha%% *}}"
+if [ "$have_sha" != "$want_sha" ]; then
+  echo "not running install.sh of K3s $want: its SHA-256 is $have_sha, but sophia:k3s.installerSha256 is $want_sha; review {installer} and, if it is the installer you trust, pin that checksum" >&2
+  exit 1
+fi
 INSTALL_K3S_SKIP_START=true INSTALL_K3S_VERSION="$want" INSTALL_K3S_EXEC={exec_role} \\
   timeout {INSTALLER_SECONDS} sh "$workdir/install.sh"
 if ! restart_k3s; then
@@ -350,7 +411,7 @@ if [ -x /usr/local/bin/{script} ]; then
 else
   echo "K3s is not installed"
 fi
-rm -f {TOKEN_PATH} {S3_ENV_PATH}
+rm -f {TOKEN_PATH} {AGENT_TOKEN_PATH} {S3_ENV_PATH}
 """
 
 
@@ -402,6 +463,17 @@ echo "node {node_name} deleted"
 
 def read_file_script(path: str) -> str:
     return _PRELUDE + f"cat {shlex.quote(path)}\n"
+
+
+def read_agent_token_script() -> str:
+    """Print the secure agent token, only once it is one: before K3s applies
+    `agent-token-file` the file is a link to the server token, which agents must not get."""
+    return _PRELUDE + f"""if ! grep -qs '^K10[0-9a-f]*::node:' {SERVER_AGENT_TOKEN_PATH}; then
+  echo "{SERVER_AGENT_TOKEN_PATH} holds no agent token (K10<ca-hash>::node:...): K3s has not applied agent-token-file yet; restart k3s on this server, then run pulumi up again" >&2
+  exit 1
+fi
+cat {SERVER_AGENT_TOKEN_PATH}
+"""
 
 
 def firewall_script(cfg: StackConfig, node: Node, hosts: Hosts = None) -> str:

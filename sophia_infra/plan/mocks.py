@@ -27,8 +27,8 @@ def _digest(*parts: str, n: int = 32) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:n]
 
 
-def fake_k3s_token(name: str) -> str:
-    return f"K10{_digest(name, 'ca', n=64)}::server:{_digest(name, 'pw')}"
+def fake_k3s_token(name: str, user: str = "server") -> str:
+    return f"K10{_digest(name, 'ca', n=64)}::{user}:{_digest(name, 'pw')}"
 
 
 def fake_kubeconfig(name: str) -> str:
@@ -47,8 +47,10 @@ def fake_kubeconfig(name: str) -> str:
 
 def default_command_stdout(name: str, inputs: dict) -> str:
     """What the control plane's read commands print on a real host."""
-    from sophia_infra.cluster.nodes import READ_KUBECONFIG, READ_TOKEN
+    from sophia_infra.cluster.nodes import READ_AGENT_TOKEN, READ_KUBECONFIG, READ_TOKEN
 
+    if name.endswith(READ_AGENT_TOKEN):
+        return fake_k3s_token(name, user="node") + "\n"
     if name.endswith(READ_TOKEN):
         return fake_k3s_token(name) + "\n"
     if name.endswith(READ_KUBECONFIG):
