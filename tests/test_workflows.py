@@ -71,7 +71,8 @@ def test_release_is_a_reusable_workflow_that_builds_pushes_and_records_the_relea
     call = doc["on"]["workflow_call"]
     assert {"workload", "stack", "image", "context", "mode"} <= set(call["inputs"])
     assert call["inputs"]["mode"]["default"] == "direct" and call["inputs"]["stack"]["default"] == "production"
-    assert set(call["secrets"]) == {"registry-username", "registry-token", "infra-token"}
+    # Secret names a caller can pass with `secrets: inherit` (GitHub secret names have no hyphens).
+    assert set(call["secrets"]) == {"REGISTRY_USERNAME", "REGISTRY_TOKEN", "INFRA_TOKEN"}
     jobs = doc["jobs"]
     # The platforms come from the stack config (linux/arm64 for a GH200 workload), via describe.
     describe = next(s for s in jobs["plan"]["steps"] if s.get("id") == "describe")
