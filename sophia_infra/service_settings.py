@@ -91,7 +91,7 @@ class ArgoCDSettings(Strict):
     @field_validator("release_branch")
     @classmethod
     def _branch(cls, v: str) -> str:
-        if v.upper() == "HEAD" or re.fullmatch(r"[0-9a-f]{40}", v) or not _BRANCH.match(v):
+        if v.upper() == "HEAD" or re.fullmatch(r"[0-9a-f]{40}", v) or not _BRANCH.fullmatch(v):
             raise ValueError(f"'{v}' is not a branch name; give the branch app releases are committed to, such as main")
         return v
 
