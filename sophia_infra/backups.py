@@ -5,6 +5,8 @@ Reads the bucket layouts as their writers leave them:
   `<folder>/on-demand-<node>-<unix-time>[.zip]`; `.metadata/` entries are not snapshots.
 - CloudNativePG (Barman Cloud): `<path>/<cluster>/base/<backup-id>/backup.info` (with
   `status=DONE` and `end_time=...` once complete) next to `data.tar`; WALs in `wals/`.
+A backup is stale once it is older than its schedule allows: the schedule's longest gap
+plus an hour (`allowed_age_hours`), or sophia:backups.*MaxAgeHours when that is longer.
 Credentials come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), for
 example through `pulumi env run sophia-ai/production -- python -m sophia_infra backups ...`.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Optional
 
 _SNAPSHOT = re.compile(r"(^|/)(etcd-snapshot|on-demand)-.+-(\d{9,11})(\.zip)?$")
@@ -28,6 +30,78 @@ class Newest:
     def age_hours(self, now: datetime) -> float:
         return (now - self.finished).total_seconds() / 3600
 
+
+# ----------------------------------------------------------------------------- schedules
+
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+# A backup is late once the longest gap of its schedule has passed, plus this much for the
+# backup itself to run and upload.
+GRACE_HOURS = 1.0
+
+
+def _expand(text: str, lo: int, hi: int, names: tuple[str, ...] = ()) -> set[int]:
+    """The values of one cron field (already validated by sophia_infra.validators.cron)."""
+    def number(t: str) -> int:
+        return names.index(t.lower()) + lo if t.lower() in names else int(t)
+
+    out: set[int] = set()
+    for item in text.split(","):
+        base, _, step = item.partition("/")
+        if base in ("*", "?"):
+            a, b = lo, hi
+        else:
+            first, dash, last = base.partition("-")
+            a = number(first)
+            b = number(last) if dash else (hi if step else a)
+        out.update(range(a, b + 1, int(step) if step else 1))
+    return out
+
+
+def longest_gap_hours(schedule: str) -> float:
+    """The longest time between two runs of a cron schedule (5 fields, or 6 with seconds first,
+    as K3s and CloudNativePG read them: robfig/cron, where a restricted day of month and day
+    of week both count), over the next two years."""
+    fields = schedule.split()
+    if len(fields) == 6:
+        fields = fields[1:]  # seconds shift a run within its minute only
+    minute, hour, dom, month, dow = fields
+    minutes, hours = sorted(_expand(minute, 0, 59)), sorted(_expand(hour, 0, 23))
+    doms, months = _expand(dom, 1, 31), _expand(month, 1, 12, _MONTHS)
+    dows = _expand(dow, 0, 6, _DAYS)
+    dom_any, dow_any = dom.startswith(("*", "?")), dow.startswith(("*", "?"))
+    per_day = len(minutes) * len(hours)
+    days = 14 if per_day > 48 else 731
+    start = date(2026, 1, 1)
+    runs: list[datetime] = []
+    for i in range(days):
+        d = start + timedelta(days=i)
+        if d.month not in months:
+            continue
+        by_dom, by_dow = d.day in doms, (d.isoweekday() % 7) in dows
+        if not ((by_dom and by_dow) if dom_any or dow_any else (by_dom or by_dow)):
+            continue
+        runs += [datetime(d.year, d.month, d.day, h, m) for h in hours for m in minutes]
+    if len(runs) < 2:
+        return float(days * 24)
+    return max((b - a).total_seconds() for a, b in zip(runs, runs[1:])) / 3600
+
+
+def allowed_age_hours(schedule: str, configured: float) -> float:
+    """How old the newest backup may be: the schedule's longest gap plus GRACE_HOURS, or the
+    configured limit (sophia:backups.*MaxAgeHours) when that is longer."""
+    return max(configured, longest_gap_hours(schedule) + GRACE_HOURS)
+
+
+def etcd_allowed_age_hours(cfg) -> float:
+    return allowed_age_hours(cfg.k3s.etcd_snapshot_schedule, cfg.backups.etcd_max_age_hours)
+
+
+def postgres_allowed_age_hours(cfg) -> float:
+    return allowed_age_hours(cfg.platform.postgres.backup.schedule, cfg.backups.postgres_max_age_hours)
+
+
+# ----------------------------------------------------------------------------- the bucket layouts
 
 def _list(s3: Any, bucket: str, prefix: str) -> list[dict]:
     objects = []
@@ -143,8 +217,11 @@ def _checked(what: str, bucket: str, endpoint: str, key: str, read: Callable[[],
 
 
 def targets_for(cfg, client_for=s3_client) -> list[Target]:
-    """What the stack backs up, per its config: etcd snapshots and PostgreSQL base backups.
-    Raises BackupCheckError, one sentence, when a bucket cannot be read."""
+    """What the stack backs up, per its config: etcd snapshots and PostgreSQL base backups,
+    each with the age its schedule allows (allowed_age_hours). Raises BackupCheckError, one
+    sentence, when a bucket cannot be read."""
+    from sophia_infra.platform_settings import postgres_backups
+
     targets = []
     etcd = cfg.k3s.etcd_s3
     if etcd:
@@ -152,11 +229,11 @@ def targets_for(cfg, client_for=s3_client) -> list[Target]:
         s3 = client_for(url, etcd.region)
         newest = _checked("etcd snapshot", etcd.bucket, url, "sophia:k3s.etcdS3",
                           lambda: newest_etcd_snapshot(s3, etcd.bucket, etcd.folder))
-        targets.append(Target("etcd snapshot", etcd.bucket, cfg.backups.etcd_max_age_hours, newest))
+        targets.append(Target("etcd snapshot", etcd.bucket, etcd_allowed_age_hours(cfg), newest))
     pg = cfg.platform.postgres
-    if pg.backup.enabled:
+    if postgres_backups(cfg):
         s3 = client_for(pg.backup.endpoint, pg.backup.region)
         newest = _checked("PostgreSQL base backup", pg.backup.bucket, pg.backup.endpoint, "sophia:platform.postgres.backup",
                           lambda: newest_base_backup(s3, pg.backup.bucket, pg.backup.path, pg.cluster_name))
-        targets.append(Target("PostgreSQL base backup", pg.backup.bucket, cfg.backups.postgres_max_age_hours, newest))
+        targets.append(Target("PostgreSQL base backup", pg.backup.bucket, postgres_allowed_age_hours(cfg), newest))
     return targets

@@ -12,6 +12,13 @@ ARGOCD = "argocd"
 INGRESS = "nginx-ingress"
 GPU = "nvidia-gpu"            # device plugin, dcgm-exporter (privileged)
 ISTIO = "istio-system"        # optional service mesh (privileged: the Istio CNI node agent)
+CERT_MANAGER = "cert-manager"  # cert-manager: ACME certificates, the Barman plugin's TLS
+
+# TLS Secrets of the Ingress hosts: cert-manager writes them (Certificates of the platform
+# layer), the Ingresses name them. None is ever created by hand.
+FRONTEND_TLS_SECRET = "frontend-tls"
+ARGOCD_TLS_SECRET = "argocd-server-tls"  # the name the argo-cd chart's `server.ingress.tls` uses
+GRAFANA_TLS_SECRET = "grafana-tls"
 
 # Node labels the cluster layer sets and every placement selects on.
 GPU_TYPE_LABEL = "gpu-type"

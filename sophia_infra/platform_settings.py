@@ -13,7 +13,7 @@ sets only what it changes, e.g.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Literal, Optional
 
 from pydantic import Field, field_validator
 
@@ -61,6 +61,7 @@ DEFAULT_QUOTAS: dict[str, Quota] = {
     names.ARGOCD: Quota(cpu="8", memory="16Gi"),
     names.INGRESS: Quota(cpu="8", memory="8Gi"),
     names.GPU: Quota(cpu="16", memory="32Gi"),
+    names.CERT_MANAGER: Quota(cpu="2", memory="2Gi"),
 }
 # Namespaces whose workloads may request nvidia.com/gpu (the services' kinds live here).
 GPU_WORKLOAD_NAMESPACES = (names.APPS, names.MCP)
@@ -129,18 +130,30 @@ class GpuMetrics(Strict):
 
 
 class PostgresBackup(Strict):
-    """Backups to S3-compatible storage through the CNPG Barman Cloud plugin (needs cert-manager)."""
+    """Backups to S3-compatible storage through the CNPG Barman Cloud plugin (cert-manager
+    issues its TLS certificates). Unset `enabled` = on in production, off elsewhere; a
+    production stack turns them off only with a reason in `optOut`."""
 
-    enabled: bool = False
+    enabled: Optional[bool] = None
+    # Why a production stack runs without backups (printed by preview and the plan).
+    opt_out: Optional[str] = Field(default=None, alias="optOut")
     bucket: Optional[str] = None
     endpoint: Optional[str] = None  # https URL of the S3-compatible endpoint
     path: str = "postgres"
     region: Optional[str] = None
     schedule: check.Cron6 = "0 0 3 * * *"  # CNPG cron: seconds first
     retention: str = "30d"
-    # Secret config keys holding the S3 access key pair (defaults: the ones ESC already has).
-    access_key_config: str = Field(default="etcdS3AccessKey", alias="accessKeyConfig")
-    secret_key_config: str = Field(default="etcdS3SecretKey", alias="secretKeyConfig")
+    # Secret config keys holding the S3 access key pair: a pair of its own (ESC
+    # sophia.data.postgres.backup_s3_*), since the database pods hold it.
+    access_key_config: str = Field(default="postgresBackupAccessKey", alias="accessKeyConfig")
+    secret_key_config: str = Field(default="postgresBackupSecretKey", alias="secretKeyConfig")
+
+    @field_validator("opt_out")
+    @classmethod
+    def _reason(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and (not v.strip() or len(v) > 200 or any(c in v for c in "\r\n\t")):
+            raise ValueError("give the reason for running without backups as one line of at most 200 characters")
+        return v
 
     @field_validator("retention")
     @classmethod
@@ -175,6 +188,50 @@ class PostgresBackup(Strict):
         return check.secret_key_name(v)
 
 
+_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})")
+
+
+class PostgresRecovery(Strict):
+    """Bootstrap the Cluster from a backup (bootstrap.recovery through the Barman Cloud plugin)
+    instead of initdb: the base backup and WALs the old cluster `serverName` left in the
+    object store, replayed up to `targetTime` (unset: the end of the archive)."""
+
+    # The old cluster's name: its folder in the object store (<path>/<serverName>/).
+    server_name: str = Field(alias="serverName")
+    # Where the old cluster's backups are; unset = sophia:platform.postgres.backup's.
+    bucket: Optional[str] = None
+    path: Optional[str] = None
+    target_time: Optional[str] = Field(default=None, alias="targetTime")
+
+    @field_validator("server_name")
+    @classmethod
+    def _server(cls, v: str) -> str:
+        return check.dns1035_label(v, "CloudNativePG cluster name", check.CNPG_CLUSTER_NAME_MAX)
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, v: Optional[str]) -> Optional[str]:
+        return None if v is None else check.s3_bucket(v)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: Optional[str]) -> Optional[str]:
+        return None if v is None else check.s3_prefix(v)
+
+    @field_validator("target_time")
+    @classmethod
+    def _time(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            from datetime import datetime
+            try:
+                ok = bool(_RFC3339.fullmatch(v)) and datetime.fromisoformat(v.replace("Z", "+00:00")) is not None
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"{check.show(v)} is not an RFC 3339 time with a zone; write it like 2026-11-23T10:30:00Z")
+        return v
+
+
 class Postgres(Strict):
     # CNPG's webhook: a DNS-1035 label of at most 50 (it adds -rw, -ro, -r, -1, ... to it).
     cluster_name: str = Field(default="sophia-postgres", alias="clusterName")
@@ -188,6 +245,7 @@ class Postgres(Strict):
     resources: Resources = Field(default_factory=lambda: _res("500m", "1Gi", "2", "4Gi"))
     operator_resources: Resources = Field(default_factory=lambda: _res("100m", "128Mi", "500m", "512Mi"), alias="operatorResources")
     backup: PostgresBackup = Field(default_factory=PostgresBackup)
+    recovery: Optional[PostgresRecovery] = None
 
     _q = field_validator("storage_size")(classmethod(lambda cls, v: _quantity(v)))
 
@@ -215,6 +273,9 @@ class Postgres(Strict):
 
 class Valkey(Strict):
     replicas: int = Field(default=2, ge=0, le=8)  # read replicas besides the primary
+    # How the primary keeps its data on its PersistentVolume across restarts: the append-only
+    # file (every write, fsync each second) or RDB snapshots (`save` points).
+    persistence: Literal["aof", "rdb"] = "aof"
     storage_size: str = Field(default="8Gi", alias="storageSize")
     storage_class: check.ClassName = Field(default="local-path", alias="storageClass")
     resources: Resources = Field(default_factory=lambda: _res("100m", "256Mi", "1", "1Gi"))
@@ -228,6 +289,8 @@ class Ingress(Strict):
 
 
 class Monitoring(Strict):
+    # Host name of a Grafana Ingress behind NGINX (with TLS); no Ingress when unset.
+    grafana_host: Optional[str] = Field(default=None, alias="grafanaHost")
     retention: str = "15d"
     retention_size: Optional[str] = Field(default=None, alias="retentionSize")
     storage_size: str = Field(default="50Gi", alias="storageSize")
@@ -251,6 +314,33 @@ class Monitoring(Strict):
         return v
 
     _q = field_validator("storage_size")(classmethod(lambda cls, v: _quantity(v)))
+
+    @field_validator("grafana_host")
+    @classmethod
+    def _host(cls, v: Optional[str]) -> Optional[str]:
+        return None if v is None else check.ingress_host(v)
+
+
+class Tls(Strict):
+    """ACME (Let's Encrypt) certificates for every Ingress host, through cert-manager's
+    HTTP-01 solver on the NGINX ingress class."""
+
+    # The ACME account's contact address (expiry and policy mail from Let's Encrypt).
+    email: Optional[str] = None
+    server: Literal["staging", "production"] = "staging"
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and (len(v) > 254 or not re.fullmatch(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", v)):
+            raise ValueError(f"{check.show(v)} is not an e-mail address; give the ACME account's contact, e.g. platform@example.com")
+        return v
+
+
+class CertManager(Strict):
+    resources: Resources = Field(default_factory=lambda: _res("50m", "64Mi", "250m", "256Mi"))
+    webhook_resources: Resources = Field(default_factory=lambda: _res("20m", "32Mi", "200m", "128Mi"), alias="webhookResources")
+    cainjector_resources: Resources = Field(default_factory=lambda: _res("20m", "64Mi", "200m", "256Mi"), alias="cainjectorResources")
 
 
 class LlmGateway(Strict):
@@ -304,6 +394,8 @@ class PlatformSettings(Strict):
     monitoring: Monitoring = Field(default_factory=Monitoring)
     llm_gateway: LlmGateway = Field(default_factory=LlmGateway, alias="llmGateway")
     istio: Istio = Field(default_factory=Istio)
+    tls: Tls = Field(default_factory=Tls)
+    cert_manager: CertManager = Field(default_factory=CertManager, alias="certManager")
 
     def quota(self, namespace: str) -> Quota:
         return self.quotas.get(namespace, DEFAULT_QUOTAS[namespace])
@@ -330,6 +422,31 @@ def gpu_quota(cfg: "StackConfig", namespace: str) -> int:
     return total_gpu_capacity(cfg) if namespace in GPU_WORKLOAD_NAMESPACES else 0
 
 
+def postgres_backups(cfg: "StackConfig") -> bool:
+    """Whether the PostgreSQL cluster is backed up: as said, else on in production unless opted out."""
+    b = cfg.platform.postgres.backup
+    if b.enabled is not None:
+        return b.enabled
+    return cfg.environment == "production" and b.opt_out is None
+
+
+def object_store_needed(cfg: "StackConfig") -> bool:
+    """Backups, or a recovery that reads the backup's object store (and its keys)."""
+    return postgres_backups(cfg) or cfg.platform.postgres.recovery is not None
+
+
+def tls_hosts(cfg: "StackConfig") -> dict[str, str]:
+    """Ingress host -> what serves it, for every Ingress the stack creates."""
+    hosts = {}
+    if cfg.workloads.frontend_host:
+        hosts[cfg.workloads.frontend_host] = "sophia:workloads.frontendHost"
+    if cfg.delivery == "argocd" and cfg.argocd.ingress_host:
+        hosts[cfg.argocd.ingress_host] = "sophia:argocd.ingressHost"
+    if cfg.platform.monitoring.grafana_host:
+        hosts[cfg.platform.monitoring.grafana_host] = "sophia:platform.monitoring.grafanaHost"
+    return hosts
+
+
 def required_secrets(cfg: "StackConfig") -> dict[str, str]:
     """Secret config key -> what needs it."""
     needed = {
@@ -338,7 +455,7 @@ def required_secrets(cfg: "StackConfig") -> dict[str, str]:
         "redisPassword": "sophia:platform.valkey (auth)",
     }
     backup = cfg.platform.postgres.backup
-    if backup.enabled:
+    if object_store_needed(cfg):
         needed[backup.access_key_config] = "sophia:platform.postgres.backup"
         needed[backup.secret_key_config] = "sophia:platform.postgres.backup"
     return needed
@@ -366,14 +483,13 @@ def cross_check(cfg: "StackConfig") -> list[str]:
     if _mem(lim.default_request_memory) > _mem(lim.default_memory):
         problems.append("sophia:platform.limits.defaultRequestMemory: the default request is above the default limit; lower it or raise defaultMemory.")
 
-    backup = p.postgres.backup
-    if backup.enabled:
-        if not backup.bucket:
-            problems.append("sophia:platform.postgres.backup.bucket: backups are enabled but no bucket is set; set the bucket name or set enabled: false.")
-        if not backup.endpoint:
-            problems.append("sophia:platform.postgres.backup.endpoint: backups are enabled but the endpoint is not a URL; set the S3 endpoint as https://host[:port] or set enabled: false.")
-        if "plugin-barman-cloud" not in cfg.charts:
-            problems.append("sophia:charts.plugin-barman-cloud: backups are enabled but the Barman Cloud plugin chart is not pinned; add it to sophia:charts.")
+    problems += backup_problems(cfg)
+    if "cert-manager" not in cfg.charts:
+        problems.append("sophia:charts.cert-manager: the platform installs cert-manager (certificates for the Ingress hosts and the Barman Cloud plugin) but it is not pinned; add {repository: https://charts.jetstack.io, version: v1.21.1} to sophia:charts.")
+    hosts = tls_hosts(cfg)
+    if hosts and not p.tls.email:
+        first = next(iter(hosts.values()))
+        problems.append(f"sophia:platform.tls.email: {first} is set, and every Ingress host gets a Let's Encrypt certificate, which needs an ACME account contact; set sophia:platform.tls.email (e.g. platform@example.com).")
     if p.istio.enabled:
         missing = [c for c in ISTIO_CHARTS if c not in cfg.charts]
         for chart in missing:
@@ -387,6 +503,34 @@ def cross_check(cfg: "StackConfig") -> list[str]:
         if chart not in cfg.charts:
             problems.append(f"sophia:charts.{chart}: the platform installs {chart} but it is not pinned; add {{repository, version}} for it to sophia:charts.")
     return problems + chart_crds.problems(cfg)
+
+
+def backup_problems(cfg: "StackConfig") -> list[str]:
+    """PostgreSQL backups and recovery against the environment and each other, one sentence each."""
+    pg = cfg.platform.postgres
+    backup, recovery = pg.backup, pg.recovery
+    key = "sophia:platform.postgres.backup"
+    problems: list[str] = []
+    if cfg.environment == "production" and backup.enabled is False and backup.opt_out is None:
+        problems.append(f"{key}.enabled: a production stack may not run PostgreSQL without backups; set enabled: true (with bucket and endpoint), or say why not in {key}.optOut.")
+    if backup.enabled and backup.opt_out is not None:
+        problems.append(f"{key}.optOut: backups are enabled, so there is nothing to opt out of; remove optOut or set enabled: false.")
+    on = postgres_backups(cfg)
+    if object_store_needed(cfg):
+        why = "backups are on" if on else "recovery reads the object store"
+        if cfg.environment == "production" and on and backup.enabled is None and not (backup.bucket and backup.endpoint):
+            why = "backups are on by default in production"
+        if not backup.bucket:
+            problems.append(f"{key}.bucket: {why} but no bucket is set; set the bucket name, or opt out with {key}.optOut: <reason>.")
+        if not backup.endpoint:
+            problems.append(f"{key}.endpoint: {why} but the endpoint is not set; set the S3 endpoint as https://host[:port], or opt out with {key}.optOut: <reason>.")
+        if "plugin-barman-cloud" not in cfg.charts:
+            problems.append(f"sophia:charts.plugin-barman-cloud: {why} but the Barman Cloud plugin chart is not pinned; add it to sophia:charts.")
+    if recovery is not None:
+        same_store = (recovery.bucket or backup.bucket) == backup.bucket and (recovery.path or backup.path) == backup.path
+        if recovery.server_name == pg.cluster_name and same_store and on:
+            problems.append(f"sophia:platform.postgres.recovery.serverName: is the cluster's own name ({pg.cluster_name}), whose WAL archive the recovered cluster would write into; recover into a new sophia:platform.postgres.clusterName (e.g. {pg.cluster_name}-2).")
+    return problems
 
 
 _CPU = re.compile(r"([0-9.]+)(m?)")

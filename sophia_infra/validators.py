@@ -179,7 +179,8 @@ def k3s_version(value: str) -> str:
 
 
 def chart_version(value: str) -> str:
-    if not _SEMVER.fullmatch(value):
+    # Some charts publish their versions with a "v" (cert-manager's v1.21.1): still exact.
+    if not _SEMVER.fullmatch(value.removeprefix("v")):
         raise _fail(value, "a pinned chart version; use an exact version such as 1.2.3")
     return value
 

@@ -193,7 +193,8 @@ def test_argo_cd_values_are_keys_of_the_chart(argocd):
     if argocd:
         assert values["dex"]["enabled"] is True
         # The Ingress takes its host from global.domain (server.ingress.hostname defaults to it).
-        assert values["server"]["ingress"] == {"enabled": True, "ingressClassName": "nginx"}
+        # TLS from argocd-server-tls, the Secret of the platform's Certificate for the host.
+        assert values["server"]["ingress"] == {"enabled": True, "ingressClassName": "nginx", "tls": True}
         assert values["global"]["domain"] == "argocd.sophia.example.com"
         assert values["configs"]["params"]["server.insecure"] is True
 

@@ -36,11 +36,14 @@ def _put(s3, key: str, body: bytes = b"x"):
     s3.put_object(Bucket="sophia-ai-backups", Key=key, Body=body)
 
 
-def _cfg(postgres=True):
+def _cfg(postgres=True, **backup):
     def change(r):
         if postgres:
             r["platform"] = {"postgres": {"backup": {"enabled": True, "bucket": "sophia-ai-backups",
-                                                     "endpoint": "https://s3.us-east-1.amazonaws.com", "path": "postgres"}}}
+                                                     "endpoint": "https://s3.us-east-1.amazonaws.com", "path": "postgres",
+                                                     **backup}}}
+        else:  # production backs PostgreSQL up unless it says why not
+            r["platform"] = {"postgres": {"backup": {"optOut": "a test of the etcd check alone"}}}
     return parse_with("production", change)
 
 

@@ -76,8 +76,7 @@ def test_top_level_typo_stops_the_plan(tmp_path):
 
 
 def test_top_level_typo_stops_describe(tmp_path):
-    proj = _project(tmp_path, lambda t: t.replace("  sophia:platform:", "  sophia:platfrom:")
-                    .replace("  sophia:delivery: argocd", "  sophia:delivery: argocd\n  sophia:platfrom: {valkey: {replicas: 3}}"))
+    proj = _project(tmp_path, lambda t: t.replace("  sophia:delivery: argocd", "  sophia:delivery: argocd\n  sophia:platfrom: {valkey: {replicas: 3}}"))
     proc = _run(["describe", "--stack", "production", "backend"], cwd=proj)
     assert proc.returncode == 2
     assert proc.stderr.splitlines()[1] == "  - sophia:platfrom: is not a key this program reads; did you mean sophia:platform?"

@@ -65,7 +65,7 @@ def test_device_plugin_values_use_the_k3s_runtime_class_and_chart_keys(stack):
 
 
 def test_gpu_feature_discovery_is_a_setting():
-    cfg = parse_with("production", lambda raw: raw.__setitem__("platform", {"devicePlugin": {"gpuFeatureDiscovery": True}}))
+    cfg = parse_with("production", lambda raw: raw["platform"].update(devicePlugin={"gpuFeatureDiscovery": True}))
     assert values.device_plugin_values(cfg)["gfd"]["enabled"] is True
 
 

@@ -76,7 +76,10 @@ def _host(name: str, value: Any) -> Change:
 
 
 def _platform(settings: dict) -> Change:
-    return lambda r: r.update(platform=settings)
+    # Merged into the stack's own (production's backup settings stay).
+    def merge(base: dict, over: dict) -> dict:
+        return {**base, **{k: merge(base.get(k) or {}, v) if isinstance(v, dict) else v for k, v in over.items()}}
+    return lambda r: r.update(platform=merge(r.get("platform") or {}, settings))
 
 
 def _backups(endpoint: str) -> Change:

@@ -11,6 +11,7 @@ import pytest
 from sophia_infra import names
 from sophia_infra.gpu import monitoring as gpu_monitoring
 from sophia_infra.gpu import values as gpu_values
+from sophia_infra.platform import tls
 from sophia_infra.platform import values as v
 from sophia_infra.platform.namespaces import ALL, POD_SECURITY, namespace_manifest, namespace_objects, network_policies
 from sophia_infra.platform_settings import total_gpu_capacity
@@ -20,8 +21,13 @@ from tests.platform_helpers import chart_defaults, crd_errors, run_platform, sch
 BACKUPS = {"postgres": {"backup": {"enabled": True, "bucket": "sophia-backups", "endpoint": "https://s3.example.com"}}}
 
 
+def _merge(base: dict, over: dict) -> dict:
+    return {**base, **{k: _merge(base.get(k) or {}, v) if isinstance(v, dict) else v for k, v in over.items()}}
+
+
 def _with_platform(settings):
-    return lambda raw: raw.__setitem__("platform", settings)
+    """Settings merged into the stack's own sophia:platform (production's backups stay on)."""
+    return lambda raw: raw.__setitem__("platform", _merge(raw.get("platform") or {}, settings))
 
 
 def _all_values(cfg):
@@ -35,11 +41,12 @@ def _all_values(cfg):
         "nginx-ingress": (v.nginx_ingress_values(cfg), set()),
         "nvidia-device-plugin": (gpu_values.device_plugin_values(cfg), set()),
         "dcgm-exporter": (gpu_values.dcgm_exporter_values(cfg, v.PROMETHEUS_RELEASE), set()),
+        "cert-manager": (tls.cert_manager_values(cfg, v.PROMETHEUS_RELEASE), set()),
     }
 
 
 @pytest.mark.parametrize("chart", ["kube-prometheus-stack", "cloudnative-pg", "plugin-barman-cloud", "valkey",
-                                   "nginx-ingress", "nvidia-device-plugin", "dcgm-exporter"])
+                                   "nginx-ingress", "nvidia-device-plugin", "dcgm-exporter", "cert-manager"])
 def test_every_value_is_a_key_of_the_pinned_chart(chart):
     cfg = parse_with("production", _with_platform(BACKUPS))
     vals, subchart = _all_values(cfg)[chart]
@@ -181,7 +188,7 @@ def test_nothing_secret_in_helm_values_or_configmaps_and_secrets_are_secret():
     run = run_platform("production", lambda c: c.__setitem__("sophia:platform", json.dumps(BACKUPS)), check=check)
     releases = run.of_type("kubernetes:helm.sh/v3:Release")
     cms = run.of_type("kubernetes:core/v1:ConfigMap")
-    assert len(releases) == 7 and len(cms) == 2
+    assert len(releases) == 8 and len(cms) == 2  # with cert-manager and the Barman Cloud plugin
     for r in releases + cms:
         text = json.dumps(r.inputs)
         assert "placeholder-" not in text and "[secret]" not in text, r.name
@@ -252,7 +259,7 @@ def test_gpu_quota_above_capacity():
 
 
 def test_backups_without_bucket_or_endpoint():
-    problems = problems_of("production", _with_platform({"postgres": {"backup": {"enabled": True}}}))
+    problems = problems_of("dev", _with_platform({"postgres": {"backup": {"enabled": True}}}))
     assert any(p.startswith("sophia:platform.postgres.backup.bucket:") for p in problems)
     assert any(p.startswith("sophia:platform.postgres.backup.endpoint:") for p in problems)
 

@@ -21,11 +21,13 @@ pytestmark = pytest.mark.skipif(HELM is None, reason="helm is not installed (scr
 
 
 # Production with everything optional on: PostgreSQL backups (the Barman plugin release),
-# an Argo CD UI host and a frontend host (their Ingresses and the flows to them).
+# an Argo CD UI host, a frontend host and a Grafana host (their Ingresses, Certificates, the
+# ACME solver pods and the flows to them).
 EVERYTHING = "production+everything"
 VARIANTS = {EVERYTHING: ("production", {
     "sophia:platform": {"postgres": {"backup": {"enabled": True, "bucket": "sophia-backups",
-                                                "endpoint": "https://objects.example.com"}}},
+                                                "endpoint": "https://objects.example.com"}},
+                        "monitoring": {"grafanaHost": "grafana.example.com"}},
     "sophia:argocd": {"ingressHost": "cd.example.com"},
     "sophia:workloads": {"frontendHost": "app.example.com"},
 })}

@@ -63,7 +63,8 @@ def test_real_esc_files_mark_every_credential_secret(stack):
     config, secret_keys = stack_config.load(stack)
     plain = {k for k in config if k not in secret_keys}
     assert plain == {"sophia:hosts", "sophia:sshUser"} | {k for k in config if not k.startswith("sophia:") or k in {
-        "sophia:environment", "sophia:k3s", "sophia:nodes", "sophia:delivery", "sophia:charts", "sophia:services"}}
+        "sophia:environment", "sophia:k3s", "sophia:nodes", "sophia:delivery", "sophia:charts", "sophia:services",
+        "sophia:platform"}}
     for key in secret_keys:
         assert config[key].startswith("placeholder-"), key
 

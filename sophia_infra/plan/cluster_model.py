@@ -119,6 +119,20 @@ def _cnpg_instances(obj: dict) -> list[Workload]:
     return out
 
 
+# cert-manager v1.21 (pkg/issuer/acme/http/pod.go): an HTTP-01 challenge of a Certificate
+# starts an acmesolver pod in the Certificate's namespace, labelled
+# acme.cert-manager.io/http01-solver=true, serving 8089 ("http"), non-root with seccomp
+# RuntimeDefault, a read-only root, no privilege escalation and every capability dropped.
+def _acme_solver(obj: dict) -> Workload:
+    sc = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+    pod = {"securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+           "containers": [{"name": "acmesolver", "securityContext": sc,
+                           "ports": [{"name": "http", "containerPort": 8089}]}]}
+    ns = obj["metadata"]["namespace"]
+    return Workload("Pod", ns, f"cm-acme-http-solver-{obj['metadata']['name']}",
+                    {"labels": {"acme.cert-manager.io/http01-solver": "true"}}, pod, "operator")
+
+
 # K3s ships CoreDNS in kube-system (manifests/coredns.yaml): k8s-app=kube-dns, dns 53/UDP, dns-tcp 53/TCP.
 KUBE_DNS = Workload("Deployment", "kube-system", "coredns", {"labels": {"k8s-app": "kube-dns"}}, {"containers": [
     {"name": "coredns", "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
@@ -140,6 +154,9 @@ def _derived(objects: Iterable[dict]) -> list[Workload]:
                 {"name": "mesh-udp", "containerPort": 9094, "protocol": "UDP"}]))
         elif api.startswith("postgresql.cnpg.io/") and kind == "Cluster":
             out += _cnpg_instances(obj)
+        elif api.startswith("cert-manager.io/") and kind == "Certificate" \
+                and ((obj.get("spec") or {}).get("issuerRef") or {}).get("kind") == "ClusterIssuer":
+            out.append(_acme_solver(obj))  # the ACME ClusterIssuer's (a chart's self-signed ones start none)
     return out
 
 

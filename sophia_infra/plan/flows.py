@@ -137,11 +137,30 @@ def required_flows(cfg: StackConfig, model: ClusterModel) -> list[Flow]:
     add("PostgreSQL replication", pg, pg, "postgresql")
     if cfg.platform.valkey.replicas > 0:
         add("Valkey replica -> primary", app(D, "valkey"), app(D, "valkey"), 6379)
-    if cfg.platform.postgres.backup.enabled:
+    from sophia_infra.platform_settings import object_store_needed
+
+    if object_store_needed(cfg):
         add("PostgreSQL WAL archive -> object store", pg, internet, _endpoint_port(cfg.platform.postgres.backup.endpoint))
         # CNPG-I: the operator calls the Barman Cloud plugin's gRPC Service.
         add("CloudNativePG operator -> Barman Cloud plugin", app(D, "cloudnative-pg"), app(D, "plugin-barman-cloud"), 9090)
         add("Barman Cloud plugin -> API server", app(D, "plugin-barman-cloud"), api, 6443)
+
+    # cert-manager: the API both ways, Let's Encrypt, the HTTP-01 self-check through the
+    # ingress, the ingress controller to the solver pods of every namespace with a Certificate.
+    from sophia_infra.platform import tls
+
+    CM = names.CERT_MANAGER
+    cm_controller = app(CM, "cert-manager")
+    for what, name in (("controller", "cert-manager"), ("webhook", "webhook"), ("cainjector", "cainjector"),
+                       ("startupapicheck", "startupapicheck")):
+        add(f"cert-manager {what} -> API server", app(CM, name), api, 6443)
+    add("API server -> cert-manager webhook", api, app(CM, "webhook"), "https")
+    add("cert-manager -> ACME server 443", cm_controller, internet, 443)
+    add("cert-manager HTTP-01 self-check -> ingress controller", cm_controller, ingress, 80)
+    for ns in tls.solver_namespaces(cfg):
+        add(f"ingress controller -> ACME solver in {ns}", ingress, pods(ns, tls.SOLVER_POD), tls.SOLVER_PORT)
+    if cfg.platform.monitoring.grafana_host:
+        add("ingress controller -> Grafana", ingress, app(MON, "grafana", GRAFANA), 3000)
 
     # Monitoring among itself.
     add("Prometheus -> Alertmanager", prometheus, app(MON, "alertmanager"), 9093)
@@ -213,8 +232,12 @@ def scrape_flows(model: ClusterModel) -> list[Flow]:
             selector = (svc.get("spec") or {}).get("selector") or {}
             dst = End(meta["namespace"], tuple(sorted(selector.items())))
             for ep in spec.get("endpoints") or []:
+                if ep.get("port") is None and ep.get("targetPort") is not None:
+                    # `targetPort` names the pods' port itself (cert-manager's), whatever the Service's.
+                    flows.append(Flow(title, prometheus, dst, ep["targetPort"]))
+                    continue
                 for p in (svc.get("spec") or {}).get("ports") or []:
-                    if ep.get("port") in (p.get("name"), None) or ep.get("targetPort") == p.get("targetPort"):
+                    if ep.get("port") in (p.get("name"), None):
                         flows.append(Flow(title, prometheus, dst, p.get("targetPort", p["port"]), p.get("protocol", "TCP")))
     return list(dict.fromkeys(flows + _pod_monitor_flows(model, prometheus)))  # one row per distinct flow
 

@@ -1,8 +1,10 @@
-"""The platform layer: namespaces, secrets, GPU layer, data stores, ingress, monitoring.
+"""The platform layer: namespaces, secrets, GPU layer, data stores, ingress, monitoring, TLS.
 
 Order (explicit dependencies): namespaces -> secrets -> kube-prometheus-stack (installs the
-monitoring CRDs) -> device plugin, dcgm-exporter + GPU dashboard/alerts, CloudNativePG
-operator -> PostgreSQL Cluster (+ backups), Valkey, NGINX ingress, LLM gateway ConfigMap.
+monitoring CRDs) -> cert-manager (its CRDs) -> ClusterIssuer and Certificates; device plugin,
+dcgm-exporter + GPU dashboard/alerts, data-safety alerts; CloudNativePG operator -> Barman
+Cloud plugin (after cert-manager: it creates an Issuer and Certificates) -> ObjectStore ->
+PostgreSQL Cluster -> ScheduledBackup; Valkey, NGINX ingress, LLM gateway ConfigMap.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import pulumi_kubernetes as k8s
 from sophia_infra import chart_crds, names
 from sophia_infra import secrets as stack_secrets
 from sophia_infra.config import StackConfig
+from sophia_infra.platform import alerts, tls
 from sophia_infra.platform import values as v
+from sophia_infra.platform_settings import postgres_backups
 from sophia_infra.platform.helm import config_map, custom_resource, release
 from sophia_infra.platform.namespaces import Namespaces
 
@@ -40,31 +44,65 @@ class Postgres(pulumi.ComponentResource):
 
     def __init__(self, name: str, cfg: StackConfig, provider: k8s.Provider, namespace: k8s.core.v1.Namespace,
                  app_secret: k8s.core.v1.Secret, backup_secret: Optional[k8s.core.v1.Secret],
-                 prometheus: k8s.helm.v3.Release, opts: Optional[pulumi.ResourceOptions] = None):
+                 prometheus: k8s.helm.v3.Release, cert_manager: k8s.helm.v3.Release,
+                 opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("sophia:platform:Postgres", name, None, opts)
         # The operator's PodMonitor needs the monitoring CRDs.
         self.operator = release(f"{name}-operator", cfg, "cloudnative-pg", v.CNPG_RELEASE, names.DATA,
                                 v.cnpg_values(cfg), provider, self, depends_on=[namespace, prometheus])
         cluster_deps: list[pulumi.Resource] = [self.operator, app_secret]
-        self.plugin = self.object_store = self.scheduled_backup = None
-        if cfg.platform.postgres.backup.enabled:
-            # Needs cert-manager in the cluster (the plugin's TLS certificates).
+        self.plugin = self.scheduled_backup = None
+        self.object_stores: list[pulumi.Resource] = []
+        stores = v.object_stores(cfg)
+        if stores:
+            # The plugin's chart creates a cert-manager Issuer and Certificates (its TLS to the operator).
             self.plugin = release(f"{name}-barman-plugin", cfg, "plugin-barman-cloud", v.BARMAN_RELEASE, names.DATA,
-                                  v.barman_values(cfg), provider, self, depends_on=[self.operator])
-            self.object_store = custom_resource(f"{name}-object-store", v.object_store(cfg), provider, self,
-                                                depends_on=[self.plugin] + ([backup_secret] if backup_secret else []))
-            cluster_deps += [self.plugin, self.object_store]
+                                  v.barman_values(cfg), provider, self, depends_on=[self.operator, cert_manager])
+            for store in stores:
+                suffix = "object-store" if store["metadata"]["name"] == v.object_store_name(cfg) else "recovery-object-store"
+                self.object_stores.append(custom_resource(
+                    f"{name}-{suffix}", store, provider, self,
+                    depends_on=[self.plugin] + ([backup_secret] if backup_secret else [])))
+            cluster_deps += [self.plugin, *self.object_stores]
+        self.object_store = self.object_stores[0] if self.object_stores else None
         self.cluster = custom_resource(
             f"{name}-cluster",
             v.postgres_cluster(cfg),
             provider, self, depends_on=cluster_deps)
         self.pod_monitor = custom_resource(f"{name}-pod-monitor", v.postgres_pod_monitor(cfg), provider, self,
                                            depends_on=[prometheus, self.cluster])
-        if cfg.platform.postgres.backup.enabled:
+        if postgres_backups(cfg):
             self.scheduled_backup = custom_resource(f"{name}-scheduled-backup", v.scheduled_backup(cfg), provider,
                                                     self, depends_on=[self.cluster])
+        elif cfg.environment == "production":
+            pulumi.log.warn(f"PostgreSQL backups are off in this production stack "
+                            f"(sophia:platform.postgres.backup.optOut: {cfg.platform.postgres.backup.opt_out})")
         self.host = v.postgres_host(cfg)
         self.register_outputs({"host": self.host})
+
+
+class Tls(pulumi.ComponentResource):
+    """cert-manager, the ACME ClusterIssuer and a Certificate per Ingress host."""
+
+    def __init__(self, name: str, cfg: StackConfig, provider: k8s.Provider, namespace: k8s.core.v1.Namespace,
+                 prometheus: k8s.helm.v3.Release, namespaces: dict[str, k8s.core.v1.Namespace],
+                 opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("sophia:platform:Tls", name, None, opts)
+        # The ServiceMonitor needs the monitoring CRDs; the CRDs come with the release.
+        self.cert_manager = release(f"{name}-cert-manager", cfg, "cert-manager", tls.CERT_MANAGER_RELEASE,
+                                    names.CERT_MANAGER, tls.cert_manager_values(cfg, v.PROMETHEUS_RELEASE),
+                                    provider, self, depends_on=[namespace, prometheus])
+        self.issuer = None
+        self.certificates: list[pulumi.Resource] = []
+        if cfg.platform.tls.email:
+            self.issuer = custom_resource(f"{name}-cluster-issuer", tls.cluster_issuer(cfg), provider, self,
+                                          depends_on=[self.cert_manager])
+            for cert in tls.certificates(cfg):
+                ns = cert["metadata"]["namespace"]
+                self.certificates.append(custom_resource(
+                    f"{name}-certificate-{cert['metadata']['name']}", cert, provider, self,
+                    depends_on=[self.issuer, namespaces[ns]]))
+        self.register_outputs({})
 
 
 class Platform(pulumi.ComponentResource):
@@ -95,6 +133,12 @@ class Platform(pulumi.ComponentResource):
                                   depends_on=[ns.namespaces[names.MONITORING], ns.namespaces[names.GPU],
                                               sec.secrets[v.GRAFANA_ADMIN_SECRET]], timeout=900)
 
+        self.tls = Tls(f"{name}-tls", cfg, provider, ns.namespaces[names.CERT_MANAGER], self.monitoring,
+                       ns.namespaces, opts=child)
+        self.data_safety_alerts = custom_resource(f"{name}-data-safety-alerts",
+                                                  alerts.prometheus_rule(cfg, v.PROMETHEUS_RELEASE), provider, self,
+                                                  depends_on=[self.monitoring])
+
         self.device_plugin = DevicePlugin(f"{name}-device-plugin", cfg, provider,
                                           opts=pulumi.ResourceOptions(parent=self, depends_on=[ns.namespaces[names.GPU]]))
         self.gpu_metrics = GpuMetrics(f"{name}-gpu-metrics", cfg, provider, self.monitoring, v.PROMETHEUS_RELEASE,
@@ -102,7 +146,7 @@ class Platform(pulumi.ComponentResource):
 
         self.postgres = Postgres(f"{name}-postgres", cfg, provider, ns.namespaces[names.DATA],
                                  sec.secrets[v.POSTGRES_APP_SECRET], sec.secrets.get(v.BACKUP_S3_SECRET),
-                                 self.monitoring, opts=child)
+                                 self.monitoring, self.tls.cert_manager, opts=child)
         self.valkey = release(f"{name}-valkey", cfg, "valkey", v.VALKEY_RELEASE, names.DATA, v.valkey_values(cfg),
                               provider, self, depends_on=[ns.namespaces[names.DATA], sec.secrets[v.VALKEY_USERS_SECRET],
                                                           self.monitoring])
@@ -124,6 +168,9 @@ class Platform(pulumi.ComponentResource):
             "postgresHost": v.postgres_host(cfg),
             "postgresReadHost": v.postgres_host(cfg, read_only=True),
             "postgresPort": 5432,
+            # On, or off with the reason a production stack gave (sophia:platform.postgres.backup.optOut).
+            "postgresBackups": "on" if postgres_backups(cfg) else
+                               f"off: {cfg.platform.postgres.backup.opt_out or 'not a production stack'}",
             "postgresAppSecret": f"{names.DATA}/{v.POSTGRES_APP_SECRET}",
             "redisHost": v.valkey_host(),
             "redisReadHost": v.valkey_host(read_only=True),

@@ -8,8 +8,10 @@ creates them. Network policy: every namespace denies all traffic, then allows ex
   - Prometheus (monitoring) -> the metrics ports of each namespace;
   - apps and MCP servers -> the internet on 443 (SaaS and LLM APIs; private ranges excluded);
   - Argo CD, the operators and node agents -> the API server; Argo CD -> git/Helm repos;
-  - the API server -> admission webhooks (CNPG, prometheus-operator);
-  - traffic inside data, monitoring and argocd (replication, operator <-> instances).
+  - the API server -> admission webhooks (CNPG, prometheus-operator, cert-manager);
+  - cert-manager -> Let's Encrypt (443) and its HTTP-01 self-check through the ingress (80);
+    the ingress controller -> cert-manager's HTTP-01 solver pods in namespaces with a Certificate;
+  - traffic inside data, monitoring, argocd and cert-manager (replication, operator <-> instances).
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import pulumi_kubernetes as k8s
 
 from sophia_infra import names
 from sophia_infra.config import StackConfig
-from sophia_infra.platform_settings import gpu_quota
+from sophia_infra.platform import tls
+from sophia_infra.platform_settings import gpu_quota, object_store_needed
 
-ALL = (names.APPS, names.MCP, names.DATA, names.MONITORING, names.ARGOCD, names.INGRESS, names.GPU)
+ALL = (names.APPS, names.MCP, names.DATA, names.MONITORING, names.ARGOCD, names.INGRESS, names.GPU, names.CERT_MANAGER)
 
 # Pod Security Admission level enforced per namespace: the strictest every pod there meets,
 # checked on the rendered charts (tests/test_rendered.py). Monitoring stays baseline while
@@ -39,6 +42,7 @@ POD_SECURITY = {
     names.ARGOCD: "restricted",
     names.INGRESS: "restricted",
     names.GPU: "privileged",
+    names.CERT_MANAGER: "restricted",  # the chart's pods set runAsNonRoot, seccomp and drop ALL
 }
 PSA_VERSION = "v" + ".".join(names.KUBERNETES_VERSION.split(".")[:2])
 
@@ -67,7 +71,13 @@ METRICS_PORT_NAMES = {
     names.ARGOCD: ["metrics"],
     names.INGRESS: ["prometheus"],
     names.GPU: ["metrics"],
+    names.CERT_MANAGER: ["http-metrics"],  # controller, webhook and cainjector (9402)
 }
+CERT_MANAGER_POD = {APP_LABEL: "cert-manager"}  # the controller (webhook: webhook, cainjector: cainjector)
+CERT_MANAGER_WEBHOOK_POD = {APP_LABEL: "webhook"}
+INGRESS_POD = {APP_LABEL: "nginx-ingress"}
+GRAFANA_POD = {APP_LABEL: "grafana"}
+GRAFANA_PORT = 3000
 ARGOCD_SERVER_POD = {APP_LABEL: "argocd-server"}
 ARGOCD_SERVER_PORT = "server"  # argocd-server's container port name (8080; plain HTTP behind the ingress)
 
@@ -205,7 +215,7 @@ def network_policies(cfg: StackConfig, ns: str) -> list[dict]:
                             ingress=[{"from": [{"ipBlock": {"cidr": c}} for c in node_cidrs(cfg)] + [{"ipBlock": {"cidr": cfg.k3s.cluster_cidr}}],
                                       "ports": _ports([9443])}]))
         backup = cfg.platform.postgres.backup
-        if backup.enabled and backup.endpoint:
+        if object_store_needed(cfg) and backup.endpoint:
             from urllib.parse import urlparse
             u = urlparse(backup.endpoint)
             port = u.port or (443 if u.scheme == "https" else 80)
@@ -221,6 +231,9 @@ def network_policies(cfg: StackConfig, ns: str) -> list[dict]:
         pols.append(_policy(ns, "allow-webhooks", {"matchLabels": PROMETHEUS_OPERATOR_POD},
                             ingress=[{"from": [{"ipBlock": {"cidr": c}} for c in node_cidrs(cfg)] + [{"ipBlock": {"cidr": cfg.k3s.cluster_cidr}}],
                                       "ports": _ports([10250])}]))
+        if cfg.platform.monitoring.grafana_host:
+            pols.append(_policy(ns, "allow-ingress-controller", {"matchLabels": GRAFANA_POD}, ingress=[{
+                "from": [_ns_peer(names.INGRESS, INGRESS_POD)], "ports": _ports([GRAFANA_PORT])}]))
     elif ns == names.ARGOCD:
         pols.append(_policy(ns, "allow-same-namespace", everything, ingress=[{"from": same_ns}], egress=[{"to": same_ns}]))
         pols.append(_policy(ns, "allow-api-server", everything, egress=[_api_server(cfg)]))
@@ -242,6 +255,32 @@ def network_policies(cfg: StackConfig, ns: str) -> list[dict]:
                 "to": [_ns_peer(names.ARGOCD, ARGOCD_SERVER_POD)], "ports": _ports([ARGOCD_SERVER_PORT])}]))
         pols.append(_policy(ns, "allow-api-server", everything, egress=[_api_server(cfg)]))
         pols.append(_policy(ns, "allow-prometheus", everything, ingress=[{"from": from_prometheus, "ports": _ports(METRICS_PORT_NAMES[ns])}]))
+        solvers = tls.solver_namespaces(cfg)
+        if solvers:
+            pols.append(_policy(ns, "allow-to-acme-solvers", everything, egress=[{
+                "to": [_ns_peer(n, tls.SOLVER_POD) for n in solvers], "ports": _ports([tls.SOLVER_PORT])}]))
+        if cfg.platform.monitoring.grafana_host:
+            pols.append(_policy(ns, "allow-to-grafana", everything, egress=[{
+                "to": [_ns_peer(names.MONITORING, GRAFANA_POD)], "ports": _ports([GRAFANA_PORT])}]))
+        # cert-manager's HTTP-01 self-check reaches the controller through the node address (80).
+        pols.append(_policy(ns, "allow-acme-self-check", everything, ingress=[{
+            "from": [_ns_peer(names.CERT_MANAGER, CERT_MANAGER_POD)], "ports": _ports([80])}]))
+    elif ns == names.CERT_MANAGER:
+        pols.append(_policy(ns, "allow-same-namespace", everything, ingress=[{"from": same_ns}], egress=[{"to": same_ns}]))
+        pols.append(_policy(ns, "allow-api-server", everything, egress=[_api_server(cfg)]))
+        pols.append(_policy(ns, "allow-webhooks", {"matchLabels": CERT_MANAGER_WEBHOOK_POD},
+                            ingress=[{"from": [{"ipBlock": {"cidr": c}} for c in node_cidrs(cfg)] + [{"ipBlock": {"cidr": cfg.k3s.cluster_cidr}}],
+                                      "ports": _ports([tls.WEBHOOK_PORT])}]))
+        # The ACME API (443) and the HTTP-01 self-check (80), to the ingress controller's pods
+        # when the node address is translated to them, else to the public address.
+        pols.append(_policy(ns, "allow-acme", {"matchLabels": CERT_MANAGER_POD}, egress=[
+            _internet([80, 443]),
+            {"to": [_ns_peer(names.INGRESS, INGRESS_POD)], "ports": _ports([80])}]))
+        pols.append(_policy(ns, "allow-prometheus", everything, ingress=[{"from": from_prometheus, "ports": _ports(METRICS_PORT_NAMES[ns])}]))
+    if ns in tls.solver_namespaces(cfg):
+        # cert-manager's HTTP-01 solver pods answer Let's Encrypt through the ingress controller.
+        pols.append(_policy(ns, "allow-ingress-to-acme-solver", {"matchLabels": tls.SOLVER_POD}, ingress=[{
+            "from": [_ns_peer(names.INGRESS, INGRESS_POD)], "ports": _ports([tls.SOLVER_PORT])}]))
     if cfg.platform.istio.enabled and ns in MESHED:
         # Sidecars fetch config and certificates from istiod; mesh traffic keeps the ports above.
         pols.append(_policy(ns, "allow-istiod", everything, egress=[{

@@ -11,7 +11,8 @@ from typing import Any, Optional
 
 from sophia_infra import names
 from sophia_infra.config import StackConfig
-from sophia_infra.platform_settings import Resources
+from sophia_infra.platform.tls import grafana_ingress_values
+from sophia_infra.platform_settings import Resources, object_store_needed, postgres_backups
 
 # Release names (also the prefixes of the Services the charts create).
 PROMETHEUS_RELEASE = "kube-prometheus-stack"
@@ -97,6 +98,7 @@ def kube_prometheus_stack_values(cfg: StackConfig) -> dict[str, Any]:
             "admin": {"existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
             "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard", "labelValue": "1", "searchNamespace": "ALL"}},
             "resources": m.grafana_resources.k8s(),  # grafana subchart key
+            **grafana_ingress_values(cfg),  # grafana subchart keys, with sophia:platform.monitoring.grafanaHost
         },
         "prometheus": {"prometheusSpec": spec},
         "alertmanager": {"alertmanagerSpec": {"resources": m.alertmanager_resources.k8s()}},
@@ -132,6 +134,7 @@ def cnpg_values(cfg: StackConfig) -> dict[str, Any]:
 
 
 def barman_values(cfg: StackConfig) -> dict[str, Any]:
+    # The chart's Issuer and Certificates (its TLS to the operator) are cert-manager's.
     return {"resources": cfg.platform.postgres.operator_resources.k8s()}
 
 
@@ -139,10 +142,40 @@ def object_store_name(cfg: StackConfig) -> str:
     return f"{cfg.platform.postgres.cluster_name}-backups"
 
 
+RECOVERY_SOURCE = "origin"  # the externalClusters entry a recovery bootstraps from
+
+
+def recovery_object_store_name(cfg: StackConfig) -> str:
+    """The ObjectStore a recovery reads: the backup's own, unless the old backups lie elsewhere."""
+    r = cfg.platform.postgres.recovery
+    b = cfg.platform.postgres.backup
+    if r is None or ((r.bucket or b.bucket) == b.bucket and (r.path or b.path) == b.path):
+        return object_store_name(cfg)
+    return f"{cfg.platform.postgres.cluster_name}-recovery-source"
+
+
+def _bootstrap(cfg: StackConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(bootstrap, externalClusters): initdb, or recovery from the Barman Cloud plugin's archive."""
+    p = cfg.platform.postgres
+    owner = {"database": p.database, "owner": p.owner, "secret": {"name": POSTGRES_APP_SECRET}}
+    r = p.recovery
+    if r is None:
+        return {"initdb": owner}, []
+    recovery: dict[str, Any] = {"source": RECOVERY_SOURCE, **owner}
+    if r.target_time:
+        recovery["recoveryTarget"] = {"targetTime": r.target_time}
+    external = [{"name": RECOVERY_SOURCE, "plugin": {
+        "name": BARMAN_PLUGIN,
+        "parameters": {"barmanObjectName": recovery_object_store_name(cfg), "serverName": r.server_name}}}]
+    return {"recovery": recovery}, external
+
+
 def postgres_cluster(cfg: StackConfig) -> dict[str, Any]:
     """The CNPG `Cluster`. The database and owner are plain config names
-    (sophia:platform.postgres.database/owner); the owner's password is in POSTGRES_APP_SECRET."""
+    (sophia:platform.postgres.database/owner); the owner's password is in POSTGRES_APP_SECRET.
+    With sophia:platform.postgres.recovery it bootstraps from the backups instead of initdb."""
     p = cfg.platform.postgres
+    bootstrap, external = _bootstrap(cfg)
     spec: dict[str, Any] = {
         "instances": p.instances,
         "storage": {"size": p.storage_size, "storageClass": p.storage_class},
@@ -150,9 +183,12 @@ def postgres_cluster(cfg: StackConfig) -> dict[str, Any]:
         "enablePDB": p.instances > 1,
         "affinity": {"enablePodAntiAffinity": True, "podAntiAffinityType": "preferred",
                      "topologyKey": "kubernetes.io/hostname"},
-        "bootstrap": {"initdb": {"database": p.database, "owner": p.owner, "secret": {"name": POSTGRES_APP_SECRET}}},
+        "bootstrap": bootstrap,
     }
-    if p.backup.enabled:
+    if external:
+        spec["externalClusters"] = external
+    if postgres_backups(cfg):
+        # WAL archiving through the plugin, into <path>/<clusterName>/ of the object store.
         spec["plugins"] = [{"name": BARMAN_PLUGIN, "isWALArchiver": True,
                             "parameters": {"barmanObjectName": object_store_name(cfg)}}]
     return {"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
@@ -168,21 +204,42 @@ def postgres_pod_monitor(cfg: StackConfig) -> dict[str, Any]:
                      "podMetricsEndpoints": [{"port": "metrics"}]}}
 
 
-def object_store(cfg: StackConfig) -> dict[str, Any]:
+def _object_store(name: str, bucket: str, path: str, cfg: StackConfig, retention: Optional[str]) -> dict[str, Any]:
     b = cfg.platform.postgres.backup
+    creds: dict[str, Any] = {
+        "accessKeyId": {"name": BACKUP_S3_SECRET, "key": "ACCESS_KEY_ID"},
+        "secretAccessKey": {"name": BACKUP_S3_SECRET, "key": "ACCESS_SECRET_KEY"},
+    }
+    if b.region:
+        creds["region"] = {"name": BACKUP_S3_SECRET, "key": "ACCESS_REGION"}  # the CRD takes it from a Secret
     conf: dict[str, Any] = {
-        "destinationPath": f"s3://{b.bucket}/{b.path.strip('/')}",
+        "destinationPath": f"s3://{bucket}/{path.strip('/')}",
         "endpointURL": b.endpoint,
-        "s3Credentials": {
-            "accessKeyId": {"name": BACKUP_S3_SECRET, "key": "ACCESS_KEY_ID"},
-            "secretAccessKey": {"name": BACKUP_S3_SECRET, "key": "ACCESS_SECRET_KEY"},
-        },
+        "s3Credentials": creds,
         "wal": {"compression": "gzip"},
         "data": {"compression": "gzip"},
     }
+    spec: dict[str, Any] = {"configuration": conf}
+    if retention:
+        spec["retentionPolicy"] = retention
     return {"apiVersion": "barmancloud.cnpg.io/v1", "kind": "ObjectStore",
-            "metadata": {"name": object_store_name(cfg), "namespace": names.DATA},
-            "spec": {"configuration": conf, "retentionPolicy": b.retention}}
+            "metadata": {"name": name, "namespace": names.DATA}, "spec": spec}
+
+
+def object_stores(cfg: StackConfig) -> list[dict[str, Any]]:
+    """The ObjectStores: the backups' (retention from config), and a recovery source elsewhere."""
+    b, r = cfg.platform.postgres.backup, cfg.platform.postgres.recovery
+    if not object_store_needed(cfg):
+        return []
+    out = [_object_store(object_store_name(cfg), b.bucket or "", b.path, cfg, b.retention)]
+    if r is not None and recovery_object_store_name(cfg) != object_store_name(cfg):
+        # Read only: no retention policy, so the recovery never prunes the old cluster's backups.
+        out.append(_object_store(recovery_object_store_name(cfg), r.bucket or b.bucket or "", r.path or b.path, cfg, None))
+    return out
+
+
+def object_store(cfg: StackConfig) -> dict[str, Any]:
+    return object_stores(cfg)[0]
 
 
 def scheduled_backup(cfg: StackConfig) -> dict[str, Any]:
@@ -219,12 +276,23 @@ def valkey_values(cfg: StackConfig) -> dict[str, Any]:
             "serviceMonitor": {"enabled": True, "extraLabels": {"release": PROMETHEUS_RELEASE}},
         },
     }
+    # The data directory (/data) is a PersistentVolume either way; this says how the primary
+    # writes to it, so a restart reloads what it had.
+    values["valkeyConfig"] = VALKEY_PERSISTENCE[v.persistence]
     if v.replicas > 0:
         values["replica"] = {"enabled": True, "replicas": v.replicas,
                              "persistence": {"size": v.storage_size, "storageClass": v.storage_class}}
     else:
         values["dataStorage"] = {"enabled": True, "requestedSize": v.storage_size, "className": v.storage_class}
     return values
+
+
+# valkey.conf lines appended to the chart's own (dir /data): the append-only file, fsync'd
+# every second and rewritten as it grows; or RDB snapshots at Valkey's classic save points.
+VALKEY_PERSISTENCE = {
+    "aof": "appendonly yes\nappendfsync everysec\nauto-aof-rewrite-percentage 100\nauto-aof-rewrite-min-size 64mb\n",
+    "rdb": "appendonly no\nsave 900 1 300 10 60 10000\n",
+}
 
 
 # ----------------------------------------------------------------------------- ingress
@@ -296,7 +364,9 @@ def platform_secrets(cfg: StackConfig, value) -> list[dict[str, Any]]:
         secret_manifest(VALKEY_USERS_SECRET, names.DATA, {"default": value("redisPassword")}),
     ]
     b = cfg.platform.postgres.backup
-    if b.enabled:
-        out.append(secret_manifest(BACKUP_S3_SECRET, names.DATA, {
-            "ACCESS_KEY_ID": value(b.access_key_config), "ACCESS_SECRET_KEY": value(b.secret_key_config)}))
+    if object_store_needed(cfg):
+        keys = {"ACCESS_KEY_ID": value(b.access_key_config), "ACCESS_SECRET_KEY": value(b.secret_key_config)}
+        if b.region:
+            keys["ACCESS_REGION"] = b.region
+        out.append(secret_manifest(BACKUP_S3_SECRET, names.DATA, keys))
     return out

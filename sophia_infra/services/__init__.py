@@ -113,6 +113,8 @@ def argocd_values(cfg: StackConfig) -> dict[str, Any]:
         values["server"]["ingress"] = {
             "enabled": True,
             "ingressClassName": workloads(cfg).ingress_class,
+            # TLS from the Secret argocd-server-tls, which cert-manager writes (sophia_infra.platform.tls).
+            "tls": True,
         }
     return values
 

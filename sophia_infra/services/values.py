@@ -181,7 +181,8 @@ def structural_values(cfg: StackConfig, svc: Service) -> dict[str, Any]:
             "className": w.ingress_class,
             "host": ingress_host or "",
             "path": "/",
-            "tlsSecretName": "",
+            # cert-manager writes it (the platform's Certificate for the host): sophia_infra.platform.tls.
+            "tlsSecretName": names.FRONTEND_TLS_SECRET if ingress_host else "",
         },
         "podAnnotations": {},
     }
