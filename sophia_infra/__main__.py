@@ -176,6 +176,67 @@ def _backups(args: argparse.Namespace) -> int:
     return OK if ok else CHECK_FAILED
 
 
+SSH_KEY_ENV = "SOPHIA_SSH_PRIVATE_KEY"
+
+
+def run_over_ssh(user: str, address: str, key_file: str, script: str) -> int:
+    """Run `script` as root on a host with the stack's SSH user and key (ssh(1), bounded dials)."""
+    import subprocess
+
+    from sophia_infra.cluster import scripts
+
+    cmd = ["ssh", "-i", key_file, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=15",
+           "-o", "StrictHostKeyChecking=accept-new", f"{user}@{address}", scripts.as_root(script)]
+    return subprocess.run(cmd, stdin=subprocess.DEVNULL).returncode
+
+
+def _etcd_restore(args: argparse.Namespace, runner=None) -> int:
+    """Print (or, with --execute, run over SSH) the K3s restore from a named S3 snapshot."""
+    import os
+    import tempfile
+
+    from sophia_infra import outputs
+    from sophia_infra.cluster import restore
+
+    cfg = _validated(args.stack)
+    if cfg is None:
+        return COULD_NOT_CHECK
+    try:
+        steps = restore.restore_plan(cfg, args.snapshot)
+    except restore.RestoreError as err:
+        return _fail(f"{err}.")
+    if not args.execute:
+        print(f"# Restore of stack '{args.stack}' from etcd snapshot {args.snapshot}: run each step as root, in order "
+              "(or again with --execute).")
+        for i, step in enumerate(steps, 1):
+            print(f"\n# step {i}: {step.what} on {step.node.name}\n{step.script}", end="")
+        return OK
+    key = os.environ.get(SSH_KEY_ENV)
+    if not key:
+        return _fail(f"{SSH_KEY_ENV} is not set; run it inside the stack's ESC environment "
+                     f"(pulumi env run sophia-ai/{args.stack} -- python -m sophia_infra etcd-restore ...), which exports the SSH key")
+    try:
+        addresses = outputs.read_outputs(args.stack, show_secrets=True).get("nodeIps") or {}
+    except outputs.OutputsError as err:
+        return _fail(err)
+    missing = [s.node.name for s in steps if s.node.name not in addresses]
+    if missing:
+        return _fail(f"the stack outputs have no address for {', '.join(sorted(set(missing)))}; run pulumi up first")
+    run = runner or run_over_ssh
+    with tempfile.TemporaryDirectory(prefix="sophia-ssh-") as tmp:
+        key_file = os.path.join(tmp, "id")
+        with open(os.open(key_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as fh:
+            fh.write(key if key.endswith("\n") else key + "\n")
+        for i, step in enumerate(steps, 1):
+            print(f"step {i}/{len(steps)}: {step.what} on {step.node.name}", flush=True)
+            code = run(cfg.ssh_user, addresses[step.node.name], key_file, step.script)
+            if code != 0:
+                print(f"step {i} failed on {step.node.name} (exit {code}); the later steps were not run", file=sys.stderr)
+                return CHECK_FAILED
+    print("etcd restored; check: kubectl get nodes")
+    return OK
+
+
 def _capacity(args: argparse.Namespace) -> int:
     import os
 
@@ -260,6 +321,14 @@ def main(argv: list[str] | None = None) -> int:
     charts.add_argument("--stack", action="append", help="stack(s) whose pins to use (default: dev and production)")
     charts.add_argument("--pull", action="store_true", help="helm pull missing charts into .cache/charts")
     charts.set_defaults(func=_charts)
+    er = _command(sub, "etcd-restore", "print the K3s restore from a named etcd snapshot in S3 (stop the other servers, "
+                  "cluster-reset on the first, rejoin the others); --execute runs it over SSH",
+                  "0 printed (or restored); 1 a step failed on a host (the later ones were not run); 2 not run: invalid "
+                  "configuration, no sophia:k3s.etcdS3, a bad snapshot name, no SOPHIA_SSH_PRIVATE_KEY or no stack outputs")
+    er.add_argument("--stack", required=True)
+    er.add_argument("--snapshot", required=True, help="the snapshot's name, as k3s etcd-snapshot ls --etcd-s3 lists it")
+    er.add_argument("--execute", action="store_true", help="run the steps over SSH with the stack's user and key")
+    er.set_defaults(func=_etcd_restore)
     cap = _command(sub, "capacity", "which configured Lambda Cloud instance types have capacity in which regions now (needs LAMBDA_API_KEY)",
                    "0 every provisioned node's region has capacity for its type; 1 some has none (listed); "
                    "2 not checked: invalid configuration, no provisioned node, no LAMBDA_API_KEY, the API refused the key or could not be reached")
