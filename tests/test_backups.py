@@ -87,6 +87,24 @@ def test_missing_backups_fail(s3):
                                 "FAIL PostgreSQL base backup: none found in s3://sophia-ai-backups"]
 
 
+def test_the_limit_follows_the_schedule(s3):
+    # A weekly base backup five days old is on time; the daily one would be late.
+    _layout(s3, etcd_hours=1, pg_hours=5 * 24)
+    lines, ok = backups.report(backups.targets_for(_cfg(schedule="0 0 3 * * 0"), client_for=lambda *_: s3), NOW)
+    assert ok, lines
+    assert "120.0 h ago (limit 169 h)" in lines[1]
+    lines, ok = backups.report(backups.targets_for(_cfg(), client_for=lambda *_: s3), NOW)
+    assert not ok and lines[1].startswith("FAIL PostgreSQL base backup") and "(limit 26 h)" in lines[1]
+
+
+def test_etcd_limit_follows_a_sparser_schedule(s3):
+    _layout(s3, etcd_hours=20, pg_hours=5)
+    daily = _cfg()
+    daily.k3s.etcd_snapshot_schedule = "0 3 * * *"  # daily: 25 h allowed, above the configured 12 h
+    lines, ok = backups.report(backups.targets_for(daily, client_for=lambda *_: s3), NOW)
+    assert ok and "(limit 25 h)" in lines[0], lines
+
+
 def test_only_configured_backups_are_checked(s3):
     _layout(s3, etcd_hours=1, pg_hours=1)
     targets = backups.targets_for(_cfg(postgres=False), client_for=lambda *_: s3)
