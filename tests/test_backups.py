@@ -100,7 +100,8 @@ def test_the_limit_follows_the_schedule(s3):
 def test_etcd_limit_follows_a_sparser_schedule(s3):
     _layout(s3, etcd_hours=20, pg_hours=5)
     daily = _cfg()
-    daily.k3s.etcd_snapshot_schedule = "0 3 * * *"  # daily: 25 h allowed, above the configured 12 h
+    daily = daily.model_copy(update={"k3s": daily.k3s.model_copy(update={"etcd_snapshot_schedule": "0 3 * * *"})})
+    # daily: 25 h allowed, above the configured 12 h
     lines, ok = backups.report(backups.targets_for(daily, client_for=lambda *_: s3), NOW)
     assert ok and "(limit 25 h)" in lines[0], lines
 
