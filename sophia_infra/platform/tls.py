@@ -28,8 +28,7 @@ ACME_SERVERS = {
 # Pods cert-manager starts for an HTTP-01 challenge (label and port of its acmesolver pods).
 SOLVER_POD = {"acme.cert-manager.io/http01-solver": "true"}
 SOLVER_PORT = 8089
-# Where the ingress controller sends a challenge: every namespace that holds a Certificate.
-WEBHOOK_PORT = 10250  # the chart's webhook.securePort
+WEBHOOK_PORT = 10250  # the chart's webhook.securePort, which the API server calls
 PART_OF = {"app.kubernetes.io/part-of": "sophia-platform"}
 
 
