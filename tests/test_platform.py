@@ -34,7 +34,8 @@ def _all_values(cfg):
     """chart -> (values, subchart keys the parent's values.yaml does not list)."""
     return {
         "kube-prometheus-stack": (v.kube_prometheus_stack_values(cfg), {"grafana.resources", "kube-state-metrics.resources",
-                                                                     "prometheus-node-exporter.resources"}),
+                                                                     "prometheus-node-exporter.resources",
+                                                                     "prometheus-node-exporter.tolerations"}),
         "cloudnative-pg": (v.cnpg_values(cfg), set()),
         "plugin-barman-cloud": (v.barman_values(cfg), set()),
         "valkey": (v.valkey_values(cfg), set()),

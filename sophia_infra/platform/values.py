@@ -110,7 +110,10 @@ def kube_prometheus_stack_values(cfg: StackConfig) -> dict[str, Any]:
         "kube-state-metrics": {"resources": m.operator_resources.k8s()},  # subchart key
         # node-exporter needs hostNetwork, hostPID and hostPath: it runs in the one privileged
         # namespace, with the other node agents.
-        "prometheus-node-exporter": {"namespaceOverride": names.GPU, "resources": m.agent_resources.k8s()},
+        # Every node, the tainted control plane (CriticalAddonsOnly:NoExecute) included: the
+        # subchart's default tolerates only NoSchedule taints.
+        "prometheus-node-exporter": {"namespaceOverride": names.GPU, "resources": m.agent_resources.k8s(),
+                                     "tolerations": [{"operator": "Exists"}]},
     }
 
 
