@@ -120,7 +120,7 @@ def parse(data: Any, where: str) -> Release:
 
 def read(stack: str, workload: str, root: Path = ROOT) -> Optional[Release]:
     """The workload's release in `stack`, or None when it has no release file."""
-    from sophia_infra.tools.plan.stack_config import StackFileError, _display, _read_yaml
+    from sophia_infra.program.yaml_files import StackFileError, _display, _read_yaml
 
     file = path(stack, workload, root)
     if not file.is_file():
