@@ -37,4 +37,4 @@ clean:
 	rm -rf build .pytest_cache
 
 bench: $(VENV)/.installed
-	$(PY) -m sophia_infra.bench
+	$(PY) -m sophia_infra.tools.bench

@@ -2,7 +2,8 @@
 
 import pulumi
 
-from sophia_infra import config, program, releases
+from sophia_infra.program.config import stack as config
+from sophia_infra.program import stack as program, releases
 
 stack_config = config.load()  # stops `pulumi preview` with one sentence per problem
 # The release files too (releases/<stack>/*.yaml), before any resource is registered.

@@ -11,7 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from sophia_infra.config import ConfigError
+from sophia_infra.program.config.stack import ConfigError
 
 OK, CHECK_FAILED, COULD_NOT_CHECK = 0, 1, 2
 
@@ -28,7 +28,7 @@ exit codes:
 
 def _fail(err: object) -> int:
     """Print one expected failure and return the could-not-check code."""
-    from sophia_infra.plan.stack_config import StackFileSyntaxError
+    from sophia_infra.tools.plan.stack_config import StackFileSyntaxError
 
     # A syntax error is already `file:line:column: what`, the form editors and CI link.
     print(err if isinstance(err, StackFileSyntaxError) else f"error: {err}", file=sys.stderr)
@@ -36,7 +36,7 @@ def _fail(err: object) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from sophia_infra.plan import report, runner, stack_config, verify
+    from sophia_infra.tools.plan import report, runner, stack_config, verify
     out_dir = Path(args.out) if args.out else stack_config.ROOT / "build" / "plan" / args.stack
     try:
         result = runner.run(args.stack)
@@ -55,7 +55,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _charts(args: argparse.Namespace) -> int:
-    from sophia_infra.plan import chart_cache, stack_config
+    from sophia_infra.tools.plan import chart_cache, stack_config
 
     try:
         lines, complete = chart_cache.report(args.stack or ["dev", "production"], args.pull)
@@ -66,7 +66,7 @@ def _charts(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from sophia_infra import audit
+    from sophia_infra.tools import audit
 
     allowlist = Path(args.allowlist or audit.ALLOWLIST)
     try:
@@ -85,7 +85,7 @@ def _audit(args: argparse.Namespace) -> int:
 def _outputs(args: argparse.Namespace) -> int:
     import json
 
-    from sophia_infra import outputs
+    from sophia_infra.tools import outputs
 
     try:
         data = outputs.read_outputs(args.stack, show_secrets=args.show_secrets)
@@ -98,7 +98,7 @@ def _outputs(args: argparse.Namespace) -> int:
 
 def _validated(stack: str):
     """The stack's validated config, or None after printing why not."""
-    from sophia_infra.plan import stack_config
+    from sophia_infra.tools.plan import stack_config
 
     try:
         return stack_config.load_validated(stack)
@@ -112,7 +112,9 @@ def _describe(args: argparse.Namespace) -> int:
     stack config and its release file; without a service, the release status of every one."""
     import json
 
-    from sophia_infra import names, release, releases
+    from sophia_infra.program.config import names
+    from sophia_infra.tools import release
+    from sophia_infra.program import releases
 
     cfg = _validated(args.stack)
     if cfg is None:
@@ -140,7 +142,7 @@ def _describe(args: argparse.Namespace) -> int:
 
 def _release(args: argparse.Namespace) -> int:
     """Record an app release in the workload's release file (and nothing else)."""
-    from sophia_infra import release
+    from sophia_infra.tools import release
 
     platforms = [p for p in args.platforms.split(",") if p] if args.platforms else None
     try:
@@ -159,7 +161,7 @@ def _release(args: argparse.Namespace) -> int:
 def _backups(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
-    from sophia_infra import backups
+    from sophia_infra.tools import backups
 
     cfg = _validated(args.stack)
     if cfg is None:
@@ -183,7 +185,7 @@ def run_over_ssh(user: str, address: str, key_file: str, script: str) -> int:
     """Run `script` as root on a host with the stack's SSH user and key (ssh(1), bounded dials)."""
     import subprocess
 
-    from sophia_infra.cluster import scripts
+    from sophia_infra.program.cluster import scripts
 
     cmd = ["ssh", "-i", key_file, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=15",
            "-o", "StrictHostKeyChecking=accept-new", f"{user}@{address}", scripts.as_root(script)]
@@ -195,8 +197,8 @@ def _etcd_restore(args: argparse.Namespace, runner=None) -> int:
     import os
     import tempfile
 
-    from sophia_infra import outputs
-    from sophia_infra.cluster import restore
+    from sophia_infra.tools import outputs
+    from sophia_infra.tools import etcd_restore as restore
 
     cfg = _validated(args.stack)
     if cfg is None:
@@ -240,8 +242,9 @@ def _etcd_restore(args: argparse.Namespace, runner=None) -> int:
 def _capacity(args: argparse.Namespace) -> int:
     import os
 
-    from sophia_infra.lambda_cloud import api, capacity
-    from sophia_infra.lambda_cloud.config import provisioned
+    from sophia_infra.program.lambda_cloud import api
+    from sophia_infra.tools.lambda_cloud import capacity
+    from sophia_infra.program.config.provision import provisioned
 
     cfg = _validated(args.stack)
     if cfg is None:

@@ -8,8 +8,8 @@ from typing import Any, Callable
 
 import pytest
 
-from sophia_infra import config
-from sophia_infra.plan import stack_config
+from sophia_infra.program.config import stack as config
+from sophia_infra.tools.plan import stack_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

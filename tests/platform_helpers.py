@@ -87,7 +87,7 @@ def _local_registry():
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT7
 
-    from sophia_infra import names
+    from sophia_infra.program.config import names
 
     local = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / f"v{names.KUBERNETES_VERSION}-local" / "_definitions.json"
 
@@ -156,7 +156,7 @@ def crd_errors(obj: dict) -> list[str]:
 
 @dataclass
 class MockRun:
-    resources: list  # sophia_infra.plan.mocks.Registration
+    resources: list  # sophia_infra.tools.plan.mocks.Registration
     platform: Any
 
     def of_type(self, typ: str) -> list:
@@ -181,10 +181,10 @@ def run_platform(stack: str, change: Optional[Callable[[dict], None]] = None,
     import pulumi_kubernetes as k8s
     from pulumi.runtime import settings as pulumi_settings
 
-    from sophia_infra import config as stack_schema
-    from sophia_infra.plan import stack_config
-    from sophia_infra.plan.mocks import PlanMocks, RecordingMonitor
-    from sophia_infra.platform import Platform
+    from sophia_infra.program.config import stack as stack_schema
+    from sophia_infra.tools.plan import stack_config
+    from sophia_infra.tools.plan.mocks import PlanMocks, RecordingMonitor
+    from sophia_infra.program.platform import Platform
 
     values, secret_keys = stack_config.load(stack)
     values = dict(values)

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from sophia_infra import backups
-from sophia_infra.platform import alerts
-from sophia_infra.platform import values as v
+from sophia_infra.tools import backups
+from sophia_infra.program.platform import alerts
+from sophia_infra.program.platform import values as v
 from tests.conftest import parse_with
 from tests.platform_helpers import crd_errors
 

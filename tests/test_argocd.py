@@ -15,9 +15,9 @@ import jsonschema
 import pytest
 import yaml
 
-from sophia_infra import names
-from sophia_infra.services import ROLLBACK_ANNOTATION, app_project_spec, argocd_values, paused_for_rollback, rollback_warning
-from sophia_infra.services.values import has_hpa, namespace
+from sophia_infra.program.config import names
+from sophia_infra.program.services import ROLLBACK_ANNOTATION, app_project_spec, argocd_values, paused_for_rollback, rollback_warning
+from sophia_infra.program.services.values import has_hpa, namespace
 from tests.conftest import SHARED, parse_with, problems_of
 from tests.platform_helpers import crd_errors
 from tests.test_services import APPLICATION, APPPROJECT, RELEASE, SECRET, SECRET_TYPE, run_services
@@ -378,8 +378,8 @@ def test_repository_credentials_must_be_secrets_in_esc():
 def test_a_workload_pinned_in_the_stack_config_keeps_its_tag_in_values(tmp_path, monkeypatch):
     """Without a release file (a tag in the stack config, e.g. make bench's generated servers), the
     Application has the chart source only and its values carry the tag: still one place."""
-    from sophia_infra import releases
-    from sophia_infra.services import application_spec, structural_values, service_values
+    from sophia_infra.program import releases
+    from sophia_infra.program.services import application_spec, structural_values, service_values
 
     cfg = parse_with("production", lambda raw: raw["services"][0]["image"].update(tag="2.0.0"))
     backend = cfg.services[0]
@@ -394,7 +394,7 @@ def test_a_workload_pinned_in_the_stack_config_keeps_its_tag_in_values(tmp_path,
 
 def test_the_policy_pack_still_checks_multi_source_applications():
     """The policy rules read the chart source's valuesObject; the tag from a release file passes."""
-    from sophia_infra.plan import report
+    from sophia_infra.tools.plan import report
 
     rules = report._policy_rules()
     apps = applications()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from sophia_infra import audit
+from sophia_infra.tools import audit
 from tests.conftest import ROOT
 
 

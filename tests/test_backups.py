@@ -8,7 +8,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from sophia_infra import backups
+from sophia_infra.tools import backups
 from tests.conftest import parse_with
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)

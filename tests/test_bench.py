@@ -1,7 +1,7 @@
 """The benchmark's chain measure (timings are printed by `make bench`, never asserted)."""
 
-from sophia_infra.bench import large_stack, longest_chain
-from sophia_infra.plan.mocks import Registration
+from sophia_infra.tools.bench import large_stack, longest_chain
+from sophia_infra.tools.plan.mocks import Registration
 
 
 def _r(urn, deps=(), parent="", custom=True, provider=""):

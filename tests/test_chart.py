@@ -18,10 +18,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from sophia_infra import names
-from sophia_infra.service_settings import WorkloadSettings
-from sophia_infra.services import values as values_mod
-from sophia_infra.services.values import CHART_DIR, namespace, service_values
+from sophia_infra.program.config import names
+from sophia_infra.program.config.services import WorkloadSettings
+from sophia_infra.program.services import values as values_mod
+from sophia_infra.program.services.values import CHART_DIR, namespace, service_values
 from tests.platform_helpers import crd_errors
 from tests.conftest import STACKS, parse_with
 

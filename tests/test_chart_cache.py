@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from sophia_infra.plan import chart_cache, render
+from sophia_infra.tools.plan import chart_cache, render
 from tests.conftest import ROOT
 
 

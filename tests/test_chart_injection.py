@@ -28,7 +28,7 @@ import jsonschema
 import pytest
 import yaml
 
-from sophia_infra.services.values import CHART_DIR
+from sophia_infra.program.services.values import CHART_DIR
 
 HELM = shutil.which("helm")
 needs_helm = pytest.mark.skipif(HELM is None, reason="helm is not on PATH (make test puts .tools/bin on PATH; scripts/install-tools.sh installs it)")

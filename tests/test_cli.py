@@ -156,7 +156,7 @@ def test_backups_with_an_unreachable_endpoint(tmp_path):
 
 
 def test_stale_backups_are_a_failed_check(monkeypatch, capsys):
-    from sophia_infra import backups
+    from sophia_infra.tools import backups
 
     stale = [backups.Target("etcd snapshot", "b", 12, None)]
     monkeypatch.setattr(backups, "targets_for", lambda cfg: stale)
@@ -167,7 +167,7 @@ def test_stale_backups_are_a_failed_check(monkeypatch, capsys):
 # ----------------------------------------------------------------------------- plan: policy violations fail the check
 
 def test_policy_violations_fail_the_plan(monkeypatch, tmp_path, capsys):
-    from sophia_infra.plan import report
+    from sophia_infra.tools.plan import report
 
     monkeypatch.setattr(report, "policy_violations", lambda result: [("urn:x", "pinned-images", "-/x: unpinned")])
     assert cli.main(["plan", "--stack", "dev", "--out", str(tmp_path / "out")]) == 1

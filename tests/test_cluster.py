@@ -9,9 +9,9 @@ import shlex
 import pytest
 import yaml
 
-from sophia_infra.cluster import nodes
-from sophia_infra.plan import runner, stack_config
-from sophia_infra.plan.mocks import SECRET
+from sophia_infra.program.cluster import nodes
+from sophia_infra.tools.plan import runner, stack_config
+from sophia_infra.tools.plan.mocks import SECRET
 
 
 def _run(stack: str, change=None):
@@ -346,7 +346,7 @@ def test_renaming_a_worker_adds_the_new_node_and_retires_the_old_one_safely(prod
 # --- issue 14: least privilege on the hosts -------------------------------------------------
 
 def _problems(stack: str, change) -> list[str]:
-    from sophia_infra.config import ConfigError
+    from sophia_infra.program.config.stack import ConfigError
     from tests.conftest import parse_with
     with pytest.raises(ConfigError) as err:
         parse_with(stack, change)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sophia_infra.cluster import kubeconfig, scripts
-from sophia_infra.plan import runner
+from sophia_infra.program.cluster import kubeconfig, scripts
+from sophia_infra.tools.plan import runner
 from tests.conftest import parse_with
 from tests.host_sandbox import FAKE_INSTALLER_SHA256, Host, requires_sandbox, trust_fake_installer
 
@@ -103,7 +103,7 @@ def test_the_control_plane_registers_tainted_and_workers_do_not():
 
 def test_the_node_agents_tolerate_the_control_plane_taint():
     """The device plugin and dcgm-exporter run on the control plane's GPU too."""
-    from sophia_infra.gpu import values as gpu_values
+    from sophia_infra.program.platform.gpu import values as gpu_values
     cfg = parse_with("production")
     key, effect = "CriticalAddonsOnly", scripts.CONTROL_PLANE_TAINT.rsplit(":", 1)[1]
     for tol in gpu_values.node_tolerations(cfg):

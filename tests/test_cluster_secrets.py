@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from sophia_infra.cluster import scripts
-from sophia_infra.plan import mocks, runner, stack_config
+from sophia_infra.program.cluster import scripts
+from sophia_infra.tools.plan import mocks, runner, stack_config
 from tests.host_sandbox import Host, requires_sandbox
 
 ROTATED_SECRET_KEY = "rotated-etcd-s3-secret-key"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sophia_infra import config
+from sophia_infra.program.config import stack as config
 from tests.conftest import parse_with, problems_of
 
 
@@ -266,7 +266,7 @@ def test_api_sources_without_the_firewall_are_refused():
 
 
 def test_firewall_renders_any_as_ufw_any():
-    from sophia_infra.cluster import scripts
+    from sophia_infra.program.cluster import scripts
     cfg = parse_with("production", lambda r: r["k3s"].update(apiAllowFrom=["any"]))
     assert "ufw allow proto tcp from any to any port 6443 comment sophia-api" in scripts.firewall_script(cfg, cfg.control_plane)
 
@@ -308,7 +308,7 @@ def test_platform_values_are_checked(key, value, path):
 
 def _engine_problems(change) -> list[str]:
     """config.load() as `pulumi preview` runs it: every key the engine passed, secrets marked."""
-    from sophia_infra.plan import runner, stack_config
+    from sophia_infra.tools.plan import runner, stack_config
     config_values, secret_keys = stack_config.load("production")
     config_values, secret_keys = dict(config_values), list(secret_keys)
     change(config_values, secret_keys)

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import yaml
 
-from sophia_infra import chart_crds
-from sophia_infra.platform import values as v
-from sophia_infra.platform.namespaces import POD_SECURITY, network_policies
-from sophia_infra.services import argocd_values
+from sophia_infra.program.config import chart_crds
+from sophia_infra.program.platform import values as v
+from sophia_infra.program.platform.namespaces import POD_SECURITY, network_policies
+from sophia_infra.program.services import argocd_values
 from tests.conftest import ROOT, SHARED, STACKS, parse_with, problems_of
 from tests.platform_helpers import _merge, run_platform
 
@@ -289,4 +289,4 @@ def test_an_nginx_chart_pin_without_a_known_controller_release_is_refused():
     problems = [p for p in problems_of("production", bump) if "nginx-ingress" in p]
     assert problems == ["sophia:charts.nginx-ingress.version: the program does not know which controller release "
                         "(and so which CRDs) chart 2.7.0 ships; add it with its Chart.yaml appVersion to "
-                        "NGINX_INGRESS_APP_VERSIONS in sophia_infra/chart_crds.py, or pin 2.6.4."]
+                        "NGINX_INGRESS_APP_VERSIONS in sophia_infra/program/config/chart_crds.py, or pin 2.6.4."]

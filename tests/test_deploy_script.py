@@ -117,7 +117,7 @@ def test_resume_clears_the_record_and_turns_auto_sync_back_on():
 
 def test_resume_turns_on_the_policy_the_program_renders():
     """`argocd app set` in resume gives what application_spec renders without a rollback."""
-    from sophia_infra.services import application_spec
+    from sophia_infra.program.services import application_spec
     from tests.conftest import parse_with
 
     cfg = parse_with("production")
@@ -129,9 +129,9 @@ def test_resume_turns_on_the_policy_the_program_renders():
 def test_the_key_rollback_records_is_the_one_the_program_reads():
     """Apply the dry-run's `pulumi config set --path KEY VALUE` to the stack's config the way
     Pulumi does (the path's segments nest, a number stays a number): gong alone is paused."""
-    from sophia_infra import config as schema
-    from sophia_infra.plan import stack_config
-    from sophia_infra.services import application_spec, paused_for_rollback
+    from sophia_infra.program.config import stack as schema
+    from sophia_infra.tools.plan import stack_config
+    from sophia_infra.program.services import application_spec, paused_for_rollback
 
     (cmd,) = [c for c in commands(deploy("--dry-run", "--emergency", "rollback", "gong", "3", "production")) if " config set " in c]
     key, value = cmd.split()[4:6]

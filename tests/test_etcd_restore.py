@@ -7,7 +7,8 @@ import subprocess
 import pytest
 
 from sophia_infra import __main__ as cli
-from sophia_infra.cluster import restore, scripts
+from sophia_infra.tools import etcd_restore as restore
+from sophia_infra.program.cluster import scripts
 from tests.conftest import parse_with
 from tests.host_sandbox import Host, requires_sandbox
 
@@ -137,7 +138,7 @@ def test_command_refuses_a_bad_name(capsys):
 
 
 def test_execute_runs_each_step_over_ssh_with_the_stack_key(monkeypatch, capsys):
-    from sophia_infra import outputs
+    from sophia_infra.tools import outputs
 
     monkeypatch.setenv(cli.SSH_KEY_ENV, "-----BEGIN OPENSSH PRIVATE KEY-----\nsandbox\n-----END OPENSSH PRIVATE KEY-----")
     monkeypatch.setattr(outputs, "read_outputs", lambda stack, show_secrets=False: {"nodeIps": {"sophia-control": "203.0.113.10"}})
@@ -159,7 +160,7 @@ def test_execute_runs_each_step_over_ssh_with_the_stack_key(monkeypatch, capsys)
 
 
 def test_execute_stops_at_the_first_failed_step(monkeypatch):
-    from sophia_infra import outputs
+    from sophia_infra.tools import outputs
 
     monkeypatch.setenv(cli.SSH_KEY_ENV, "key")
     monkeypatch.setattr(outputs, "read_outputs", lambda stack, show_secrets=False: {"nodeIps": {"sophia-control": "203.0.113.10"}})

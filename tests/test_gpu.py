@@ -7,9 +7,9 @@ import json
 import kubernetes_validate
 import yaml
 
-from sophia_infra import names
-from sophia_infra.gpu import device_plugin_config_name
-from sophia_infra.gpu import monitoring, values
+from sophia_infra.program.config import names
+from sophia_infra.program.platform.gpu import device_plugin_config_name
+from sophia_infra.program.platform.gpu import monitoring, values
 from tests.conftest import parse_with
 from tests.platform_helpers import chart_defaults, crd_errors, run_platform, unknown_keys
 

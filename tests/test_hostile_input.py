@@ -14,8 +14,8 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from sophia_infra import config, validators
-from sophia_infra.plan import stack_config
+from sophia_infra.program.config import stack as config, validators
+from sophia_infra.tools.plan import stack_config
 
 Change = Callable[[dict], None]
 
@@ -251,7 +251,7 @@ def test_plain_hosts_still_show_the_value():
 
 
 def test_secret_hosts_keep_their_marking_in_the_outputs():
-    from sophia_infra.plan import runner
+    from sophia_infra.tools.plan import runner
     config_values, secret_keys = stack_config.load("dev")
     run = runner.run("dev", config=dict(config_values), secret_keys=[*secret_keys, "sophia:hosts"])
     for key in ("controlPlaneIp", "nodeIps", "nodes"):
@@ -261,7 +261,7 @@ def test_secret_hosts_keep_their_marking_in_the_outputs():
 
 
 def test_empty_secret_is_refused_under_the_engine():
-    from sophia_infra.plan import runner
+    from sophia_infra.tools.plan import runner
     config_values, secret_keys = stack_config.load("dev")
     config_values = {**config_values, "sophia:redisPassword": " "}
     with pytest.raises(config.ConfigError) as err:
@@ -297,7 +297,7 @@ def test_both_stacks_as_shipped_pass():
 
 
 def test_ipv6_addresses_are_bracketed_in_urls():
-    from sophia_infra.cluster import kubeconfig, scripts
+    from sophia_infra.program.cluster import kubeconfig, scripts
     cfg = _parse("production", _host("sophia-control", "2001:db8::10"))
     assert scripts.server_url(cfg) == "https://[2001:db8::10]:6443"
     raw = "clusters: [{name: default, cluster: {server: https://127.0.0.1:6443}}]\nusers: [{name: default, user: {}}]\n"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 
-from sophia_infra.lambda_cloud import api, provider
+from sophia_infra.program.lambda_cloud import api, provider
 from tests.lambda_fake import API_KEY, FakeLambda
 
 

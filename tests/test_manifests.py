@@ -12,9 +12,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from sophia_infra import names
-from sophia_infra.plan import report, runner
-from sophia_infra.plan.mocks import SECRET
+from sophia_infra.program.config import names
+from sophia_infra.tools.plan import report, runner
+from sophia_infra.tools.plan.mocks import SECRET
 from tests.platform_helpers import CRDS, crd_errors
 
 BUILT_IN_GROUPS = ("v1", "apps/", "batch/", "policy/", "autoscaling/", "networking.k8s.io/", "rbac.authorization.k8s.io/",

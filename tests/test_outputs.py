@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from sophia_infra import outputs
+from sophia_infra.tools import outputs
 from tests.conftest import ROOT
 
 RECORDED = ROOT / "tests" / "data" / "stack-output-production.json"

@@ -90,8 +90,8 @@ def test_plan_evaluates_the_policy_pack_and_is_clean(plans, stack):
 
 
 def test_plan_prints_policy_violations(tmp_path):
-    from sophia_infra.plan import report, runner
-    from sophia_infra.plan.mocks import Registration
+    from sophia_infra.tools.plan import report, runner
+    from sophia_infra.tools.plan.mocks import Registration
 
     result = runner.run("dev")
     result.resources.append(Registration(
@@ -127,7 +127,7 @@ def test_two_processes_write_byte_identical_plans(plans, stack, tmp_path):
 
 
 def test_two_runs_in_one_process_write_byte_identical_plans(tmp_path):
-    from sophia_infra.plan import report, runner
+    from sophia_infra.tools.plan import report, runner
 
     for name in ("a", "b"):
         report.write(runner.run("production"), tmp_path / name)

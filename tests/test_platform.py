@@ -8,13 +8,13 @@ import json
 import kubernetes_validate
 import pytest
 
-from sophia_infra import names
-from sophia_infra.gpu import monitoring as gpu_monitoring
-from sophia_infra.gpu import values as gpu_values
-from sophia_infra.platform import tls
-from sophia_infra.platform import values as v
-from sophia_infra.platform.namespaces import ALL, POD_SECURITY, namespace_manifest, namespace_objects, network_policies
-from sophia_infra.platform_settings import total_gpu_capacity
+from sophia_infra.program.config import names
+from sophia_infra.program.platform.gpu import monitoring as gpu_monitoring
+from sophia_infra.program.platform.gpu import values as gpu_values
+from sophia_infra.program.platform import tls
+from sophia_infra.program.platform import values as v
+from sophia_infra.program.platform.namespaces import ALL, POD_SECURITY, namespace_manifest, namespace_objects, network_policies
+from sophia_infra.program.config.platform import total_gpu_capacity
 from tests.conftest import parse_with, problems_of
 from tests.platform_helpers import chart_defaults, crd_errors, run_platform, schema_errors, unknown_keys
 
@@ -298,7 +298,7 @@ def _with_istio(r):
 
 
 def test_istio_when_enabled():
-    from sophia_infra.platform.istio import istiod_values
+    from sophia_infra.program.platform.istio import istiod_values
     cfg = parse_with("production", _with_istio)
     for ns in (names.APPS, names.MCP):
         assert namespace_manifest(cfg, ns)["metadata"]["labels"]["istio-injection"] == "enabled"
@@ -313,7 +313,7 @@ def test_istio_when_enabled():
 
 
 def test_istio_releases_in_order_under_mocks():
-    from sophia_infra.plan import runner, stack_config
+    from sophia_infra.tools.plan import runner, stack_config
 
     config, secret_keys = stack_config.load("production")
     platform = json.loads(config.get("sophia:platform", "{}"))

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sophia_infra.plan import pod_security as ps
-from sophia_infra.plan.pod_security import admitted, pod_specs, violations
+from sophia_infra.tools.plan import pod_security as ps
+from sophia_infra.tools.plan.pod_security import admitted, pod_specs, violations
 
 PAUSE = "registry.k8s.io/pause"
 ALL_CAPS_DEFAULT = ["AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",

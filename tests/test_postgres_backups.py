@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from sophia_infra import names
-from sophia_infra.platform import values as v
-from sophia_infra.platform_settings import postgres_backups
-from sophia_infra.plan import runner, stack_config
+from sophia_infra.program.config import names
+from sophia_infra.program.platform import values as v
+from sophia_infra.program.config.platform import postgres_backups
+from sophia_infra.tools.plan import runner, stack_config
 from tests.conftest import parse_with, problems_of
 from tests.platform_helpers import chart_defaults, crd_errors, schema_errors, unknown_keys
 

@@ -12,9 +12,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from sophia_infra import __main__ as cli
-from sophia_infra import config
-from sophia_infra.lambda_cloud import prices, resources
-from sophia_infra.plan import mocks, report, runner, stack_config
+from sophia_infra.program.config import stack as config
+from sophia_infra.tools.lambda_cloud import prices
+from sophia_infra.program.lambda_cloud import resources
+from sophia_infra.tools.plan import mocks, report, runner, stack_config
 from tests.conftest import problems_of
 from tests.lambda_fake import API_KEY, FakeLambda
 

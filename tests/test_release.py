@@ -19,8 +19,9 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from sophia_infra import release, releases
-from sophia_infra.plan import render
+from sophia_infra.tools import release
+from sophia_infra.program import releases
+from sophia_infra.tools.plan import render
 from tests.conftest import ROOT, SHARED
 
 BACKEND = "docker.io/scoobyjava15/sophia-backend"

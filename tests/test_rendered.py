@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from sophia_infra.plan import cluster_model, flows, pod_security, render, report, runner
+from sophia_infra.tools.plan import cluster_model, flows, pod_security, render, report, runner
 from tests.conftest import STACKS
 
 HELM = render.helm_binary()
@@ -38,7 +38,7 @@ ALL_STACKS = (*STACKS, EVERYTHING)
 def _plan(stack: str):
     if stack not in VARIANTS:
         return runner.run(stack)
-    from sophia_infra.plan import stack_config
+    from sophia_infra.tools.plan import stack_config
 
     base, changes = VARIANTS[stack]
     config, secret_keys = stack_config.load(base)

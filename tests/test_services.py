@@ -1,4 +1,4 @@
-"""sophia_infra.services under Pulumi mocks (both delivery modes), the values, the settings.
+"""sophia_infra.program.services under Pulumi mocks (both delivery modes), the values, the settings.
 
 `run_services(stack)` builds the Services component once per stack and delivery mode
 under a small Mocks subclass (with the recording monitor of the offline plan, which sees
@@ -18,13 +18,14 @@ import pytest
 from pulumi.runtime import rpc
 from pulumi.runtime import settings as pulumi_settings
 
-from sophia_infra import names, releases, service_settings
-from sophia_infra.config import ConfigError, StackConfig
-from sophia_infra.config import parse as config_parse
-from sophia_infra.plan import stack_config
-from sophia_infra.plan.mocks import SECRET, RecordingMonitor, Registration
-from sophia_infra.services import Services
-from sophia_infra.services.values import endpoint, mcp_registry, namespace, service_values, structural_values
+from sophia_infra.program.config import names, services as service_settings
+from sophia_infra.program import releases
+from sophia_infra.program.config.stack import ConfigError, StackConfig
+from sophia_infra.program.config.stack import parse as config_parse
+from sophia_infra.tools.plan import stack_config
+from sophia_infra.tools.plan.mocks import SECRET, RecordingMonitor, Registration
+from sophia_infra.program.services import Services
+from sophia_infra.program.services.values import endpoint, mcp_registry, namespace, service_values, structural_values
 from tests.conftest import STACKS, parse_with, problems_of, raw_stack
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -148,8 +149,8 @@ def test_values_place_gpu_and_arch():
 
 
 def test_llm_gateway_config_map_name_matches_the_platform_layer():
-    platform_values = pytest.importorskip("sophia_infra.platform.values", reason="the platform layer is not in this tree")
-    from sophia_infra.services.values import LLM_GATEWAY_CONFIGMAP
+    platform_values = pytest.importorskip("sophia_infra.program.platform.values", reason="the platform layer is not in this tree")
+    from sophia_infra.program.services.values import LLM_GATEWAY_CONFIGMAP
     assert LLM_GATEWAY_CONFIGMAP == platform_values.LLM_GATEWAY_CONFIGMAP
 
 
@@ -246,7 +247,7 @@ def test_production_has_15_applications_and_no_workload_releases():
 
 def test_both_delivery_modes_get_identical_values():
     """What Argo CD renders (release file + valuesObject, merged as Argo CD merges) is what Helm installs."""
-    from sophia_infra.plan.render import application_values
+    from sophia_infra.tools.plan.render import application_values
 
     argo, helm = run_services("production"), run_services("production", "helm")
     assert helm.cfg.delivery == "helm" and argo.cfg.delivery == "argocd"

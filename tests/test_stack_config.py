@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sophia_infra.plan import stack_config
+from sophia_infra.tools.plan import stack_config
 
 
 def _project(tmp_path: Path, stack_yaml: str, env_yaml: str) -> Path:
@@ -131,7 +131,7 @@ def _real_project(tmp_path: Path, stack: str, edit) -> Path:
 
 
 def test_offline_typo_of_a_top_level_key(tmp_path):
-    from sophia_infra.config import ConfigError
+    from sophia_infra.program.config.stack import ConfigError
     root = _real_project(tmp_path, "dev", lambda t: t.replace("  sophia:services:", "  sophia:service:"))
     with pytest.raises(ConfigError) as err:
         stack_config.load_validated("dev", root)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 
-from sophia_infra import names
-from sophia_infra.platform import tls
-from sophia_infra.platform import values as v
-from sophia_infra.platform.namespaces import POD_SECURITY, network_policies
-from sophia_infra.services import argocd_values
-from sophia_infra.services.values import structural_values
+from sophia_infra.program.config import names
+from sophia_infra.program.platform import tls
+from sophia_infra.program.platform import values as v
+from sophia_infra.program.platform.namespaces import POD_SECURITY, network_policies
+from sophia_infra.program.services import argocd_values
+from sophia_infra.program.services.values import structural_values
 from tests.conftest import parse_with, problems_of
 from tests.platform_helpers import chart_defaults, crd_errors, run_platform, schema_errors, unknown_keys
 

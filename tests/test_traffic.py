@@ -19,7 +19,7 @@ import copy
 import pytest
 import yaml
 
-from sophia_infra.plan.traffic import Cluster, External, Pod, PolicyError, Port, Verdict, explain, parse_policy
+from sophia_infra.tools.plan.traffic import Cluster, External, Pod, PolicyError, Port, Verdict, explain, parse_policy
 
 
 def policy(name: str, namespace: str, spec: dict) -> dict:

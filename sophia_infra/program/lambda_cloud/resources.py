@@ -1,0 +1,156 @@
+"""The provisioned hosts of a stack as resources: `sophia:lambda:SshKey`, one
+`sophia:lambda:Instance` per provisioned node and `sophia:lambda:FirewallRules`.
+
+Each component wraps one dynamic resource (`pulumi-python:dynamic/lambda:<Kind>`: the engine
+sends only `pulumi-python:dynamic*` types to the dynamic provider, see provider.py). The API
+key is a secret input of each and a secret output in the state; the SSH key registered is
+the public half of the ESC private key, derived here, so the private key never leaves.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Mapping, Optional
+
+import pulumi
+import pulumi.dynamic
+
+from sophia_infra.program.config.stack import Node, StackConfig
+from sophia_infra.program.lambda_cloud import provider
+from sophia_infra.program.config.provision import API_KEY_SECRET, provisioned
+
+API_PORT, KUBELET_PORT, NODE_EXPORTER_PORT = 6443, 10250, 9100
+ANYWHERE = "0.0.0.0/0"
+_SECRET_OUTPUTS = pulumi.ResourceOptions(additional_secret_outputs=["api_key"])
+
+
+def public_key_of(private_key: str) -> str:
+    """The OpenSSH public key of an OpenSSH or PEM private key (without passphrase)."""
+    if private_key.startswith("placeholder-"):
+        # The offline plan runs on ESC's placeholders, which are not keys.
+        return f"ssh-ed25519 {private_key}"
+    from cryptography.hazmat.primitives import serialization
+
+    data = private_key.encode()
+    try:
+        try:
+            key: Any = serialization.load_ssh_private_key(data, password=None)
+        except ValueError:
+            key = serialization.load_pem_private_key(data, password=None)
+        return key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                             serialization.PublicFormat.OpenSSH).decode()
+    except (ValueError, TypeError, AttributeError):
+        raise pulumi.RunError("sophia:sshPrivateKey: is not an OpenSSH or PEM private key without a passphrase, so "
+                              "its public key cannot be registered with Lambda Cloud; store the unencrypted private "
+                              "key in ESC (sophia.infrastructure.lambda_labs.ssh_private_key).") from None
+
+
+class _InstanceResource(pulumi.dynamic.Resource, module="lambda", name="Instance"):
+    ip: pulumi.Output[str]
+    private_ip: pulumi.Output[Optional[str]]
+    status: pulumi.Output[str]
+
+
+class _SshKeyResource(pulumi.dynamic.Resource, module="lambda", name="SshKey"):
+    name: pulumi.Output[str]
+
+
+class _FirewallRulesResource(pulumi.dynamic.Resource, module="lambda", name="FirewallRules"):
+    owned: pulumi.Output[list]
+
+
+class SshKey(pulumi.ComponentResource):
+    def __init__(self, name: str, api_key: pulumi.Input[str], public_key: pulumi.Input[str],
+                 opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("sophia:lambda:SshKey", name, None, opts)
+        self.key = _SshKeyResource(provider.SshKeyProvider(), name, {
+            "api_key": api_key, "name": name, "public_key": public_key, "adopted": None,
+        }, pulumi.ResourceOptions.merge(_SECRET_OUTPUTS, pulumi.ResourceOptions(parent=self)))
+        self.key_name = self.key.name
+        self.register_outputs({"name": self.key_name})
+
+
+class Instance(pulumi.ComponentResource):
+    """The node's host: its name is the node name; a new type, region, key or image is a new host."""
+
+    def __init__(self, node: Node, api_key: pulumi.Input[str], ssh_key_name: pulumi.Input[str],
+                 opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("sophia:lambda:Instance", node.name, None, opts)
+        p = node.provision
+        assert p is not None  # only provisioned nodes get one
+        self.instance = _InstanceResource(provider.InstanceProvider(), f"{node.name}-instance", {
+            "api_key": api_key, "name": node.name, "instance_type": p.instance_type, "region": p.region,
+            "ssh_key_name": ssh_key_name, "file_system_names": [p.file_system] if p.file_system else [],
+            "image_family": p.image_family, "wait_seconds": provider.WAIT_SECONDS,
+            "poll_seconds": provider.POLL_SECONDS, "ip": None, "private_ip": None, "status": None, "hostname": None,
+        }, pulumi.ResourceOptions.merge(_SECRET_OUTPUTS, pulumi.ResourceOptions(
+            parent=self, delete_before_replace=True,
+            # Launch, boot, terminate: minutes each; the provider's own wait is shorter.
+            custom_timeouts=pulumi.CustomTimeouts(create="30m", update="5m", delete="30m"))))
+        self.ip = self.instance.ip
+        self.register_outputs({"ip": self.ip})
+
+
+def _rule(protocol: str, ports: tuple[int, int], source: str, what: str, tag: str) -> dict:
+    return {"protocol": protocol, "port_range": list(ports), "source_network": source, "description": f"{tag}: {what}"}
+
+
+def firewall_rules(cfg: StackConfig, addresses: Mapping[str, str], tag: str) -> list[dict]:
+    """The cluster's inbound needs as Lambda firewall rules: SSH and 80/443 from anywhere, the API
+    from apiAllowFrom, API, kubelet, node-exporter and the overlay between the nodes, etcd
+    between servers. `addresses`: node name -> public address (DNS names cannot be rules)."""
+    k3s = cfg.k3s
+    overlay = 51820 if k3s.flannel_backend == "wireguard-native" else 8472
+    rules = [_rule("tcp", (22, 22), ANYWHERE, "ssh", tag),
+             _rule("tcp", (80, 80), ANYWHERE, "ingress", tag), _rule("tcp", (443, 443), ANYWHERE, "ingress", tag)]
+    for src in ([ANYWHERE] if k3s.api_open_to_any else k3s.api_allow_from):
+        rules.append(_rule("tcp", (API_PORT, API_PORT), str(ipaddress.ip_network(src, strict=False)), "api", tag))
+
+    def cidr(addr: str) -> Optional[str]:
+        try:
+            return f"{ipaddress.ip_address(addr)}/32"
+        except ValueError:
+            return None
+
+    for node in cfg.nodes:
+        peer = cidr(addresses.get(node.name) or "")
+        if peer is None:
+            continue
+        for port in (API_PORT, KUBELET_PORT, NODE_EXPORTER_PORT):
+            rules.append(_rule("tcp", (port, port), peer, f"nodes {node.name}", tag))
+        rules.append(_rule("udp", (overlay, overlay), peer, f"overlay {node.name}", tag))
+        if node.role == "control-plane":
+            rules.append(_rule("tcp", (2379, 2380), peer, f"etcd {node.name}", tag))
+    return rules
+
+
+class FirewallRules(pulumi.ComponentResource):
+    def __init__(self, name: str, api_key: pulumi.Input[str], rules: pulumi.Input[list],
+                 opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("sophia:lambda:FirewallRules", name, None, opts)
+        self.rules = _FirewallRulesResource(provider.FirewallRulesProvider(), name, {
+            "api_key": api_key, "name": name, "rules": rules, "owned": None,
+        }, pulumi.ResourceOptions.merge(_SECRET_OUTPUTS, pulumi.ResourceOptions(parent=self)))
+        self.register_outputs({})
+
+
+def provision(cfg: StackConfig, private_key: pulumi.Output[str],
+              opts: Optional[pulumi.ResourceOptions] = None) -> dict[str, pulumi.Output[str]]:
+    """Launch every provisioned node's host; node name -> its public address, known once the
+    firewall admits the cluster's traffic (so nothing connects before the ports are open)."""
+    nodes = provisioned(cfg)
+    if not nodes:
+        return {}
+    from sophia_infra.program.secrets import secret
+
+    api_key = secret(API_KEY_SECRET)
+    tag = f"{pulumi.get_project()}-{pulumi.get_stack()}"
+    key = SshKey(tag, api_key, pulumi.Output.unsecret(private_key.apply(public_key_of)), opts=opts)
+    instances = {n.name: Instance(n, api_key, key.key_name, opts=opts) for n in nodes}
+    fixed = {n.name: cfg.hosts[n.name].address for n in cfg.nodes if n.name in cfg.hosts}
+    names = list(instances)
+    rules = pulumi.Output.all(*[instances[n].ip for n in names]).apply(
+        lambda ips: firewall_rules(cfg, {**fixed, **dict(zip(names, ips))}, tag))
+    firewall = FirewallRules(tag, api_key, rules, opts=opts)
+    return {name: pulumi.Output.all(inst.ip, firewall.rules.id).apply(lambda v: v[0])
+            for name, inst in instances.items()}

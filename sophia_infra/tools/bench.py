@@ -1,0 +1,104 @@
+"""Benchmark of the offline plan: wall time and longest dependency chain per stack.
+
+`make bench` (or `python -m sophia_infra.tools.bench`) prints, for dev, production and a
+generated large stack (100 workers, 100 MCP servers), the plan's wall time, its resource
+count and its longest chain of dependencies (what `pulumi up` must do one after the
+other). It prints figures; it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+import time
+from functools import lru_cache
+
+from sophia_infra.tools.plan import runner, stack_config
+
+GPU_ROTATION = ("A6000", "A100", "A10", "GH200")
+
+
+def large_stack(workers: int = 100, mcp_servers: int = 100) -> tuple[dict[str, str], list[str]]:
+    """Production's config grown to `workers` GPU workers and `mcp_servers` MCP servers."""
+    config, secret_keys = stack_config.load("production")
+    nodes = json.loads(config["sophia:nodes"])[:1]
+    hosts = {nodes[0]["name"]: {"address": "198.51.100.1"}}
+    addresses = (str(a) for net in ("198.51.100.0/24", "203.0.113.0/24") for a in ipaddress.ip_network(net).hosts())
+    next(addresses)
+    for i in range(workers):
+        gpu = GPU_ROTATION[i % len(GPU_ROTATION)]
+        name = f"worker-{i:03d}"
+        nodes.append({"name": name, "role": "worker", "arch": "arm64" if gpu == "GH200" else "amd64",
+                      "gpu": {"type": gpu, "count": 1, "sharing": 4}})
+        hosts[name] = {"address": next(addresses)}
+    services = [s for s in json.loads(config["sophia:services"]) if s["kind"] == "app"]
+    for i in range(mcp_servers):
+        gpu = GPU_ROTATION[i % len(GPU_ROTATION)]
+        services.append({"name": f"mcp-{i:03d}", "kind": "mcp", "replicas": 1, "placement": {"gpuType": gpu},
+                         "image": {"repository": f"docker.io/scoobyjava15/sophia-mcp-{i:03d}", "tag": "1.0.0",
+                                   "platforms": ["linux/amd64", "linux/arm64"]},
+                         "secrets": {"SLACK_BOT_TOKEN": "slackBotToken"}})
+    config = {**config, "sophia:nodes": json.dumps(nodes), "sophia:hosts": json.dumps(hosts),
+              "sophia:services": json.dumps(services)}
+    return config, secret_keys
+
+
+def longest_chain(resources) -> list[str]:
+    """The longest path through the dependency graph of real (custom) resources, first to
+    last. Depending on a component means waiting for everything inside it, as the engine does."""
+    children: dict[str, list[str]] = {}
+    for r in resources:
+        children.setdefault(r.parent, []).append(r.urn)
+    custom = {r.urn for r in resources if r.custom}
+
+    def expand(urn: str) -> list[str]:
+        if urn in custom:
+            return [urn]
+        return [d for c in children.get(urn, []) for d in expand(c)]
+
+    def direct(r) -> set[str]:
+        found = set(r.dependencies)
+        if r.provider:  # a resource also waits for its provider ("<urn>::<id>")
+            found.add(r.provider.rsplit("::", 1)[0])
+        return found
+
+    deps = {r.urn: sorted({e for d in direct(r) for e in expand(d)}) for r in resources if r.custom}
+    names = {r.urn: r.name for r in resources}
+
+    @lru_cache(maxsize=None)
+    def chain(urn: str) -> tuple[str, ...]:
+        best: tuple[str, ...] = ()
+        for d in deps.get(urn, []):
+            c = chain(d)
+            if len(c) > len(best):
+                best = c
+        return best + (urn,)
+
+    sys.setrecursionlimit(max(10000, sys.getrecursionlimit()))
+    longest = max((chain(u) for u in deps), key=len, default=())
+    return [names.get(u, u) for u in longest]
+
+
+def measure(label: str, stack: str, config=None, secret_keys=None) -> dict:
+    start = time.perf_counter()
+    result = runner.run(stack, config=config, secret_keys=secret_keys)
+    seconds = time.perf_counter() - start
+    chain = longest_chain(result.resources)
+    return {"stack": label, "seconds": seconds, "resources": len(result.resources) - 1, "chain": chain}
+
+
+def main() -> int:
+    rows = [measure("dev", "dev"), measure("production", "production")]
+    config, secret_keys = large_stack()
+    rows.append(measure("large (100 workers, 100 MCP)", "production", config, secret_keys))
+    print(f"{'stack':30} {'wall s':>7} {'resources':>9} {'longest chain':>13}")
+    for r in rows:
+        print(f"{r['stack']:30} {r['seconds']:7.2f} {r['resources']:9d} {len(r['chain']):13d}")
+    for r in rows:
+        print(f"\nlongest chain of {r['stack']}: " + " -> ".join(r["chain"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

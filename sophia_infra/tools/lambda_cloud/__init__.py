@@ -1,0 +1,1 @@
+"""Operator tools over the Lambda Cloud API: capacity, cost and dated prices."""

@@ -1,0 +1,294 @@
+"""Render what the plan deploys through Helm, with the real pinned charts, as the cluster would get it.
+
+Every Helm release the program registers (and, in Argo CD mode, every Application of the
+local chart) is rendered with `helm template` and exactly the values the plan recorded for
+it. Upstream charts are read in place from the first chart source that has them:
+
+1. `../shared/charts-src/<chart>-<version>` (the pinned charts, beside the project), then
+2. `.cache/charts/<chart>-<version>` (what `make setup` pulls with `helm pull` on a machine
+   that can reach the chart repositories: `python -m sophia_infra charts --pull`).
+
+A dependency chart that the source lacks cannot be rendered: the release is rendered without
+it (its condition off, from a temporary copy of the chart outside the project) and the
+result names what is missing, so reports say "not rendered" instead of guessing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import yaml
+
+from sophia_infra.program.config import names
+from sophia_infra.tools.plan.mocks import SECRET, UNKNOWN
+
+ROOT = Path(__file__).resolve().parents[3]
+CHART_SOURCES = (ROOT.parent / "shared" / "charts-src", ROOT / ".cache" / "charts")
+CACHE_DIR = ROOT / "build" / "render-cache"
+RELEASE = "kubernetes:helm.sh/v3:Release"
+APPLICATION = "kubernetes:argoproj.io/v1alpha1:Application"
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+# APIs the cluster serves when a release installs: kube-prometheus-stack's CRDs come first (every
+# other release depends on it), so charts that check `.Capabilities` for them render their monitors.
+CLUSTER_APIS = ("monitoring.coreos.com/v1",)
+
+
+class RenderError(Exception):
+    """A release that helm could not render (the message carries helm's own words)."""
+
+
+@dataclass(frozen=True)
+class ReleaseSpec:
+    """One Helm release as the plan registers it."""
+
+    resource: str            # the Pulumi resource name
+    release: str             # the Helm release name
+    namespace: str
+    chart: str               # chart name (upstream) or the local chart's path
+    version: Optional[str]   # None for the local chart
+    values: dict = field(hash=False, compare=False)
+    via: str = "helm"        # "helm" (helm.v3.Release) or "argocd" (an Application of the local chart)
+
+    @property
+    def local(self) -> bool:
+        return self.version is None
+
+
+@dataclass
+class Rendered:
+    spec: ReleaseSpec
+    objects: list[dict]
+    # Dependency charts absent from the chart source: their objects are not in `objects`.
+    missing_subcharts: list[str] = field(default_factory=list)
+    source: Optional[Path] = None
+
+
+def _chart_name(chart: str) -> str:
+    return chart.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _value_file(entry: str, chart_path: str, refs: dict[str, dict], root: Path) -> dict:
+    """One `helm.valueFiles` entry as Argo CD resolves it: `$<ref>/path` in the repository of
+    the source named <ref>, anything else relative to the chart. Both are read from this work
+    tree (the plan runs on the commit that the release branch will hold)."""
+    if entry.startswith("$"):
+        ref, _, rest = entry[1:].partition("/")
+        if ref not in refs:
+            raise RenderError(f"the values file {entry} names no source with `ref: {ref}`; Argo CD would refuse it")
+        file = root / rest
+    else:
+        file = root / chart_path / entry
+    if not file.is_file():
+        raise RenderError(f"the values file {entry} does not exist at {file}; Argo CD would fail to render the Application "
+                          "(create it, e.g. python -m sophia_infra release WORKLOAD --stack STACK --tag TAG)")
+    return yaml.load(file.read_text(), Loader=_Loader) or {}
+
+
+def application_values(spec: dict, root: Path = ROOT) -> tuple[dict, dict]:
+    """(the chart source, the values Argo CD renders it with) of an Application of the local
+    chart: `spec.source`, or the `spec.sources` entry with a `path`, whose valueFiles (resolved
+    through the `ref` sources) come first and valuesObject on top, as Argo CD merges them."""
+    from sophia_infra.program.releases import argocd_values
+
+    sources = spec.get("sources") or ([spec["source"]] if spec.get("source") else [])
+    (chart,) = [s for s in sources if s.get("path")]
+    refs = {s["ref"]: s for s in sources if s.get("ref")}
+    helm = chart.get("helm") or {}
+    files = [_value_file(f, chart["path"], refs, root) for f in helm.get("valueFiles") or []]
+    return chart, argocd_values(files, helm.get("valuesObject") or {})
+
+
+def release_specs(resources: Iterable[Any], root: Path = ROOT) -> list[ReleaseSpec]:
+    """Every release of a plan's registrations (sophia_infra.tools.plan.mocks.Registration); an
+    Application's release files are read from `root` (this work tree)."""
+    specs = []
+    for r in resources:
+        if r.type == RELEASE:
+            i = r.inputs
+            chart = i["chart"]
+            local = not i.get("version") and not chart.startswith("oci://") and "repositoryOpts" not in i
+            specs.append(ReleaseSpec(resource=r.name, release=i.get("name") or r.name,
+                                     namespace=i.get("namespace") or "default",
+                                     chart=chart if local else _chart_name(chart),
+                                     version=None if local else i["version"], values=i.get("values") or {}))
+        elif r.type == APPLICATION:
+            spec = r.inputs.get("spec") or {}
+            src, values = application_values(spec, root)
+            helm = src.get("helm") or {}
+            specs.append(ReleaseSpec(resource=r.name, release=helm.get("releaseName") or r.inputs["metadata"]["name"],
+                                     namespace=(spec.get("destination") or {}).get("namespace") or "default",
+                                     chart=src["path"], version=None, values=values, via="argocd"))
+    return sorted(specs, key=lambda s: (s.namespace, s.release))
+
+
+def chart_source(chart: str, version: str) -> Optional[Path]:
+    for base in CHART_SOURCES:
+        path = base / f"{chart}-{version}"
+        if (path / "Chart.yaml").is_file():
+            return path
+    return None
+
+
+def missing_sources(specs: Iterable[ReleaseSpec]) -> list[str]:
+    """`chart-version` of every upstream release no chart source has."""
+    return sorted({f"{s.chart}-{s.version}" for s in specs if s.version is not None and chart_source(s.chart, s.version) is None})
+
+
+def helm_binary() -> Optional[str]:
+    local = ROOT / ".tools" / "bin" / "helm"
+    return str(local) if local.is_file() else shutil.which("helm")
+
+
+def absent_dependencies(chart_dir: Path) -> list[dict]:
+    meta = yaml.load((chart_dir / "Chart.yaml").read_text(), Loader=_Loader) or {}
+    present = {p.name for p in (chart_dir / "charts").iterdir()} if (chart_dir / "charts").is_dir() else set()
+
+    def has(dep: dict) -> bool:
+        name = dep.get("alias") or dep["name"]
+        return name in present or dep["name"] in present or any(
+            p.startswith(f"{dep['name']}-") and p.endswith(".tgz") for p in present)
+
+    return [d for d in meta.get("dependencies") or [] if not has(d)]
+
+
+def _without(chart_dir: Path, absent: list[dict], work: Path) -> Path:
+    """A temporary copy of the chart that declares only the dependencies it has."""
+    copy = work / chart_dir.name
+    shutil.copytree(chart_dir, copy)
+    for p in [copy, *copy.rglob("*")]:
+        p.chmod(p.stat().st_mode | 0o200)
+    meta = yaml.load((copy / "Chart.yaml").read_text(), Loader=_Loader)
+    gone = {d["name"] for d in absent}
+    meta["dependencies"] = [d for d in meta.get("dependencies") or [] if d["name"] not in gone]
+    (copy / "Chart.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    (copy / "Chart.lock").unlink(missing_ok=True)
+    return copy
+
+
+def _lookup(values: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(values, dict) or part not in values:
+            return None
+        values = values[part]
+    return values
+
+
+def _condition(dep: dict, values: dict, defaults: dict) -> bool:
+    """Helm's rule: the first condition path that resolves decides; none resolving = enabled."""
+    for cond in (dep.get("condition") or "").split(","):
+        cond = cond.strip()
+        for source in (values, defaults):
+            found = _lookup(source, cond) if cond else None
+            if isinstance(found, bool):
+                return found
+    return True
+
+
+def _set_path(values: dict, dotted: str, value: Any) -> None:
+    node = values
+    *parents, last = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def _check_values(spec: ReleaseSpec) -> None:
+    text = json.dumps(spec.values)
+    for marker in (SECRET, UNKNOWN):
+        if json.dumps(marker) in text:
+            raise RenderError(f"{spec.resource}: its Helm values hold a {marker} value; values must never carry secrets or unknowns")
+
+
+def _cache_key(spec: ReleaseSpec, source: Path, helm: str) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([spec.release, spec.namespace, spec.chart, spec.version, spec.values, str(source),
+                         names.KUBERNETES_VERSION, CLUSTER_APIS], sort_keys=True).encode())
+    st = os.stat(helm)
+    h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())  # another helm, another render
+    if spec.local:  # the local chart changes with the work tree
+        for p in sorted(source.rglob("*")):
+            if p.is_file():
+                h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:32]
+
+
+def render(spec: ReleaseSpec, helm: Optional[str] = None, cache: bool = True) -> Rendered:
+    """`helm template` of one release; raises RenderError when helm refuses or the chart is absent."""
+    helm = helm or helm_binary()
+    if helm is None:
+        raise RenderError("helm is not installed; run scripts/install-tools.sh (make setup does)")
+    _check_values(spec)
+    source = (ROOT / spec.chart) if spec.local else chart_source(spec.chart, spec.version or "")
+    if source is None or not source.is_dir():
+        raise RenderError(f"{spec.chart}-{spec.version}: no chart source has it ({', '.join(str(c) for c in CHART_SOURCES)}); "
+                          "run `python -m sophia_infra charts --pull` on a machine that reaches the chart repositories")
+    key = _cache_key(spec, source, helm)
+    cached = CACHE_DIR / f"{key}.json"
+    if cache and cached.is_file():
+        data = json.loads(cached.read_text())
+        return Rendered(spec, data["objects"], data["missing"], source)
+
+    values = json.loads(json.dumps(spec.values))
+    absent = absent_dependencies(source)
+    with tempfile.TemporaryDirectory(prefix="sophia-render-") as work:
+        chart_dir = source
+        if absent:
+            chart_dir = _without(source, absent, Path(work))
+            for dep in absent:
+                for cond in (dep.get("condition") or "").split(","):
+                    if cond.strip():
+                        _set_path(values, cond.strip(), False)
+        values_file = Path(work) / "values.json"
+        values_file.write_text(json.dumps(values))
+        cmd = [helm, "template", spec.release, str(chart_dir), "--namespace", spec.namespace,
+               "--values", str(values_file), "--kube-version", names.KUBERNETES_VERSION,
+               # nginx-ingress's schema $refs remote URLs; values are checked against schemas elsewhere.
+               "--skip-schema-validation"]
+        for api in CLUSTER_APIS:
+            cmd += ["--api-versions", api]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        raise RenderError(f"helm template {spec.release} ({spec.chart}) failed: {proc.stderr.strip()}")
+    objects = [d for d in yaml.load_all(proc.stdout, Loader=_Loader) if isinstance(d, dict) and d.get("kind")]
+    for obj in objects:
+        meta = obj.setdefault("metadata", {})
+        if _namespaced(obj) and not meta.get("namespace"):
+            meta["namespace"] = spec.namespace  # helm template leaves it to the install namespace
+    # Report only what would have rendered: a dependency whose condition is off renders nothing anyway.
+    defaults = yaml.load((source / "values.yaml").read_text(), Loader=_Loader) or {}
+    missing = sorted(d["name"] for d in absent if _condition(d, spec.values, defaults))
+    if cache:
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        cached.write_text(json.dumps({"objects": objects, "missing": missing}))
+    return Rendered(spec, objects, missing, source)
+
+
+_CLUSTER_SCOPED = {
+    "Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "StorageClass",
+    "PriorityClass", "RuntimeClass", "IngressClass", "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+    "APIService", "PersistentVolume", "ClusterIssuer", "Node",
+}
+
+
+def _namespaced(obj: dict) -> bool:
+    return obj.get("kind") not in _CLUSTER_SCOPED
+
+
+def render_all(specs: Iterable[ReleaseSpec], workers: int = 4, cache: bool = True) -> list[Rendered]:
+    """Render every release (in parallel); raises RenderError naming the first that fails."""
+    specs = list(specs)
+    helm = helm_binary()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda s: render(s, helm, cache), specs))

@@ -1,0 +1,126 @@
+"""What the offline plan prints and writes: counts, placement, outputs, plan.json, manifests."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from sophia_infra.tools import placement
+from sophia_infra.tools.lambda_cloud import cost
+from sophia_infra.tools.plan import stack_config
+from sophia_infra.tools.plan.mocks import Registration
+from sophia_infra.tools.plan.runner import PlanResult
+
+# Kubernetes resource types that are not whole objects of their own.
+_NOT_OBJECTS = ("kubernetes:index:Provider", "kubernetes:helm.sh/", "kubernetes:yaml/", "kubernetes:kustomize")
+
+
+def kubernetes_objects(resources: Iterable[Registration]) -> list[dict]:
+    """Every Kubernetes object the program creates directly, as a manifest."""
+    objects = []
+    for r in resources:
+        if not r.type.startswith("kubernetes:") or r.type.startswith(_NOT_OBJECTS) or r.type.endswith("Patch"):
+            continue
+        obj = {k: v for k, v in r.inputs.items() if not k.startswith("__")}
+        meta = dict(obj.get("metadata") or {})
+        meta.setdefault("name", r.name)  # the provider auto-names; the mock keeps the resource name
+        obj["metadata"] = meta
+        objects.append(obj)
+    return objects
+
+
+def manifest_filename(obj: dict) -> str:
+    meta = obj["metadata"]
+    parts = [obj.get("kind", "object"), meta.get("namespace", "cluster"), meta["name"]]
+    return "_".join(p.lower() for p in parts) + ".yaml"
+
+
+def canonical(value: Any) -> Any:
+    """Mappings with sorted keys, all the way down: the same plan always reads the same."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
+def plan_document(result: PlanResult) -> dict[str, Any]:
+    """plan.json: resources in URN order (registration order varies from run to run)."""
+    return {
+        "stack": result.stack,
+        "resources": [
+            {"urn": r.urn, "type": r.type, "name": r.name, "custom": r.custom, "parent": r.parent or None,
+             "dependencies": sorted(r.dependencies), "provider": r.provider or None,
+             "options": canonical(r.options), "inputs": canonical(r.inputs)}
+            for r in sorted(result.resources, key=lambda r: r.urn)
+        ],
+        "outputs": canonical(result.outputs),
+    }
+
+
+def manifest(obj: dict) -> dict:
+    """A manifest as kubectl shows one: apiVersion, kind, metadata first, then sorted keys."""
+    head = [k for k in ("apiVersion", "kind", "metadata") if k in obj]
+    return {k: canonical(obj[k]) for k in head + sorted(k for k in obj if k not in head)}
+
+
+def resource_counts(result: PlanResult) -> Counter:
+    return Counter(r.type for r in result.resources if r.type != "pulumi:pulumi:Stack")
+
+
+def write(result: PlanResult, out_dir: Path, checks_md: Iterable[str] = ()) -> None:
+    """plan.json, manifests/ and placement.md (with `checks_md`: the flows and Pod Security sections)."""
+    cfg = result.cfg
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    (out_dir / "manifests").mkdir(parents=True)
+    (out_dir / "plan.json").write_text(json.dumps(plan_document(result), indent=2) + "\n")
+    for obj in kubernetes_objects(sorted(result.resources, key=lambda r: r.urn)):
+        (out_dir / "manifests" / manifest_filename(obj)).write_text(yaml.safe_dump(manifest(obj), sort_keys=False))
+    md = "\n".join([placement.render_markdown(cfg, result.stack).rstrip("\n"), *cost.render_markdown(cfg)])
+    (out_dir / "placement.md").write_text("\n".join([md, *checks_md]) + "\n")
+
+
+def _policy_rules():
+    """The policy pack's rules module (policy/rules.py), loaded once by path."""
+    name = "sophia_policy_rules"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, stack_config.ROOT / "policy" / "rules.py")
+        assert spec is not None and spec.loader is not None  # a .py path always has a loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def policy_violations(result: PlanResult) -> list[tuple[str, str, str]]:
+    """(resource URN, rule, message) from the policy pack's own rules."""
+    rules = _policy_rules()
+    return [(r.urn, rule, msg) for r in sorted(result.resources, key=lambda r: r.urn)
+            for rule, msg in rules.evaluate(r.type, r.inputs)]
+
+
+def render(result: PlanResult) -> str:
+    cfg = result.cfg
+    counts = resource_counts(result)
+    lines = [f"Offline plan of stack '{result.stack}': {sum(counts.values())} resources", ""]
+    width = max((len(t) for t in counts), default=0)
+    lines += [f"  {t.ljust(width)}  {n}" for t, n in sorted(counts.items())]
+    lines += ["", "GPU placement", "", placement.render_text(cfg)]
+    provisioned = cost.render_text(cfg)
+    lines += ["", *provisioned] if provisioned else []
+    lines += ["", "Outputs", ""]
+    for name, value in result.outputs.items():
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        lines.append(f"  {name}: {text}")
+    violations = policy_violations(result)
+    lines += ["", f"Policy (policy/rules.py): {len(violations)} violation(s)"]
+    lines += [f"  [{rule}] {msg}" for _, rule, msg in violations]
+    return "\n".join(lines) + "\n"

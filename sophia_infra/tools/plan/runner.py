@@ -1,0 +1,70 @@
+"""Run `__main__.py` under the mock monitor and collect what it registered and exported."""
+
+from __future__ import annotations
+
+import runpy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import pulumi
+from pulumi.runtime import settings as pulumi_settings
+from pulumi.runtime.stack import Stack, run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from sophia_infra.program.config import stack as stack_schema
+from sophia_infra.program.config.stack import StackConfig
+from sophia_infra.tools.plan import stack_config
+from sophia_infra.tools.plan.mocks import SECRET, CommandStdout, PlanMocks, RecordingMonitor, Registration
+
+PROJECT = "sophia-infra"
+
+
+@dataclass
+class PlanResult:
+    stack: str
+    resources: list[Registration]
+    outputs: dict[str, Any]  # plain values; secret outputs are "[secret]"
+    secret_outputs: dict[str, Any]  # the real values of secret outputs, for tests only
+    config: dict[str, str]
+    cfg: StackConfig
+
+
+async def _resolve(value: Any) -> tuple[Any, bool]:
+    out = pulumi.Output.from_input(value)
+    return await out.future(with_unknowns=True), await out.is_secret()
+
+
+def run(
+    stack: str,
+    root: Path = stack_config.ROOT,
+    config: Optional[dict[str, str]] = None,
+    secret_keys: Optional[list[str]] = None,
+    command_stdout: Optional[CommandStdout] = None,
+    preview: bool = False,
+) -> PlanResult:
+    """Run the program for `stack` offline. `config`/`secret_keys` replace the stack's own."""
+    if config is None:
+        config, secret_keys = stack_config.load(stack, root)
+    monitor = RecordingMonitor(PlanMocks(command_stdout))
+    pulumi_settings.ROOT.set(None)  # a fresh root Stack for every run
+    pulumi.runtime.set_all_config(config, secret_keys or [])
+    pulumi.runtime.set_mocks(monitor.mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+
+    def program() -> None:
+        runpy.run_path(str(root / "__main__.py"), run_name="__pulumi_program__")
+
+    _sync_await(run_pulumi_func(program))
+
+    root_stack = pulumi.runtime.get_root_resource()
+    assert isinstance(root_stack, Stack)  # run_pulumi_func made it
+    exported = root_stack.outputs
+    outputs, secret_outputs = {}, {}
+    for name, value in exported.items():
+        resolved, is_secret = _sync_await(_resolve(value))
+        outputs[name] = SECRET if is_secret else resolved
+        if is_secret:
+            secret_outputs[name] = resolved
+    return PlanResult(stack=stack, resources=monitor.registrations, outputs=outputs,
+                      secret_outputs=secret_outputs, config=config,
+                      cfg=stack_schema.load())  # the program validated it already
