@@ -4,13 +4,22 @@
 generated large stack (100 workers, 100 MCP servers), the plan's wall time, its resource
 count and its longest chain of dependencies (what `pulumi up` must do one after the
 other). It prints figures; it asserts nothing.
+
+Then, side by side in one run, each measured in a fresh interpreter (`python -c`), several
+times, the median: the import floor (merely importing the SDK modules the plan loads), the
+plan of production without the rendering checks (run the program under mocks, write the
+report), the plan with them (helm template of the real charts, flows, Pod Security) from the
+render cache and cold (an empty cache), and the large stack's plan; and the ratios.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from functools import lru_cache
 
@@ -32,8 +41,11 @@ def large_stack(workers: int = 100, mcp_servers: int = 100) -> tuple[dict[str, s
         nodes.append({"name": name, "role": "worker", "arch": "arm64" if gpu == "GH200" else "amd64",
                       "gpu": {"type": gpu, "count": 1, "sharing": 4}})
         hosts[name] = {"address": next(addresses)}
-    services = [s for s in json.loads(config["sophia:services"]) if s["kind"] == "app"]
-    for i in range(mcp_servers):
+    # Production's own workloads (their images come from its release files) plus generated MCP
+    # servers, which pin their tags in the config, up to `mcp_servers` MCP servers.
+    own = json.loads(config["sophia:services"])
+    services = [s for s in own if s["kind"] == "app"] + [s for s in own if s["kind"] == "mcp"][:mcp_servers]
+    for i in range(mcp_servers - sum(s["kind"] == "mcp" for s in services)):
         gpu = GPU_ROTATION[i % len(GPU_ROTATION)]
         services.append({"name": f"mcp-{i:03d}", "kind": "mcp", "replicas": 1, "placement": {"gpuType": gpu},
                          "image": {"repository": f"docker.io/scoobyjava15/sophia-mcp-{i:03d}", "tag": "1.0.0",
@@ -88,6 +100,70 @@ def measure(label: str, stack: str, config=None, secret_keys=None) -> dict:
     return {"stack": label, "seconds": seconds, "resources": len(result.resources) - 1, "chain": chain}
 
 
+SDK_PACKAGES = ("pulumi", "pulumi_kubernetes", "pulumi_command", "pulumi_random", "pulumi_tls", "grpc",
+                "google", "pydantic", "pydantic_core", "yaml", "dill")
+REPEAT = 5
+
+# Each child prints nothing but its own seconds, from interpreter start-up to the end.
+_CHILD = """
+import sys, time, tempfile
+from pathlib import Path
+mode, stack = sys.argv[1], sys.argv[2]
+if mode == "modules":
+    from sophia_infra.tools.plan import report, runner
+    result = runner.run(stack)
+    report.write(result, Path(tempfile.mkdtemp()), [])
+    print(" ".join(sorted(m for m in list(sys.modules) if m.split(".")[0] in sys.argv[3:])))
+    raise SystemExit
+if mode == "floor":
+    import importlib
+    for m in sys.argv[3:]:
+        try:
+            importlib.import_module(m)
+        except Exception:
+            pass
+    raise SystemExit
+from sophia_infra.tools.plan import report, runner
+if mode == "large":
+    from sophia_infra.tools.bench import large_stack
+    config, secret_keys = large_stack()
+    result = runner.run(stack, config=config, secret_keys=secret_keys)
+else:
+    result = runner.run(stack)
+lines = []
+if mode in ("cached", "cold"):
+    from sophia_infra.tools.plan import render, verify
+    if mode == "cold":
+        render.CACHE_DIR = Path(tempfile.mkdtemp())
+    lines = verify.markdown(verify.run(result))
+report.write(result, Path(tempfile.mkdtemp()), lines)
+"""
+
+
+def _child_seconds(*args: str) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", _CHILD, *args], cwd=stack_config.ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: the {args[0]} run failed:\n{proc.stderr}")
+    return seconds
+
+
+def side_by_side(stack: str = "production", repeat: int = REPEAT) -> dict[str, float]:
+    """Median seconds of each phase, each repetition in a fresh interpreter, interleaved."""
+    loaded = subprocess.run([sys.executable, "-c", _CHILD, "modules", stack, *SDK_PACKAGES], check=True,
+                            cwd=stack_config.ROOT, capture_output=True, text=True).stdout.split()
+    modes = {"import floor": ("floor", stack, *loaded), "plan without checks": ("plan", stack),
+             "plan with checks (cached render)": ("cached", stack),
+             "plan with checks (cold render)": ("cold", stack), "large stack plan": ("large", stack)}
+    _child_seconds("cached", stack)  # fill the render cache once
+    times: dict[str, list[float]] = {k: [] for k in modes}
+    for _ in range(repeat):
+        for label, args in modes.items():
+            times[label].append(_child_seconds(*args))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def main() -> int:
     rows = [measure("dev", "dev"), measure("production", "production")]
     config, secret_keys = large_stack()
@@ -97,6 +173,13 @@ def main() -> int:
         print(f"{r['stack']:30} {r['seconds']:7.2f} {r['resources']:9d} {len(r['chain']):13d}")
     for r in rows:
         print(f"\nlongest chain of {r['stack']}: " + " -> ".join(r["chain"]))
+    med = side_by_side()
+    floor, plan = med["import floor"], med["plan without checks"]
+    print(f"\nproduction, fresh interpreter each, median of {REPEAT}:")
+    for label, seconds in med.items():
+        base = plan if label == "large stack plan" else floor
+        print(f"  {label:34} {seconds:6.2f} s  {seconds / base:5.2f}x {'production plan' if base is plan else 'import floor'}")
+    print("  targets: production plan <= 1.6x the import floor; the large stack <= 8x production")
     return 0
 
 

@@ -75,6 +75,10 @@ def resource_counts(result: PlanResult) -> Counter:
     return Counter(r.type for r in result.resources if r.type != "pulumi:pulumi:Stack")
 
 
+# libyaml's emitter when PyYAML has it: the same YAML as safe_dump, several times faster.
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def write(result: PlanResult, out_dir: Path, checks_md: Iterable[str] = ()) -> None:
     """plan.json, manifests/ and placement.md (with `checks_md`: the flows and Pod Security sections)."""
     cfg = result.cfg
@@ -83,7 +87,8 @@ def write(result: PlanResult, out_dir: Path, checks_md: Iterable[str] = ()) -> N
     (out_dir / "manifests").mkdir(parents=True)
     (out_dir / "plan.json").write_text(json.dumps(plan_document(result), indent=2) + "\n")
     for obj in kubernetes_objects(sorted(result.resources, key=lambda r: r.urn)):
-        (out_dir / "manifests" / manifest_filename(obj)).write_text(yaml.safe_dump(manifest(obj), sort_keys=False))
+        (out_dir / "manifests" / manifest_filename(obj)).write_text(
+            yaml.dump(manifest(obj), Dumper=_Dumper, sort_keys=False))
     md = "\n".join([placement.render_markdown(cfg, result.stack).rstrip("\n"), *cost.render_markdown(cfg)])
     (out_dir / "placement.md").write_text("\n".join([md, *checks_md]) + "\n")
 
