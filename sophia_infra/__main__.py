@@ -38,16 +38,17 @@ def _fail(err: object) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from sophia_infra.tools.plan import report, runner, stack_config, verify
     out_dir = Path(args.out) if args.out else stack_config.ROOT / "build" / "plan" / args.stack
-    try:
-        result = runner.run(args.stack)
-    except (stack_config.StackFileError, ConfigError) as err:
-        return _fail(err)
-    # The releases rendered from the real charts: required flows, undeclared flows, Pod Security.
-    checks = verify.run(result)
-    try:
-        report.write(result, out_dir, verify.markdown(checks))
-    except OSError as err:
-        return _fail(f"cannot write the plan to {out_dir} ({err.strerror}); give a writable --out folder")
+    with runner.frozen_heap():
+        try:
+            result = runner.run(args.stack)
+        except (stack_config.StackFileError, ConfigError) as err:
+            return _fail(err)
+        # The releases rendered from the real charts: required flows, undeclared flows, Pod Security.
+        checks = verify.run(result)
+        try:
+            report.write(result, out_dir, verify.markdown(checks))
+        except OSError as err:
+            return _fail(f"cannot write the plan to {out_dir} ({err.strerror}); give a writable --out folder")
     sys.stdout.write(report.render(result))
     print("\n".join(verify.text(checks)))
     print(f"\nWrote {out_dir}/plan.json, manifests/ and placement.md")

@@ -129,6 +129,22 @@ def test_no_undeclared_cross_namespace_flow_is_allowed(stack):
     assert flows.unexpected(results, ev) == []
 
 
+def test_the_short_circuit_verdict_agrees_with_the_full_one_on_every_pair(stack):
+    """`allows` (what the undeclared-flow search asks, stopping at a denying side) and
+    `flow().allowed` agree for every pod, node and internet pair on every port of the stack."""
+    _, ev = _flows(stack)
+    ends = [*ev.pods.values(), *(e for group in ev.outside.values() for e in group)]
+    pairs = allowed = 0
+    for src in ends:
+        for dst in ev.pods.values():
+            for port in dst.ports:
+                verdict = ev.cluster.allows(src, dst, port.number, port.protocol)
+                assert verdict == ev.cluster.flow(src, dst, port.number, port.protocol).allowed, (src, dst, port)
+                pairs += 1
+                allowed += verdict
+    assert pairs > 1000 and 0 < allowed < pairs  # both verdicts occur
+
+
 def test_the_model_sees_a_missing_allow_rule():
     """Drop the program's frontend -> backend egress rule: the flow must turn denied."""
     cfg, model = _plan("production").cfg, _model("production")

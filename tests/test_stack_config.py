@@ -240,3 +240,43 @@ def test_plan_command_stops_a_hostile_stack_file_with_exit_2(tmp_path, name):
     line = _one_line(proc)
     assert line.startswith("Pulumi.production.yaml:") and line.endswith(what), line
     assert elapsed < 10, elapsed  # Python's start-up and imports included; the loader itself stops in milliseconds
+
+
+# ----------------------------------------------------------------------------- the libyaml fast path
+
+def _project_yaml_files() -> list[Path]:
+    root = stack_config.ROOT
+    return sorted([*root.glob("Pulumi*.yaml"), *(root / "esc").glob("*.yaml"), *(root / "releases").glob("*/*.yaml")])
+
+
+@pytest.mark.parametrize("path", _project_yaml_files(), ids=lambda p: str(p.relative_to(stack_config.ROOT)))
+def test_every_project_file_loads_the_same_through_libyaml_as_through_the_strict_reader(path):
+    import yaml
+    from sophia_infra.program import yaml_files
+    text = path.read_text()
+    if yaml_files._LIBYAML is None:
+        pytest.skip("PyYAML was built without libyaml")
+    assert yaml_files._plain_and_shallow(text)  # real files take the fast path
+    assert yaml.load(text, Loader=yaml_files._FastLoader) == yaml.load(text, Loader=yaml_files._StrictLoader)
+
+
+def test_the_fast_path_refuses_a_key_given_twice_in_the_strict_readers_words(tmp_path):
+    root = _project(tmp_path, STACK + "  sophia:sshUser: a\n  sophia:sshUser: b\n", "values: {}\n")
+    with pytest.raises(stack_config.StackFileSyntaxError, match=r"'sophia:sshUser' is given twice \(first on line \d+\); keep one"):
+        stack_config.load("t", root)
+
+
+def test_nesting_deep_enough_to_overflow_libyamls_composer_is_refused_not_a_crash(tmp_path):
+    # libyaml composes recursively in C: ~50 000 open brackets overflow the stack (SIGSEGV).
+    # The event scan sees the depth first; run in a child so that a crash fails the test.
+    import subprocess
+    import sys
+    text = "config:\n  sophia:k3s: " + "[" * 400_000 + "]" * 400_000 + "\n"
+    root = _project(tmp_path, text, "values: {}\n")
+    code = ("import sys; from sophia_infra.tools.plan import stack_config as s\n"
+            "try: s.load('t', __import__('pathlib').Path(sys.argv[1]))\n"
+            "except s.StackFileSyntaxError as e: print(e)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True,
+                          cwd=stack_config.ROOT, timeout=60)
+    assert proc.returncode == 0, proc.returncode
+    assert proc.stdout.strip().endswith(f"nested more than {stack_config.MAX_DEPTH} levels deep; flatten the value")

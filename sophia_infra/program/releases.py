@@ -152,11 +152,17 @@ def files(stack: str, root: Path = ROOT) -> list[str]:
 def problems(cfg: "StackConfig", stack: str, root: Path = ROOT) -> list[str]:
     """What is wrong with the stack's release files, one sentence each (empty = every workload has
     exactly one source of its tag, and Argo CD delivery has a release file for every workload)."""
+    return _survey(cfg, stack, root)[0]
+
+
+def _survey(cfg: "StackConfig", stack: str, root: Path) -> tuple[list[str], dict[str, Optional[Release]]]:
+    """The problems, and each workload's release file (None: it has none), each file read once."""
     out: list[str] = []
+    found: dict[str, Optional[Release]] = {}
     for i, svc in enumerate(cfg.services):
         where = repo_path(stack, svc.name)
         try:
-            release = read(stack, svc.name, root)
+            release = found[svc.name] = read(stack, svc.name, root)
         except ReleaseFileError as err:
             out.append(f"{err}.")
             continue
@@ -172,16 +178,17 @@ def problems(cfg: "StackConfig", stack: str, root: Path = ROOT) -> list[str]:
         if name not in names:
             out.append(f"{repo_path(stack, name)}: there is no service '{name}' in sophia:services of stack {stack}; "
                        "git rm the file or correct its name.")
-    return out
+    return out, found
 
 
 def for_stack(cfg: "StackConfig", stack: str, root: Path = ROOT) -> dict[str, Release]:
     """The release in force of every workload (release file, else the stack's own image.tag);
     ConfigError with one sentence per problem."""
-    found = problems(cfg, stack, root)
+    found, release_files = _survey(cfg, stack, root)
     if found:
         raise ConfigError(found)
-    return {svc.name: in_force(svc, stack, root) for svc in cfg.services}
+    # No problem means: a workload without a release file pins image.tag in the stack config.
+    return {svc.name: release_files[svc.name] or Release(tag=str(svc.image.tag)) for svc in cfg.services}
 
 
 def in_force(svc: "Service", stack: str, root: Path = ROOT) -> Release:

@@ -362,7 +362,7 @@ def unexpected(results: Iterable[FlowResult], ev: Evaluator) -> list[str]:
             for port in {(p.number, p.protocol) for p in dst.ports}:
                 if (_name(src), _name(dst), port[0]) in covered:
                     continue
-                if ev.cluster.flow(src, dst, port[0], port[1]).allowed:
+                if ev.cluster.allows(src, dst, port[0], port[1]):
                     out.append(f"{_name(src)} -> {_name(dst)}:{port[0]}/{port[1]}")
     return sorted(out)
 

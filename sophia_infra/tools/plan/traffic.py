@@ -398,6 +398,8 @@ class Cluster:
                 raise PolicyError(f"NetworkPolicy {policy.ref} is given twice")
             parsed[key] = policy
         self._policies = [parsed[k] for k in sorted(parsed)]
+        # id(pod) -> (pod, direction -> isolating policies): the pod is kept, so its id stays its own.
+        self._isolation: dict[int, tuple[Pod, dict[str, list[_Policy]]]] = {}
 
     @staticmethod
     def _namespace_labels(namespace: str, labels: Mapping[str, str] | None) -> Labels:
@@ -425,8 +427,15 @@ class Cluster:
     def _isolating(self, pod: Pod, direction: str) -> list[_Policy]:
         if pod.host_network:
             return []
-        return [p for p in self._policies
+        entry = self._isolation.get(id(pod))
+        if entry is None or entry[0] is not pod:
+            entry = self._isolation[id(pod)] = (pod, {})
+        found = entry[1].get(direction)
+        if found is None:  # the policies are fixed: what isolates a pod is worked out once per direction
+            found = entry[1][direction] = [
+                p for p in self._policies
                 if p.namespace == pod.namespace and direction in p.types and p.pod_selector.matches(pod.labels)]
+        return found
 
     def _peer_matches(self, peer: _Peer, policy_namespace: str, endpoint: Endpoint) -> bool:
         if peer.ip_block is not None:
@@ -486,6 +495,15 @@ class Cluster:
             known = ", ".join(f"{cp.name}={cp.number}/{cp.protocol}" for cp in dst.ports if cp.name) or "none"
             raise PolicyError(f"named port {port!r}/{protocol}: {dst} has no such container port (named: {known})")
         return _check_port_number(port, f"flow to {dst}")
+
+    def allows(self, src: Endpoint, dst: Endpoint, port: int | str, protocol: str = "TCP") -> bool:
+        """`flow(...).allowed`, without working out the other side once one side denies."""
+        protocol = protocol.upper()
+        _check_protocol(protocol, "flow")
+        number = self._resolve_port(dst, port, protocol)
+        if not self._side(src, "Egress", dst, number, protocol, dst)[0]:
+            return False
+        return isinstance(dst, External) or self._side(dst, "Ingress", src, number, protocol, dst)[0]
 
     def flow(self, src: Endpoint, dst: Endpoint, port: int | str, protocol: str = "TCP") -> Verdict:
         """Whether `src` may open a connection to `dst` on `port`/`protocol`.
