@@ -150,3 +150,18 @@ def test_secret_manifests_show_their_keys_masked(plans):
     assert secret["stringData"] == {key: "[secret]" for key in (
         "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY", "PORTKEY_API_KEY",
         "POSTGRES_PASSWORD", "REDIS_PASSWORD")}  # the database and user are plain config
+
+
+def test_the_plan_leaves_the_collector_as_it_found_it():
+    """The plan freezes its imports' heap and collects young objects less often while it runs;
+    a process that goes on afterwards (the tests, a notebook) gets the collector back as it was."""
+    import gc
+    from sophia_infra.tools.plan import runner
+    before = gc.get_threshold()
+    with runner.frozen_heap():
+        assert gc.get_freeze_count() > 0 and gc.get_threshold()[0] == runner.YOUNG_COLLECTION_EVERY
+        runner.run("dev")  # a nested use keeps the outer freeze
+        assert gc.get_freeze_count() > 0 and gc.get_threshold()[0] == runner.YOUNG_COLLECTION_EVERY
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
+    runner.run("dev")
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
