@@ -165,3 +165,74 @@ def test_the_plan_leaves_the_collector_as_it_found_it():
     assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
     runner.run("dev")
     assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
+
+
+def test_the_plan_skips_only_the_source_positions_the_mock_monitor_throws_away(monkeypatch):
+    """The SDK's stack walk is left out of the offline plan only: every registration carries an
+    empty stack trace while it runs, the SDK's own function is back afterwards, and the plan
+    is the same as with the walk."""
+    import contextlib
+    import inspect
+    from pulumi.runtime import resource as pulumi_resource
+    from sophia_infra.tools.plan import mocks, report, runner
+
+    original = pulumi_resource._get_stack_trace
+    assert list(inspect.signature(original).parameters) == []  # the pinned SDK's hook, as replaced
+    frames: list[int] = []
+    record = mocks.RecordingMonitor.RegisterResource
+
+    def spy(self, request):
+        frames.append(len(request.stackTrace.frames))
+        return record(self, request)
+
+    monkeypatch.setattr(mocks.RecordingMonitor, "RegisterResource", spy)
+    fast = report.plan_document(runner.run("dev"))
+    assert frames and set(frames) == {0}
+    assert pulumi_resource._get_stack_trace is original
+
+    frames.clear()
+    monkeypatch.setattr(runner, "without_source_positions", contextlib.nullcontext)
+    walked = report.plan_document(runner.run("dev"))
+    assert max(frames) > 0  # the SDK's walk, untouched
+    assert walked == fast
+
+
+def _variants():
+    """dev, production, production with every option on, production with its hosts launched
+    on Lambda Cloud (dynamic resources: pickled providers in the inputs)."""
+    from sophia_infra.tools.plan import stack_config
+    from tests.test_provisioning import ALL, production_config
+    from tests.test_rendered import EVERYTHING, VARIANTS
+    out = {s: (s, *stack_config.load(s)) for s in ("dev", "production")}
+    config, secret_keys = stack_config.load("production")
+    for key, value in VARIANTS[EVERYTHING][1].items():  # merged into the stack's own, as test_rendered does
+        config = {**config, key: json.dumps({**json.loads(config.get(key, "{}")), **value})}
+    out[EVERYTHING] = ("production", config, secret_keys)
+    out["production+lambda"] = ("production", *production_config(ALL))
+    return out
+
+
+@pytest.mark.parametrize("variant", ["dev", "production", "production+everything", "production+lambda"])
+def test_the_plans_direct_echo_answers_as_the_sdks_mock_monitor(variant, monkeypatch):
+    """RecordingMonitor answers registrations without the SDK mock's decode/encode round trip;
+    the program sees the same: identical resources and inputs, outputs, secret outputs."""
+    from pulumi.runtime import mocks as pulumi_mocks
+    from sophia_infra.tools.plan import mocks, report, runner
+    stack, config, secret_keys = _variants()[variant]
+    if variant == "production+everything":
+        assert json.loads(config["sophia:argocd"])["ingressHost"]  # the option really is on
+
+    def run():
+        result = runner.run(stack, config=config, secret_keys=secret_keys)
+        return report.plan_document(result), result.secret_outputs
+
+    direct = run()
+    sdk_calls = []
+
+    def through_the_sdk(self, request, inputs):
+        sdk_calls.append(request.type)
+        return pulumi_mocks.MockMonitor.RegisterResource(self, request)
+
+    monkeypatch.setattr(mocks.RecordingMonitor, "_register", through_the_sdk)
+    assert run() == direct
+    assert len(sdk_calls) == len(direct[0]["resources"])

@@ -105,8 +105,10 @@ SDK_PACKAGES = ("pulumi", "pulumi_kubernetes", "pulumi_command", "pulumi_random"
                 "google", "pydantic", "pydantic_core", "yaml", "dill")
 REPEAT = 5
 
-# Each child prints nothing but its own seconds, from interpreter start-up to the end.
+# Each child is timed by the parent, from interpreter start-up to its exit.
 _CHILD = """
+import atexit, gc
+atexit.register(gc.freeze)  # every child ends as the CLI does (exit_without_collecting), the floor too
 import sys, time, tempfile
 from pathlib import Path
 mode, stack = sys.argv[1], sys.argv[2]

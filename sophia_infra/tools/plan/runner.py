@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import pulumi
+from pulumi.runtime import resource as pulumi_resource
 from pulumi.runtime import settings as pulumi_settings
+from pulumi.runtime.proto import source_pb2
 from pulumi.runtime.stack import Stack, run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
@@ -61,6 +63,21 @@ def frozen_heap() -> Iterator[None]:
             gc.unfreeze()
 
 
+@contextmanager
+def without_source_positions() -> Iterator[None]:
+    """With each registration the SDK walks the whole Python stack and reads the source line of
+    every frame, for the engine to store where the resource was declared. The mock monitor
+    throws that away (so does RecordingMonitor: plan.json has no positions), and it is a fifth
+    of the run, so the plan sends empty stack traces instead. Only the offline plan does this;
+    under `pulumi preview`/`up` the program runs the SDK untouched."""
+    original = pulumi_resource._get_stack_trace
+    pulumi_resource._get_stack_trace = source_pb2.StackTrace  # what it returns for an unknown stack
+    try:
+        yield
+    finally:
+        pulumi_resource._get_stack_trace = original
+
+
 async def _resolve(value: Any) -> tuple[Any, bool]:
     out = pulumi.Output.from_input(value)
     return await out.future(with_unknowns=True), await out.is_secret()
@@ -78,16 +95,15 @@ def run(
     if config is None:
         config, secret_keys = stack_config.load(stack, root)
     monitor = RecordingMonitor(PlanMocks(command_stdout))
-    pulumi_settings.ROOT.set(None)  # a fresh root Stack for every run
-    pulumi.runtime.set_all_config(config, secret_keys or [])
-    pulumi.runtime.set_mocks(monitor.mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
-
     ran: dict[str, Any] = {}
 
     def program() -> None:
         ran.update(runpy.run_path(str(root / "__main__.py"), run_name="__pulumi_program__"))
 
-    with frozen_heap():
+    with frozen_heap(), without_source_positions():
+        pulumi_settings.ROOT.set(None)  # a fresh root Stack for every run (set_mocks registers it)
+        pulumi.runtime.set_all_config(config, secret_keys or [])
+        pulumi.runtime.set_mocks(monitor.mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
         _sync_await(run_pulumi_func(program))
 
     root_stack = pulumi.runtime.get_root_resource()
