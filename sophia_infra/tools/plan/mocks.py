@@ -173,9 +173,12 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         id_, state = self.mocks.new_resource(args)
         id_ = id_ or ""  # as the SDK's mock sends an id it was not given
         obj = struct_pb2.Struct()
+        obj.CopyFrom(request.object)  # the inputs, as they came
         try:
-            obj.update(state)
+            obj.update({k: v for k, v in state.items() if inputs.get(k, obj) is not v})  # what the mock set
         except (TypeError, ValueError):  # a value that is not plain JSON: the SDK's own encoding
             return super().RegisterResource(request)
+        for key in inputs.keys() - state.keys():  # what the mock dropped
+            del obj[key]
         self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, id_, state)
         return resource_pb2.RegisterResourceResponse(urn=urn, id=id_, object=obj)
