@@ -20,7 +20,8 @@ import shlex
 from dataclasses import dataclass
 
 from sophia_infra.program.cluster import scripts
-from sophia_infra.program.config.stack import Node, StackConfig
+from sophia_infra.program.config.cluster import Node
+from sophia_infra.program.config.stack import StackConfig
 
 DB_DIR = "/var/lib/rancher/k3s/server/db"
 RESET_SECONDS = 900  # download + restore of the snapshot; K3s exits when done

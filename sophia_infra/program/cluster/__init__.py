@@ -11,7 +11,8 @@ import pulumi_random as random
 from sophia_infra.program.cluster import kubeconfig, scripts
 from sophia_infra.program.cluster.addresses import NodeAddresses
 from sophia_infra.program.cluster.nodes import ControlPlane, Worker
-from sophia_infra.program.config.stack import Node, StackConfig
+from sophia_infra.program.config.cluster import Node
+from sophia_infra.program.config.stack import StackConfig
 from sophia_infra.program.cluster.inventory import keep_secret, node_inventory
 from sophia_infra.program.lambda_cloud.resources import provision
 from sophia_infra.program.secrets import secret

@@ -12,7 +12,8 @@ from typing import Callable, Mapping, Optional, TypeVar, Union
 
 import pulumi
 
-from sophia_infra.program.config.stack import Host, Node, StackConfig
+from sophia_infra.program.config.cluster import Host, Node
+from sophia_infra.program.config.stack import StackConfig
 
 T = TypeVar("T")
 

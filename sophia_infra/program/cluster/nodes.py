@@ -27,7 +27,8 @@ from pulumi_command import remote
 
 from sophia_infra.program.cluster import scripts
 from sophia_infra.program.cluster.addresses import NodeAddresses
-from sophia_infra.program.config.stack import Node, StackConfig
+from sophia_infra.program.config.cluster import Node
+from sophia_infra.program.config.stack import StackConfig
 
 READ_TOKEN = "read-token"
 READ_AGENT_TOKEN = "read-agent-token"

@@ -23,7 +23,8 @@ from urllib.parse import quote
 import yaml
 
 from sophia_infra.program.config import names
-from sophia_infra.program.config.stack import Host, Node, StackConfig
+from sophia_infra.program.config.cluster import Host, Node
+from sophia_infra.program.config.stack import StackConfig
 from sophia_infra.program.config.validators import url_host
 
 K3S_DIR = "/etc/rancher/k3s"

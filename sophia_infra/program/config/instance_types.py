@@ -2,7 +2,7 @@
 architecture, so a node's declared gpu.type/arch can be checked against its instance type.
 
 Names as `GET /instance-types` lists them (Lambda Cloud API, docs-api.lambda.ai/api/cloud,
-"List available instance types"); only types whose GPU is one of config.GPU_TYPES.
+"List available instance types"); only types whose GPU is one of config/cluster.py's GPU_TYPES.
 The GH200 is a Grace Hopper superchip: its CPU is the arm64 Grace, everything else is x86-64.
 """
 

@@ -15,7 +15,8 @@ from typing import Any, Mapping, Optional
 import pulumi
 import pulumi.dynamic
 
-from sophia_infra.program.config.stack import Node, StackConfig
+from sophia_infra.program.config.cluster import Node
+from sophia_infra.program.config.stack import StackConfig
 from sophia_infra.program.lambda_cloud import provider
 from sophia_infra.program.config.provision import API_KEY_SECRET, provisioned
 

@@ -13,7 +13,8 @@ from typing import Any, Optional
 import yaml
 
 from sophia_infra.program.config import names
-from sophia_infra.program.config.stack import Node, StackConfig
+from sophia_infra.program.config.cluster import Node
+from sophia_infra.program.config.stack import StackConfig
 
 # The config a GPU node without the label gets: whole GPUs, no sharing (under-advertises,
 # never over-advertises).
