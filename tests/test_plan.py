@@ -153,18 +153,25 @@ def test_secret_manifests_show_their_keys_masked(plans):
 
 
 def test_the_plan_leaves_the_collector_as_it_found_it():
-    """The plan freezes its imports' heap and collects young objects less often while it runs;
+    """The plan freezes its imports' heap and runs with the collector off;
     a process that goes on afterwards (the tests, a notebook) gets the collector back as it was."""
     import gc
     from sophia_infra.tools.plan import runner
-    before = gc.get_threshold()
+    assert gc.isenabled()
     with runner.frozen_heap():
-        assert gc.get_freeze_count() > 0 and gc.get_threshold()[0] == runner.YOUNG_COLLECTION_EVERY
+        assert gc.get_freeze_count() > 0 and not gc.isenabled()
         runner.run("dev")  # a nested use keeps the outer freeze
-        assert gc.get_freeze_count() > 0 and gc.get_threshold()[0] == runner.YOUNG_COLLECTION_EVERY
-    assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
+        assert gc.get_freeze_count() > 0 and not gc.isenabled()
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
     runner.run("dev")
-    assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+    gc.disable()  # a caller that had it off gets it back off
+    try:
+        with runner.frozen_heap():
+            pass
+        assert not gc.isenabled() and gc.get_freeze_count() == 0
+    finally:
+        gc.enable()
 
 
 def test_the_plan_skips_only_the_source_positions_the_mock_monitor_throws_away(monkeypatch):
