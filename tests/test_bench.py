@@ -24,3 +24,18 @@ def test_large_stack_has_the_asked_size():
     config, _ = large_stack(workers=10, mcp_servers=7)
     assert len(json.loads(config["sophia:nodes"])) == 11
     assert sum(s["kind"] == "mcp" for s in json.loads(config["sophia:services"])) == 7
+
+
+def test_a_components_children_wait_for_what_the_component_waits_for():
+    from sophia_infra.tools.plan import ordering
+    resources = [
+        _r("base"), _r("prov"),
+        _r("outer", ["base"], custom=False), _r("inner", parent="outer", custom=False),
+        _r("leaf", ["sibling"], parent="inner", provider="prov::id"), _r("sibling", parent="inner"),
+        _r("free"),
+    ]
+    waits = ordering.waits_for(resources)
+    assert waits["leaf"] == {"sibling", "prov", "base"}  # its own, its provider, its grandparent's
+    assert waits["sibling"] == {"base"} and waits["free"] == set()
+    # the longest chain follows the inherited wait too
+    assert longest_chain(resources) == ["base", "sibling", "leaf"]

