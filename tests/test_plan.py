@@ -278,3 +278,45 @@ def test_every_workload_waits_for_the_whole_platform_and_the_labelled_nodes():
         assert order[urn] > max(order[p] for p in [*platform, *labels]), by_urn[urn].name
     # and no child repeats the platform's resources in its own dependencies
     assert max(len(by_urn[u].dependencies) for u in services) < 20
+
+
+@pytest.mark.parametrize("variant", ["dev", "production", "production+everything", "production+lambda"])
+def test_the_run_imports_nothing(variant):
+    """Every module the program uses loads before the plan freezes the heap and switches the
+    collector off (runner.PROGRAM_MODULES): the run itself imports nothing, so the plan's
+    imports are the same work as the bench's import floor, under the same collector."""
+    import subprocess
+    import sys
+    code = ("import json, sys\n"
+            "from tests.test_plan import _variants\n"
+            "from sophia_infra.tools.plan import runner\n"
+            "stack, config, secret_keys = _variants()[sys.argv[1]]\n"
+            "with runner.frozen_heap():\n"
+            "    pass\n"
+            "before = set(sys.modules)\n"
+            "runner.run(stack, config=config, secret_keys=secret_keys)\n"
+            "print(json.dumps(sorted(set(sys.modules) - before)))\n")
+    proc = subprocess.run([sys.executable, "-c", code, variant], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+def test_loading_the_program_first_loads_nothing_the_program_would_not():
+    """runner.PROGRAM_MODULES only moves imports earlier: the modules loaded by the end of a
+    plan are the same with and without it (else the bench's floor and the plan would both carry
+    work the program never asks for)."""
+    import subprocess
+    import sys
+    code = ("import json, sys\n"
+            "from sophia_infra.tools.plan import runner\n"
+            "if sys.argv[1] == 'natural':\n"
+            "    runner.PROGRAM_MODULES = ('sophia_infra.program.stack',)\n"
+            "runner.run('production')\n"
+            "print(json.dumps(sorted(m for m, mod in sys.modules.items() if type(mod).__name__ != '_LazyModule')))\n")
+
+    def loaded(mode: str) -> set[str]:
+        proc = subprocess.run([sys.executable, "-c", code, mode], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return set(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+    assert loaded("preloaded") == loaded("natural")
