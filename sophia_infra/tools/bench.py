@@ -131,7 +131,7 @@ if mode == "phases":  # where a plan's time goes, printed by the child as JSON
     import json
     marks = [time.perf_counter()]
     from sophia_infra.tools.plan import report, runner
-    import sophia_infra.program.stack
+    runner.load_program()
     marks.append(time.perf_counter())
     with runner.frozen_heap():
         result = runner.run(stack)
