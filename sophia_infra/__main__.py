@@ -20,8 +20,11 @@ OK, CHECK_FAILED, COULD_NOT_CHECK = 0, 1, 2
 EXIT_CODES = """\
 exit codes:
   0  ok
-  1  the check ran and failed: policy violations (plan), stale or missing backups
-     (backups), address literals found (audit)
+  1  the check ran and failed: plan (a policy violation, a required network flow denied
+     or matching no pod, an undeclared cross-namespace flow allowed, a pod its
+     namespace's Pod Security level rejects; each is listed at the end), backups (stale
+     or missing), audit (address literals found), capacity (no capacity for a
+     provisioned node's type in its region)
   2  could not check: bad input (a stack or ESC file that is not valid YAML, an invalid
      configuration, an unknown stack, service, key or path) or something missing to run
      (the Pulumi CLI, S3 credentials, a reachable endpoint)
@@ -47,14 +50,20 @@ def _plan(args: argparse.Namespace) -> int:
             return _fail(err)
         # The releases rendered from the real charts: required flows, undeclared flows, Pod Security.
         checks = verify.run(result)
+        policy = report.policy_violations(result)
+        verdict = verify.verdict(args.stack, checks, policy)
         try:
-            report.write(result, out_dir, verify.markdown(checks))
+            report.write(result, out_dir, verify.markdown(checks), verdict)
         except OSError as err:
             return _fail(f"cannot write the plan to {out_dir} ({err.strerror}); give a writable --out folder")
     sys.stdout.write(report.render(result))
     print("\n".join(verify.text(checks)))
-    print(f"\nWrote {out_dir}/plan.json, manifests/ and placement.md")
-    return CHECK_FAILED if report.policy_violations(result) or checks.failed else OK
+    print(f"\nWrote {out_dir}/plan.json, manifests/ and placement.md\n")
+    failed = bool(verify.failures(checks, policy))
+    sys.stdout.flush()
+    # Last, on stderr when it failed: the one place a CI log or a test's captured error shows.
+    print("\n".join(verdict), file=sys.stderr if failed else sys.stdout)
+    return CHECK_FAILED if failed else OK
 
 
 def _charts(args: argparse.Namespace) -> int:
@@ -278,7 +287,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     plan = _command(sub, "plan", "run the program offline under Pulumi's mock monitor",
-                    "0 planned, no policy violation; 1 planned, with policy violations (the files are written); "
+                    "0 planned, every check passed; 1 planned and a check failed: a policy violation, a required "
+                    "network flow denied or matching no pod, an undeclared cross-namespace flow allowed, or a pod "
+                    "rejected by its namespace's Pod Security level (the files are written; the plan ends with one "
+                    "line per failure on stderr); "
                     "2 not planned: a stack or ESC file that is not valid YAML, or an invalid configuration")
     plan.add_argument("--stack", required=True, help="dev or production (a Pulumi.<stack>.yaml)")
     plan.add_argument("--out", help="output folder (default build/plan/<stack>)")

@@ -177,6 +177,34 @@ def test_policy_violations_fail_the_plan(monkeypatch, tmp_path, capsys):
 
 def test_clean_plan_is_ok(tmp_path, capsys):
     assert cli.main(["plan", "--stack", "dev", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().splitlines()[-1].startswith("Plan of stack 'dev' OK:")
+    assert (tmp_path / "out" / "placement.md").read_text().startswith("**Plan of stack 'dev' OK:")
+
+
+def test_a_failed_plan_ends_with_why(tmp_path):
+    """nodeCidrs that leave out the worker: Prometheus cannot scrape its node-exporter (a
+    hostNetwork pod, so its node's address) and the plan says so last, one line per failure,
+    on stderr and at the top of placement.md."""
+    proj = _project(tmp_path, stack="dev", edit=lambda t: t.replace(
+        "  sophia:platform:\n", "  sophia:platform:\n    network: {nodeCidrs: [198.51.100.10/32]}\n", 1))
+    for folder in ("releases", "policy", "charts"):  # what the full plan reads besides the config
+        shutil.copytree(ROOT / folder, proj / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    # The pinned charts, found from the copy where the project finds them.
+    if (ROOT.parent / "shared").exists():
+        (tmp_path / "shared").symlink_to(ROOT.parent / "shared")
+    if (ROOT / ".cache").exists():
+        (proj / ".cache").symlink_to(ROOT / ".cache")
+    proc = _run(["plan", "--stack", "dev", "--out", str(tmp_path / "out")], cwd=proj)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("Plan of stack 'dev' FAILED: "))
+    failures = lines[head + 1:]
+    assert lines[head] == f"Plan of stack 'dev' FAILED: {len(failures)} problem(s)"
+    assert any(f.startswith("  - required flow denied: Prometheus -> ServiceMonitor nvidia-gpu/kube-prometheus-stack-prometheus-node-exporter")
+               and "on sophia-dev-a10" in f for f in failures)
+    placement = (tmp_path / "out" / "placement.md").read_text().splitlines()
+    assert placement[0] == f"**{lines[head]}**" and placement[1:1 + len(failures)] == failures
 
 
 # ----------------------------------------------------------------------------- --help documents the codes
@@ -187,7 +215,7 @@ def test_help_lists_the_exit_codes():
     assert "exit codes:" in proc.stdout and "1  the check ran and failed" in proc.stdout and "2  could not check" in proc.stdout
 
 
-@pytest.mark.parametrize("command,phrase", [("plan", "1 planned, with policy violations"), ("backups", "1 a backup is stale or missing"),
+@pytest.mark.parametrize("command,phrase", [("plan", "1 planned and a check failed"), ("backups", "1 a backup is stale or missing"),
                                             ("audit", "1 address literals found"), ("outputs", "2 not read"),
                                             ("describe", "2 invalid configuration or unknown service")])
 def test_each_command_documents_its_codes(command, phrase):

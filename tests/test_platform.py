@@ -35,7 +35,10 @@ def _all_values(cfg):
     return {
         "kube-prometheus-stack": (v.kube_prometheus_stack_values(cfg), {"grafana.resources", "kube-state-metrics.resources",
                                                                      "prometheus-node-exporter.resources",
-                                                                     "prometheus-node-exporter.tolerations"}),
+                                                                     "prometheus-node-exporter.tolerations",
+                                                                     "grafana.rbac.namespaced", "grafana.rbac.useExistingRole",
+                                                                     "grafana.sidecar.dashboards.resource",
+                                                                     "grafana.sidecar.datasources.resource"}),
         "cloudnative-pg": (v.cnpg_values(cfg), set()),
         "plugin-barman-cloud": (v.barman_values(cfg), set()),
         "valkey": (v.valkey_values(cfg), set()),

@@ -133,10 +133,10 @@ def test_the_short_circuit_verdict_agrees_with_the_full_one_on_every_pair(stack)
     """`allows` (what the undeclared-flow search asks, stopping at a denying side) and
     `flow().allowed` agree for every pod, node and internet pair on every port of the stack."""
     _, ev = _flows(stack)
-    ends = [*ev.pods.values(), *(e for group in ev.outside.values() for e in group)]
+    ends = [*ev.pods, *(e for group in ev.outside.values() for e in group)]
     pairs = allowed = 0
     for src in ends:
-        for dst in ev.pods.values():
+        for dst in ev.pods:
             for port in dst.ports:
                 verdict = ev.cluster.allows(src, dst, port.number, port.protocol)
                 assert verdict == ev.cluster.flow(src, dst, port.number, port.protocol).allowed, (src, dst, port)
@@ -219,6 +219,8 @@ PINNED = {
     "nvidia-device-plugin:gfd.enabled": "follows sophia:platform.devicePlugin.gpuFeatureDiscovery (off in both stacks)",
     "valkey:fullnameOverride": "the redisHost output names the Service valkey; a release rename must not move it",
     "valkey:auth.aclUsers.default.passwordKey": "names the key of the valkey-users Secret the program writes",
+    "kube-prometheus-stack:grafana.admin.userKey": "names a key of the grafana-admin Secret the program writes",
+    "kube-prometheus-stack:grafana.admin.passwordKey": "names a key of the grafana-admin Secret the program writes",
     "valkey:replica.replicas": "follows sophia:platform.valkey.replicas (2 in both stacks, the chart's default)",
 }
 
@@ -325,3 +327,47 @@ def test_values_of_absent_subcharts_are_named():
         return  # a complete chart source: everything was judged above
     pytest.skip(f"not rendered, so not judged: values under {', '.join(unjudged)} "
                 f"(subcharts absent from {r.source})")
+
+
+# ----------------------------------------------------------------------------- Grafana's reach
+
+def _grafana_grants(stack: str) -> tuple[list[dict], list[dict]]:
+    """(every rule bound to Grafana's ServiceAccount, Grafana's sidecar containers)."""
+    objects = [o for r in _rendered(stack) for o in r.objects] + report.kubernetes_objects(_plan(stack).resources)
+    deployment = next(o for o in objects if o.get("kind") == "Deployment"
+                      and o["metadata"]["name"] == "kube-prometheus-stack-grafana")
+    pod = deployment["spec"]["template"]["spec"]
+    account = (pod["serviceAccountName"], deployment["metadata"]["namespace"])
+    roles = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o.get("rules") or []
+             for o in objects if o.get("kind") in ("Role", "ClusterRole")}
+    rules = []
+    for b in (o for o in objects if o.get("kind") in ("RoleBinding", "ClusterRoleBinding")):
+        if not any((s.get("name"), s.get("namespace")) == account for s in b.get("subjects") or []):
+            continue
+        ref = b["roleRef"]
+        namespace = None if ref["kind"] == "ClusterRole" else b["metadata"].get("namespace")
+        assert (ref["kind"], namespace, ref["name"]) in roles, f"{b['kind']} {b['metadata']['name']} binds a role nobody creates"
+        rules += roles[(ref["kind"], namespace, ref["name"])]
+    sidecars = [c for c in pod["containers"] if c["name"].startswith("grafana-sc-")]
+    return rules, sidecars
+
+
+def test_grafana_reads_configmaps_in_monitoring_and_no_secret(stack):
+    """The chart's default (searchNamespace ALL, a ClusterRole on configmaps and secrets) would let
+    Grafana read every Secret of the cluster; the rendered objects bind it to ConfigMaps only."""
+    rules, sidecars = _grafana_grants(stack)
+    granted = {res for rule in rules for res in rule.get("resources") or []}
+    assert granted == {"configmaps"}
+    assert len(sidecars) >= 2  # dashboards and datasources
+    for c in sidecars:
+        env = {e["name"]: e.get("value") for e in c.get("env") or []}
+        assert env.get("RESOURCE") == "configmap", c["name"]
+        assert env.get("NAMESPACE") in (None, "monitoring"), c["name"]  # unset: its own namespace
+
+
+def test_every_grafana_dashboard_is_where_grafana_looks(stack):
+    dashboards = [(r.spec.release, o["metadata"].get("namespace") or r.spec.namespace, o["metadata"]["name"])
+                  for r in _rendered(stack) for o in r.objects
+                  if o.get("kind") == "ConfigMap" and "grafana_dashboard" in (o["metadata"].get("labels") or {})]
+    assert {rel for rel, _, _ in dashboards} >= {"kube-prometheus-stack", "cloudnative-pg"}
+    assert [d for d in dashboards if d[1] != "monitoring"] == []

@@ -43,7 +43,7 @@ class Cluster(pulumi.ComponentResource):
         token = pulumi.Output.secret(self.token.result)
         agent_token = pulumi.Output.secret(self.agent_token.result)
         if cfg.k3s.installer_sha256 == scripts.UNPINNED_INSTALLER_SHA256:
-            pulumi.log.warn("sophia:k3s.installerSha256 is not pinned yet (all zeros): every host will refuse to run "
+            pulumi.log.warn(f"stack {pulumi.get_stack()}: sophia:k3s.installerSha256 is not pinned yet (all zeros): every host will refuse to run "
                             "install.sh; set it to the checksum of install.sh at sophia:k3s.version before pulumi up.")
         self.control_plane = ControlPlane(cp.name, cfg, labels[cp.name], token, agent_token, private_key, opts=child,
                                           addresses=self.addresses)

@@ -128,10 +128,14 @@ class Platform(pulumi.ComponentResource):
         sec = PlatformSecrets(f"{name}-secrets", cfg, provider, ns.namespaces, opts=child)
         self.secrets = sec.secrets
 
+        role = v.grafana_role()
+        self.grafana_role = k8s.rbac.v1.Role(f"{name}-{v.GRAFANA_ROLE}", metadata=role["metadata"], rules=role["rules"],
+                                             opts=pulumi.ResourceOptions(parent=self, provider=provider,
+                                                                         depends_on=[ns.namespaces[names.MONITORING]]))
         self.monitoring = release(f"{name}-kube-prometheus-stack", cfg, "kube-prometheus-stack", v.PROMETHEUS_RELEASE,
                                   names.MONITORING, v.kube_prometheus_stack_values(cfg), provider, self,
                                   depends_on=[ns.namespaces[names.MONITORING], ns.namespaces[names.GPU],
-                                              sec.secrets[v.GRAFANA_ADMIN_SECRET]], timeout=900)
+                                              sec.secrets[v.GRAFANA_ADMIN_SECRET], self.grafana_role], timeout=900)
 
         self.tls = Tls(f"{name}-tls", cfg, provider, ns.namespaces[names.CERT_MANAGER], self.monitoring,
                        ns.namespaces, opts=child)

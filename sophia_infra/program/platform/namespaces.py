@@ -30,15 +30,15 @@ from sophia_infra.program.config.platform import gpu_quota, object_store_needed
 ALL = (names.APPS, names.MCP, names.DATA, names.MONITORING, names.ARGOCD, names.INGRESS, names.GPU, names.CERT_MANAGER)
 
 # Pod Security Admission level enforced per namespace: the strictest every pod there meets,
-# checked on the rendered charts (tests/test_rendered.py). Monitoring stays baseline while
-# Grafana's and kube-state-metrics' pods cannot be rendered (their subcharts are absent from
-# the chart source), warned and audited at restricted; privileged only for the node agents
-# (device plugin, dcgm-exporter, node-exporter).
+# checked on the rendered charts (tests/test_rendered.py). Monitoring's pods (Prometheus,
+# Alertmanager, the operator, Grafana with its sidecar, kube-state-metrics, the admission
+# Jobs) all meet restricted; node-exporter, which needs hostNetwork, hostPID and hostPath,
+# runs in the one privileged namespace with the other node agents (device plugin, dcgm-exporter).
 POD_SECURITY = {
     names.APPS: "restricted",
     names.MCP: "restricted",
     names.DATA: "restricted",
-    names.MONITORING: "baseline",
+    names.MONITORING: "restricted",
     names.ARGOCD: "restricted",
     names.INGRESS: "restricted",
     names.GPU: "privileged",

@@ -107,5 +107,5 @@ def grafana_ingress_values(cfg: StackConfig) -> dict[str, Any]:
     if not host:
         return {}
     return {"ingress": {"enabled": True, "ingressClassName": cfg.workloads.ingress_class, "hosts": [host],
-                        "path": "/", "tls": [{"secretName": names.GRAFANA_TLS_SECRET, "hosts": [host]}]},
+                        "tls": [{"secretName": names.GRAFANA_TLS_SECRET, "hosts": [host]}]},
             "grafana.ini": {"server": {"root_url": f"https://{host}/"}}}

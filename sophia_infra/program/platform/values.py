@@ -24,6 +24,7 @@ INGRESS_CLASS = "nginx"
 
 # Secrets the charts and CRs consume.
 GRAFANA_ADMIN_SECRET = "grafana-admin"
+GRAFANA_ROLE = "grafana-configmap-reader"
 POSTGRES_APP_SECRET = "postgres-app"
 VALKEY_USERS_SECRET = "valkey-users"
 BACKUP_S3_SECRET = "postgres-backup-s3"
@@ -96,7 +97,13 @@ def kube_prometheus_stack_values(cfg: StackConfig) -> dict[str, Any]:
         # (The chart drops those components' alert rules with them, and Windows monitoring is off by default.)
         "grafana": {
             "admin": {"existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
-            "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard", "labelValue": "1", "searchNamespace": "ALL"}},
+            # Dashboards and datasources from ConfigMaps in monitoring only (the chart's default,
+            # searchNamespace ALL with a ClusterRole, lets Grafana read every Secret in the
+            # cluster): the chart binds Grafana to GRAFANA_ROLE, which the program writes with
+            # read access to ConfigMaps alone; other charts put their dashboards in monitoring.
+            "rbac": {"namespaced": True, "useExistingRole": GRAFANA_ROLE},
+            "sidecar": {"dashboards": {"resource": "configmap", "searchNamespace": [names.MONITORING]},
+                        "datasources": {"resource": "configmap"}},
             "resources": m.grafana_resources.k8s(),  # grafana subchart key
             **grafana_ingress_values(cfg),  # grafana subchart keys, with sophia:platform.monitoring.grafanaHost
         },
@@ -131,7 +138,8 @@ def cnpg_values(cfg: StackConfig) -> dict[str, Any]:
         "monitoring": {
             "podMonitorEnabled": True,
             "podMonitorAdditionalLabels": {"release": PROMETHEUS_RELEASE},
-            "grafanaDashboard": {"create": True},
+            # Into monitoring, where Grafana's sidecar reads dashboards (and nothing else).
+            "grafanaDashboard": {"create": True, "namespace": names.MONITORING},
         },
     }
 
@@ -373,3 +381,11 @@ def platform_secrets(cfg: StackConfig, value) -> list[dict[str, Any]]:
             keys["ACCESS_REGION"] = b.region
         out.append(secret_manifest(BACKUP_S3_SECRET, names.DATA, keys))
     return out
+
+
+def grafana_role() -> dict[str, Any]:
+    """The Role Grafana's sidecars are bound to (grafana chart rbac.useExistingRole): ConfigMaps
+    in monitoring, read-only; no Secrets anywhere."""
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": GRAFANA_ROLE, "namespace": names.MONITORING},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}]}

@@ -19,7 +19,7 @@ from typing import Iterable, Optional, Union
 
 from sophia_infra.program.config import names
 from sophia_infra.program.config.stack import StackConfig
-from sophia_infra.tools.plan import traffic
+from sophia_infra.tools.plan import scheduling, traffic
 from sophia_infra.tools.plan.cluster_model import ClusterModel, Workload
 
 # An address on the internet for egress checks (TEST-NET-3: a documentation address that the
@@ -276,18 +276,26 @@ def _addresses(cfg: StackConfig, servers_only: bool) -> list[str]:
 class Evaluator:
     def __init__(self, cfg: StackConfig, model: ClusterModel):
         self.cfg, self.model = cfg, model
-        self.pods: dict[int, traffic.Pod] = {}
-        for w in model.workloads:
-            self.pods[id(w)] = traffic.Pod(
-                namespace=w.namespace, name=w.description, labels=w.labels,
-                ports=tuple(traffic.Port(n, proto, name) for n, proto, name in w.ports()),
-                host_network=bool(w.pod_spec.get("hostNetwork")))
-        self.cluster = traffic.Cluster(model.namespaces, self.pods.values(), model.policies)
+        self.nodes = scheduling.stack_nodes(cfg)
+        # Workload (by id) -> its peers: one pod, or a hostNetwork pod per node it runs on.
+        self._peers: dict[int, list[traffic.Pod]] = {id(w): self._pods_of(w) for w in model.workloads}
+        self.pods: list[traffic.Pod] = [p for peers in self._peers.values() for p in peers]
+        self.cluster = traffic.Cluster(model.namespaces, self.pods, model.policies)
         self.outside = {
             API_SERVER: [traffic.External(ip, "API server") for ip in _addresses(cfg, servers_only=True)],
             NODES: [traffic.External(ip, "node") for ip in _addresses(cfg, servers_only=False)],
             INTERNET: [traffic.External(INTERNET_IP, "internet")],
         }
+
+    def _pods_of(self, w: Workload) -> list[traffic.Pod]:
+        ports = tuple(traffic.Port(n, proto, name) for n, proto, name in w.ports())
+        if not w.pod_spec.get("hostNetwork"):
+            return [traffic.Pod(namespace=w.namespace, name=w.description, labels=w.labels, ports=ports)]
+        # A hostNetwork pod is its node on the network: one peer per node the scheduler would
+        # put it on, with that node's InternalIP (none when the stack file does not know it).
+        return [traffic.Pod(namespace=w.namespace, name=f"{w.description} on {node}", labels=w.labels, ports=ports,
+                            ip=node.address, host_network=True)
+                for node in scheduling.nodes_for(w.pod_spec, self.nodes)]
 
     def workloads(self, end: End) -> list[Workload]:
         return [w for w in self.model.workloads if w.namespace == end.namespace
@@ -296,7 +304,7 @@ class Evaluator:
     def members(self, end: End) -> list[Union[traffic.Pod, traffic.External]]:
         if end.outside:
             return list(self.outside[end.outside])
-        return [self.pods[id(w)] for w in self.workloads(end)]
+        return [p for w in self.workloads(end) for p in self._peers[id(w)]]
 
     def _unrendered(self, end: End) -> bool:
         return bool(end.subchart) and end.subchart[1] in self.model.unrendered.get(end.subchart[0], [])
@@ -351,7 +359,7 @@ def unexpected(results: Iterable[FlowResult], ev: Evaluator) -> list[str]:
     covered = {(s, d, p) for r in results for s, d, p in r.pairs}
     # kube-system is K3s's own (CoreDNS, metrics-server, ServiceLB): the platform neither
     # isolates nor owns it, so it is left out as a destination.
-    pods = [p for p in ev.pods.values() if not p.host_network]
+    pods = [p for p in ev.pods if not p.host_network]
     destinations = [p for p in pods if p.namespace != "kube-system"]
     out = []
     sources: list = [*pods, *ev.outside[INTERNET]]

@@ -79,8 +79,9 @@ def resource_counts(result: PlanResult) -> Counter:
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
-def write(result: PlanResult, out_dir: Path, checks_md: Iterable[str] = ()) -> None:
-    """plan.json, manifests/ and placement.md (with `checks_md`: the flows and Pod Security sections)."""
+def write(result: PlanResult, out_dir: Path, checks_md: Iterable[str] = (), verdict: Iterable[str] = ()) -> None:
+    """plan.json, manifests/ and placement.md (starting with `verdict`, with `checks_md`: the flows
+    and Pod Security sections)."""
     cfg = result.cfg
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -90,6 +91,9 @@ def write(result: PlanResult, out_dir: Path, checks_md: Iterable[str] = ()) -> N
         (out_dir / "manifests" / manifest_filename(obj)).write_text(
             yaml.dump(manifest(obj), Dumper=_Dumper, sort_keys=False))
     md = "\n".join([placement.render_markdown(cfg, result.stack).rstrip("\n"), *cost.render_markdown(cfg)])
+    head = list(verdict)
+    if head:  # the verdict first: a reader of a failed plan sees why before the tables
+        md = "\n".join([f"**{head[0]}**", *head[1:], "", md])
     (out_dir / "placement.md").write_text("\n".join([md, *checks_md]) + "\n")
 
 

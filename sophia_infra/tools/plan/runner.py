@@ -50,6 +50,8 @@ PROGRAM_MODULES = (
     "pulumi_kubernetes.helm",
     "pulumi_kubernetes.helm.v3",
     "pulumi_kubernetes.meta.v1",
+    "pulumi_kubernetes.rbac",
+    "pulumi_kubernetes.rbac.v1",
     "pulumi_kubernetes.yaml.v2",
 )
 

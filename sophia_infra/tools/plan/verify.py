@@ -54,6 +54,32 @@ def run(result: PlanResult) -> Checks:
     return checks
 
 
+def failures(checks: Checks, policy: list[tuple[str, str, str]]) -> list[str]:
+    """One line per failed verdict, each naming what failed and why: the plan exits 1 on any."""
+    out = [f"policy [{rule}] {msg} ({urn.rsplit('::', 1)[-1]})" for urn, rule, msg in policy]
+    for r in checks.flows:
+        if r.status == "denied":
+            out.append(f"required flow denied: {r.flow.name}: {r.detail}")
+        elif r.status == "no pod":
+            out.append(f"required flow has no pod: {r.flow.name}: {r.detail}")
+    out += [f"undeclared cross-namespace flow allowed: {e}" for e in checks.undeclared]
+    out += [f"Pod Security rejects {r}" for r in checks.rejected]
+    return out
+
+
+def verdict(stack: str, checks: Checks, policy: list[tuple[str, str, str]]) -> list[str]:
+    """The plan's verdict: a headline, then the failures (one per line), for the terminal and
+    the top of placement.md."""
+    failed = failures(checks, policy)
+    if failed:
+        return [f"Plan of stack '{stack}' FAILED: {len(failed)} problem(s)", *(f"  - {f}" for f in failed)]
+    if checks.skipped:
+        return [f"Plan of stack '{stack}' passed the policy pack; network flows and Pod Security NOT checked: {checks.skipped}"]
+    allowed = sum(r.status == "allowed" for r in checks.flows)
+    return [f"Plan of stack '{stack}' OK: no policy violation, {allowed}/{len(checks.flows)} required flows allowed, "
+            f"no undeclared flow, {checks.pods} pods admitted by Pod Security"]
+
+
 def _counts(checks: Checks) -> str:
     by: dict[str, int] = {}
     for r in checks.flows:
