@@ -78,8 +78,22 @@ def esc_pulumi_config(env_file: Path) -> dict[str, Any]:
     return {k: _evaluate(v, values, env_file.name) for k, v in (values.get("pulumiConfig") or {}).items()}
 
 
+def known_stacks(root: Path = ROOT) -> list[str]:
+    """The stacks this project defines: one Pulumi.<stack>.yaml each."""
+    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
+
+
+def require_stack(stack: str, root: Path = ROOT) -> None:
+    """A StackFileError naming the valid stacks, unless `stack` has a stack file."""
+    if not (root / f"Pulumi.{stack}.yaml").is_file():
+        known = known_stacks(root)
+        choice = f"use one of {', '.join(known)}" if known else f"create Pulumi.{stack}.yaml"
+        raise StackFileError(f"there is no stack '{stack}' (Pulumi.{stack}.yaml does not exist); {choice}")
+
+
 def load(stack: str, root: Path = ROOT) -> tuple[dict[str, str], list[str]]:
     """(config key -> string value as the engine passes it, secret keys) for a stack."""
+    require_stack(stack, root)
     stack_file = root / f"Pulumi.{stack}.yaml"
     data = _read_yaml(stack_file)
     merged: dict[str, Any] = {}
