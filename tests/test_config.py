@@ -77,10 +77,39 @@ def test_bad_address(address):
     assert msg.startswith("sophia:hosts.sophia-mcp.address:")
 
 
-@pytest.mark.parametrize("address", ["203.0.113.10", "2001:db8::10"])
+@pytest.mark.parametrize("address", ["203.0.113.20", "2001:db8::10"])
 def test_good_addresses(address):
     cfg = parse_with("production", lambda r: r["hosts"].update({"sophia-mcp": address}))
     assert cfg.hosts["sophia-mcp"].address == address
+
+
+@pytest.mark.parametrize("mcp,data", [
+    ({"address": "203.0.113.13"}, {"address": "203.0.113.13"}),                      # one public address
+    ({"address": "2001:db8::7"}, {"address": "2001:DB8:0::7"}),                      # spelled differently
+    ({"address": "203.0.113.12", "privateAddress": "10.0.0.5"},
+     {"address": "203.0.113.13", "privateAddress": "10.0.0.5"}),                     # one private address
+])
+def test_two_nodes_with_one_address(mcp, data):
+    field = "privateAddress" if "privateAddress" in mcp else "address"
+    msg = _only(problems_of("production", lambda r: r["hosts"].update({"sophia-mcp": mcp, "sophia-data": data})))
+    assert msg == (f"sophia:hosts.sophia-mcp.{field}: is the same address as sophia:hosts.sophia-data.{field}, "
+                   "so two nodes would be one host; give each node its own address.")
+
+
+def test_one_nodes_public_address_as_anothers_private_one():
+    def clash(r):
+        r["hosts"]["sophia-mcp"] = {"address": "203.0.113.12", "privateAddress": "10.0.0.5"}
+        r["hosts"]["sophia-data"] = {"address": "10.0.0.5"}
+    msg = _only(problems_of("production", clash))
+    assert msg.startswith("sophia:hosts.sophia-mcp.privateAddress: is the same address as sophia:hosts.sophia-data.address")
+
+
+def test_a_duplicate_address_is_named_by_its_keys_not_shown():
+    # sophia:hosts may be a secret: the message names keys only.
+    problems = problems_of("production", lambda r: r["hosts"].update({"sophia-mcp": "203.0.113.13"}))
+    assert problems == ["sophia:hosts.sophia-mcp.address: is the same address as sophia:hosts.sophia-data.address, "
+                        "so two nodes would be one host; give each node its own address."]
+    assert not any("203.0.113" in p for p in problems)
 
 
 def test_node_without_address_and_address_without_node():

@@ -419,6 +419,30 @@ def address_check(cfg: StackConfig) -> list[str]:
             for key, net in ranges.items():
                 if ip.version == net.version and ip in net:
                     problems.append(f"{path}.{field}: the host's address lies inside sophia:k3s.{key} ({net}), where K3s gives out pod or service addresses; pick a {key} that no host is in.")
+    return problems + shared_addresses(cfg)
+
+
+def _same_address_key(addr: str) -> str:
+    """One spelling per address: 2001:DB8::1 and 2001:db8:0::1 are one host, as are DNS names in any case."""
+    try:
+        return str(ipaddress.ip_address(addr))
+    except ValueError:
+        return addr.lower().rstrip(".")
+
+
+def shared_addresses(cfg: StackConfig) -> list[str]:
+    """Two nodes given one address (public or private): K3s would see one host join twice,
+    and SSH would set both up on the same machine. Names the keys, never the address."""
+    first: dict[str, str] = {}
+    problems = []
+    for name, host in sorted(cfg.hosts.items()):
+        for field, addr in (("address", host.address), ("privateAddress", host.private_address)):
+            if addr is None:
+                continue
+            key, path = _same_address_key(addr), f"sophia:hosts.{name}.{field}"
+            other = first.setdefault(key, path)
+            if other != path and not other.startswith(f"sophia:hosts.{name}."):
+                problems.append(f"{path}: is the same address as {other}, so two nodes would be one host; give each node its own address.")
     return problems
 
 
