@@ -112,6 +112,45 @@ def test_a_duplicate_address_is_named_by_its_keys_not_shown():
     assert not any("203.0.113" in p for p in problems)
 
 
+def _set(raw: dict, path: tuple, value) -> None:
+    node = raw
+    for part in path[:-1]:
+        node = node.setdefault(part, {}) if isinstance(node, dict) else node[part]
+    node[path[-1]] = value
+
+
+# Pydantic's lax mode reads true as 1 and "3" as 3: a `gpu: true` would request one GPU.
+@pytest.mark.parametrize("path,value", [
+    (("services", 2, "gpu"), True),
+    (("services", 0, "replicas"), True),
+    (("services", 0, "maxReplicas"), False),
+    (("services", 0, "port"), True),
+    (("nodes", 1, "gpu", "count"), True),
+    (("nodes", 1, "gpu", "sharing"), "4"),
+    (("k3s", "etcdSnapshotRetention"), False),
+    (("platform", "valkey", "replicas"), True),
+    (("platform", "network", "internetPorts"), [True]),
+    (("services", 0, "replicas"), 1.5),
+])
+def test_a_bool_or_string_for_an_integer_is_refused(path, value):
+    msg = _only(problems_of("dev", lambda r: _set(r, path, value)))
+    key = "sophia:" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)[1:]
+    if path[-1] == "internetPorts":
+        key += "[0]"
+    assert msg.startswith(f"{key}: input should be a valid integer (got ")
+    assert msg.endswith("; write a whole number, without quotes (true and false are not numbers).")
+
+
+def test_a_bool_for_a_number_is_refused():
+    msg = _only(problems_of("dev", lambda r: r.update(backups={"etcdMaxAgeHours": True})))
+    assert msg == ("sophia:backups.etcdMaxAgeHours: input should be a valid number (got true); "
+                   "write a number, without quotes (true and false are not numbers).")
+
+
+def test_a_whole_number_for_a_number_is_kept():
+    assert parse_with("dev", lambda r: r.update(backups={"etcdMaxAgeHours": 6})).backups.etcd_max_age_hours == 6
+
+
 def test_node_without_address_and_address_without_node():
     def swap(r):
         r["hosts"]["sophia-mcp2"] = r["hosts"].pop("sophia-mcp")

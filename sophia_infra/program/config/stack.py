@@ -18,7 +18,7 @@ from collections import Counter
 from typing import Any, Callable, Iterable, Literal, Optional
 
 import pulumi
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, Field, PrivateAttr, StrictFloat, StrictInt, ValidationError, field_validator
 
 from sophia_infra.program.config import platform as platform_settings, services as service_settings
 from sophia_infra.program.config import validators as check
@@ -138,13 +138,13 @@ class Service(_Strict):
     kind: Literal["app", "mcp"]
     image: Image
     # int32 in the API; bounded lower than that, since more is a typo, not a plan.
-    replicas: int = Field(ge=1, le=check.MAX_REPLICAS)
+    replicas: StrictInt = Field(ge=1, le=check.MAX_REPLICAS)
     # With maxReplicas an HPA scales between replicas and maxReplicas.
-    max_replicas: Optional[int] = Field(default=None, ge=1, le=check.MAX_REPLICAS, alias="maxReplicas")
+    max_replicas: Optional[StrictInt] = Field(default=None, ge=1, le=check.MAX_REPLICAS, alias="maxReplicas")
     # nvidia.com/gpu per pod; 0 = no GPU (a placement alone is just a nodeSelector).
-    gpu: int = Field(default=0, ge=0, le=16)
+    gpu: StrictInt = Field(default=0, ge=0, le=16)
     placement: Optional[Placement] = None
-    port: int = Field(default=8000, ge=1, le=65535)
+    port: StrictInt = Field(default=8000, ge=1, le=65535)
     # Path of Prometheus metrics on the port; a ServiceMonitor is created when set.
     metrics_path: Optional[check.UrlPath] = Field(default=None, alias="metricsPath")
     # Environment variable -> secret config key: the only secrets this workload gets.
@@ -178,8 +178,8 @@ class Service(_Strict):
 class BackupLimits(_Strict):
     """How old the newest backup may be before `python -m sophia_infra backups` fails."""
 
-    etcd_max_age_hours: float = Field(default=12, gt=0, le=8760, allow_inf_nan=False, alias="etcdMaxAgeHours")
-    postgres_max_age_hours: float = Field(default=26, gt=0, le=8760, allow_inf_nan=False, alias="postgresMaxAgeHours")
+    etcd_max_age_hours: StrictFloat = Field(default=12, gt=0, le=8760, allow_inf_nan=False, alias="etcdMaxAgeHours")
+    postgres_max_age_hours: StrictFloat = Field(default=26, gt=0, le=8760, allow_inf_nan=False, alias="postgresMaxAgeHours")
 
 
 # ----------------------------------------------------------------------------- the stack
@@ -270,6 +270,9 @@ _FIXES = {
     "less_than_equal": "lower it",
     "too_short": "add at least one entry",
     "literal_error": "use one of the allowed values",
+    # Integers and numbers are strict: pydantic would read true as 1 and "3" as 3.
+    "int_type": "write a whole number, without quotes (true and false are not numbers)",
+    "float_type": "write a number, without quotes (true and false are not numbers)",
 }
 
 

@@ -19,7 +19,7 @@ import re
 from typing import Annotated, Callable, Iterable, Optional, Union
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, StrictInt
 
 # ----------------------------------------------------------------------------- limits
 
@@ -424,6 +424,6 @@ ServiceName = Annotated[str, checked(service_name)]
 ClassName = Annotated[str, checked(dns_subdomain, "class name")]
 Cron5 = Annotated[str, checked(cron)]
 Cron6 = Annotated[str, checked(cron, True)]
-Port = Annotated[int, checked(port_number)]
+Port = Annotated[StrictInt, checked(port_number)]
 HttpsUrl = Annotated[str, checked(url)]
 UrlPath = Annotated[str, checked(url_path)]
