@@ -151,6 +151,24 @@ def test_a_whole_number_for_a_number_is_kept():
     assert parse_with("dev", lambda r: r.update(backups={"etcdMaxAgeHours": 6})).backups.etcd_max_age_hours == 6
 
 
+@pytest.mark.parametrize("user", ["", "   "])
+def test_an_empty_ssh_user_is_refused(user):
+    assert problems_of("dev", lambda r: r.update(sshUser=user)) == [
+        "sophia:sshUser: is empty, and the hosts are set up over SSH as that user; set the hosts' login user "
+        "(e.g. ubuntu) in the ESC environment's sophia.infrastructure.ssh_user."]
+
+
+@pytest.mark.parametrize("user", ["-oProxyCommand=sh", "Ubuntu", "a b", "x" * 33])
+def test_an_ssh_user_ssh_would_misread_is_refused(user):
+    msg = _only(problems_of("dev", lambda r: r.update(sshUser=user)))
+    assert msg.startswith("sophia:sshUser: ") and "is not a Linux user name" in msg
+
+
+@pytest.mark.parametrize("user", ["ubuntu", "_deploy", "ops-1"])
+def test_ordinary_ssh_users_are_kept(user):
+    assert parse_with("dev", lambda r: r.update(sshUser=user)).ssh_user == user
+
+
 def test_node_without_address_and_address_without_node():
     def swap(r):
         r["hosts"]["sophia-mcp2"] = r["hosts"].pop("sophia-mcp")

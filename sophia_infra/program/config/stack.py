@@ -206,6 +206,11 @@ class StackConfig(_Strict):
         """Whether the top-level key `key` (hosts, ...) was given as a secret."""
         return key in self._secret_keys
 
+    @field_validator("ssh_user")
+    @classmethod
+    def _login(cls, v: str) -> str:
+        return check.login_name(v)
+
     @field_validator("hosts", mode="before")
     @classmethod
     def _short_hosts(cls, v: Any) -> Any:
