@@ -169,6 +169,27 @@ def test_ordinary_ssh_users_are_kept(user):
     assert parse_with("dev", lambda r: r.update(sshUser=user)).ssh_user == user
 
 
+@pytest.mark.parametrize("host,field", [({"address": "2001:db8::10"}, "address"),
+                                        ({"address": "203.0.113.10", "privateAddress": "2001:db8::10"}, "privateAddress")])
+def test_an_ipv6_control_plane_in_an_ipv4_cluster_is_refused(host, field):
+    msg = _only(problems_of("production", lambda r: r["hosts"].update({"sophia-control": host})))
+    assert msg == (f"sophia:hosts.sophia-control.{field}: the control plane's node address is IPv6, but sophia:k3s.clusterCidr "
+                   "and serviceCidr are IPv4 ranges, so K3s would not start; give the node an IPv4 address, or set IPv6 "
+                   "ranges as clusterCidr and serviceCidr.")
+
+
+def test_an_ipv6_control_plane_with_ipv6_ranges_is_accepted():
+    def ipv6(r):
+        r["hosts"]["sophia-control"] = {"address": "2001:db8::10"}
+        r["k3s"].update(clusterCidr="2001:db8:42::/56", serviceCidr="2001:db8:43::/112")
+    assert parse_with("production", ipv6).hosts["sophia-control"].address == "2001:db8::10"
+
+
+def test_an_ipv6_public_address_beside_an_ipv4_node_ip_is_accepted():
+    host = {"address": "2001:db8::10", "privateAddress": "10.0.0.10"}
+    assert parse_with("production", lambda r: r["hosts"].update({"sophia-control": host})).hosts["sophia-control"].address
+
+
 def test_node_without_address_and_address_without_node():
     def swap(r):
         r["hosts"]["sophia-mcp2"] = r["hosts"].pop("sophia-mcp")

@@ -427,7 +427,26 @@ def address_check(cfg: StackConfig) -> list[str]:
             for key, net in ranges.items():
                 if ip.version == net.version and ip in net:
                     problems.append(f"{path}.{field}: the host's address lies inside sophia:k3s.{key} ({net}), where K3s gives out pod or service addresses; pick a {key} that no host is in.")
-    return problems + shared_addresses(cfg)
+    return problems + shared_addresses(cfg) + address_families(cfg)
+
+
+def address_families(cfg: StackConfig) -> list[str]:
+    """A server's node-ip (its privateAddress, else its address) in the family of the pod and
+    service ranges: K3s does not start an IPv6 server in an IPv4-only cluster."""
+    k3s = cfg.k3s
+    if any(ipaddress.ip_network(c).version == 6 for c in (k3s.cluster_cidr, k3s.service_cidr)):
+        return []
+    problems = []
+    for node in cfg.nodes:
+        host = cfg.hosts.get(node.name)
+        if node.role != "control-plane" or host is None:
+            continue
+        field, addr = ("privateAddress", host.private_address) if host.private_address else ("address", host.address)
+        if check.is_ip(addr) and ipaddress.ip_address(addr).version == 6:
+            problems.append(f"sophia:hosts.{node.name}.{field}: the control plane's node address is IPv6, but "
+                            "sophia:k3s.clusterCidr and serviceCidr are IPv4 ranges, so K3s would not start; give the "
+                            "node an IPv4 address, or set IPv6 ranges as clusterCidr and serviceCidr.")
+    return problems
 
 
 def _same_address_key(addr: str) -> str:
