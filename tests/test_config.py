@@ -439,6 +439,23 @@ def test_engine_accepts_secrets_and_refuses_plain_unknown_keys():
     assert _engine_problems(extra) == ["sophia:platfrom: is not a key this program reads; did you mean sophia:platform?"]
 
 
+@pytest.mark.parametrize("namespace", ["sophai", "Sophia", "sophia-infra", "sopia"])
+def test_engine_refuses_a_misspelt_namespace(namespace):
+    def typo(c, _):
+        c[f"{namespace}:backups"] = '{"etcdMaxAgeHours": 6}'
+    assert _engine_problems(typo) == [
+        f"{namespace}:backups: the namespace '{namespace}' is not one this program reads; did you mean sophia:backups?"]
+
+
+def test_engine_keeps_other_namespaces():
+    from sophia_infra.tools.plan import runner, stack_config
+    values, secret_keys = stack_config.load("production")
+    values = {**values, "pulumi:tags": '{"team": "platform"}', "kubernetes:context": "ops", "command:x": "1",
+              "random:y": "1", "aws:region": "us-east-1", "sops:z": "1"}
+    result = runner.run("production", config=values, secret_keys=list(secret_keys))
+    assert result is not None
+
+
 def test_engine_checks_the_stack_name_against_the_environment():
     def dev(c, _):
         c["sophia:environment"] = "dev"

@@ -28,6 +28,8 @@ from sophia_infra.program.config.models import Strict as _Strict
 from sophia_infra.program.config.cluster import GPU_TYPES, Host, K3s, Node
 
 NAMESPACE = "sophia"
+# Pulumi.yaml's name: the namespace of a stack-file key written without one.
+PROJECT = "sophia-infra"
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
 
@@ -284,10 +286,10 @@ _FIXES = {
 _MISSING: dict[tuple[str | int, ...], str] = {("environment",): "add `sophia:environment: production` (or dev, staging) to the stack file"}
 
 
-def _closest(key: str, candidates: Iterable[str]) -> Optional[str]:
+def _closest(key: str, candidates: Iterable[str], cutoff: float = 0.6) -> Optional[str]:
     """The candidate `key` most likely misspells (case does not count), if any is close."""
     by_lower = {c.lower(): c for c in candidates}
-    match = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=0.6)
+    match = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=cutoff)
     return by_lower[match[0]] if match else None
 
 
@@ -339,6 +341,26 @@ def _unknown_top_level_keys(raw: dict[str, Any], lookup: "SecretLookup", secrets
         fix = (f"did you mean {NAMESPACE}:{guess}?" if guess else
                "remove it or correct its spelling (a secret belongs in the ESC environment, with fn::secret).")
         problems.append(f"{NAMESPACE}:{key}: is not a key this program reads; {fix}")
+    return problems
+
+
+# Namespaces whose keys configure something else: the engine and the providers the program uses.
+OTHER_NAMESPACES = ("pulumi", "kubernetes", "command", "random")
+
+
+def misplaced_keys(keys: Iterable[str]) -> list[str]:
+    """Config keys the program would never read because their namespace is not `sophia:`
+    yet looks meant to be (sophai:nodes, Sophia:nodes, sophia-infra:nodes: the project's own
+    namespace, where a key written without one lands). Other namespaces are left alone:
+    they configure providers and the engine."""
+    problems = []
+    for key in sorted(keys):
+        namespace, sep, name = key.partition(":")
+        if not sep:  # offline, a stack file key written without a namespace
+            problems.append(f"{key}: has no namespace, so Pulumi files it under the project's ({PROJECT}:{key}), "
+                            f"which this program does not read; write it as {NAMESPACE}:{key}.")
+        elif namespace != NAMESPACE and namespace not in OTHER_NAMESPACES and _closest(namespace, [NAMESPACE], 0.65):
+            problems.append(f"{key}: the namespace '{namespace}' is not one this program reads; did you mean {NAMESPACE}:{name}?")
     return problems
 
 
@@ -585,23 +607,27 @@ def check_secrets(cfg: StackConfig, lookup: SecretLookup, secret_value: Optional
     return problems
 
 
-def parse(raw: dict[str, Any], lookup: SecretLookup, secret_value: Optional[SecretValue] = None) -> StackConfig:
+def parse(raw: dict[str, Any], lookup: SecretLookup, secret_value: Optional[SecretValue] = None,
+          other_keys: Iterable[str] = ()) -> StackConfig:
     """Validate raw config values (top-level key -> value) into a StackConfig.
 
     `raw` holds every plain `sophia:` key that was passed (None = unset); keys outside the
-    schema are refused by name. Secrets are not in `raw`: `lookup` answers for them, and
+    schema are refused by name, as are `other_keys` (the passed keys of other namespaces)
+    whose namespace misspells `sophia`. Secrets are not in `raw`: `lookup` answers for them, and
     `secret_value` (when given) lets an empty secret be refused. A schema key given as a
     secret (sophia:hosts with fn::secret) is in `raw` and `lookup` says it is secret: its
     value is never shown in a message, and `cfg.is_secret(key)` keeps it secret in outputs."""
     aliases = {name: f.alias or name for name, f in StackConfig.model_fields.items()}
     given = {k: v for k, v in raw.items() if k in TOP_LEVEL_KEYS and v is not None}
     secret_values = {k: v for k, v in given.items() if lookup(k)}
+    misplaced = misplaced_keys(other_keys)
     try:
         cfg = StackConfig.model_validate(given)
     except ValidationError as err:
-        raise ConfigError(_unknown_top_level_keys(raw, lookup, None) + _pydantic_problems(err, aliases, secret_values)) from None
+        raise ConfigError(misplaced + _unknown_top_level_keys(raw, lookup, None)
+                          + _pydantic_problems(err, aliases, secret_values)) from None
     cfg._secret_keys = frozenset(secret_values)
-    problems = (_unknown_top_level_keys(raw, lookup, set(cfg.required_secrets()))
+    problems = (misplaced + _unknown_top_level_keys(raw, lookup, set(cfg.required_secrets()))
                 + cross_check(cfg) + check_secrets(cfg, lookup, secret_value))
     for value in secret_values.values():
         problems = [_redact(p, value) for p in problems]
@@ -610,15 +636,23 @@ def parse(raw: dict[str, Any], lookup: SecretLookup, secret_value: Optional[Secr
     return cfg
 
 
-def _passed_keys() -> dict[str, Any]:
-    """Every `sophia:` key the engine passed, without the namespace. The language host hands
-    the program all of its config at start (pulumi.runtime.config), which is where
-    pulumi.Config reads from too; PULUMI_CONFIG is the older way of passing it."""
+def _passed_config() -> dict[str, Any]:
+    """Every key the engine passed (`namespace:key`). The language host hands the program all
+    of its config at start (pulumi.runtime.config), which is where pulumi.Config reads from
+    too; PULUMI_CONFIG is the older way of passing it."""
     from pulumi.runtime import config as runtime_config
 
-    passed = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    return {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+
+
+def _passed_keys() -> dict[str, Any]:
+    """Every `sophia:` key the engine passed, without the namespace."""
     prefix = f"{NAMESPACE}:"
-    return {k[len(prefix):]: v for k, v in passed.items() if k.startswith(prefix)}
+    return {k[len(prefix):]: v for k, v in _passed_config().items() if k.startswith(prefix)}
+
+
+def _other_namespace_keys() -> list[str]:
+    return [k for k in _passed_config() if not k.startswith(f"{NAMESPACE}:")]
 
 
 def _read_pulumi_config() -> tuple[dict[str, Any], SecretLookup]:
@@ -664,7 +698,7 @@ def _secret_value(key: str) -> Optional[str]:
 def load() -> StackConfig:
     """Read and validate the current stack's configuration, or raise ConfigError."""
     raw, lookup = _read_pulumi_config()
-    cfg = parse(raw, lookup, _secret_value)
+    cfg = parse(raw, lookup, _secret_value, _other_namespace_keys())
     problems = check_stack_name(cfg, pulumi.get_stack())
     if problems:
         raise ConfigError(problems)

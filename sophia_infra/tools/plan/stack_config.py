@@ -116,9 +116,12 @@ def load(stack: str, root: Path = ROOT) -> tuple[dict[str, str], list[str]]:
 
 def raw_config(stack: str, root: Path = ROOT) -> tuple[dict[str, Any], dict[str, bool]]:
     """(top-level key -> value as the schema reads it, secret key -> is it marked secret)."""
+    return _schema_view(*load(stack, root))
+
+
+def _schema_view(values: dict[str, str], secret_keys: list[str]) -> tuple[dict[str, Any], dict[str, bool]]:
     from sophia_infra.program.config import stack as schema
 
-    values, secret_keys = load(stack, root)
     raw: dict[str, Any] = {}
     for key, structured in schema.TOP_LEVEL_KEYS.items():
         text = values.get(f"{schema.NAMESPACE}:{key}")
@@ -135,8 +138,10 @@ def load_validated(stack: str, root: Path = ROOT):
     """The stack's validated StackConfig, offline (placeholder secrets count as present)."""
     from sophia_infra.program.config import stack as schema
 
-    raw, present = raw_config(stack, root)
-    cfg = schema.parse(raw, present.get)
+    values, secret_keys = load(stack, root)
+    raw, present = _schema_view(values, secret_keys)
+    others = [k for k in values if not k.startswith(f"{schema.NAMESPACE}:")]
+    cfg = schema.parse(raw, present.get, other_keys=others)
     problems = schema.check_stack_name(cfg, stack)
     if problems:
         raise schema.ConfigError(problems)
