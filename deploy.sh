@@ -168,7 +168,7 @@ cmd_rollback() {
   local stack="${1:-}" workload="${2:-}"
   [[ -n "$stack" && -n "$workload" && $# -eq 2 ]] || die "rollback needs STACK and WORKLOAD (a git revert), or --emergency SERVICE REVISION [STACK] (see --help)"
   check_stack "$stack"
-  local facts file branch commit others
+  local facts file branch commit
   facts="$(describe "$stack" "$workload")" || die "no workload '$workload' in stack '$stack'"
   file="$(sed -n 's/^releaseFile=//p' <<<"$facts")"
   branch="$(sed -n 's/^releaseBranch=//p' <<<"$facts")"
@@ -177,8 +177,19 @@ cmd_rollback() {
   # Read-only, so also under --dry-run: the commit to revert.
   commit="$(git -C "$ROOT" log -1 --format=%H -- "$file")"
   [[ -n "$commit" ]] || die "no commit has changed $file yet: there is nothing to roll back"
+  # A clone without history (--depth) cannot tell the last release from the file's creation.
+  [[ "$(git -C "$ROOT" rev-parse --is-shallow-repository)" != "true" ]] \
+    || die "this clone is shallow, so it lacks the release history of $file; run git fetch --unshallow, then roll back again"
+  [[ "$(git -C "$ROOT" rev-list --count "$commit" -- "$file")" -gt 1 ]] \
+    || die "$file has only its first version: nothing to roll back to (release another with python -m sophia_infra release $workload --stack $stack --tag TAG)"
+  local others count shown
   others="$(git -C "$ROOT" show --format= --name-only "$commit" | grep -vxF "$file" || true)"
-  [[ -z "$others" ]] || die "commit ${commit:0:12} changes more than $file ($(tr '\n' ' ' <<<"$others")); revert by hand what should go"
+  if [[ -n "$others" ]]; then
+    count="$(grep -c '' <<<"$others")"
+    shown="$(head -n 3 <<<"$others" | paste -sd ' ' -)"
+    [[ $count -le 3 ]] || shown+=" ..."
+    die "commit ${commit:0:12} changes $count other file(s) besides $file ($shown); revert by hand what should go"
+  fi
   note "rolling back $workload in $stack: reverting $(git -C "$ROOT" log -1 --format='%h %s' "$commit")"
   run git -C "$ROOT" revert --no-edit "$commit"
   run git -C "$ROOT" push origin "HEAD:$branch"

@@ -1,4 +1,4 @@
-"""Command line: plan, outputs, describe, backups, audit (see --help).
+"""sophia-infra's command line: the commands below, one line each (`COMMAND --help` says more).
 
 Every command answers in one of three ways, so scripts and CI can tell a failed check
 from a check that could not run; an expected failure is one sentence on stderr, never a
@@ -8,12 +8,29 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import sys
 import textwrap
 from pathlib import Path
 from typing import NoReturn
 
-from sophia_infra.program.config.stack import ConfigError
+# What every command imports; found (not imported) before anything else is, so a Python
+# outside the virtualenv gets a sentence saying how to get into it, not ModuleNotFoundError
+# (exit 1, which reads as "check failed").
+DEPENDENCIES = ("pulumi", "pulumi_kubernetes", "pydantic", "yaml")
+
+
+def missing_dependencies() -> list[str]:
+    return [name for name in DEPENDENCIES if importlib.util.find_spec(name) is None]
+
+
+if __name__ == "__main__" and missing_dependencies():
+    print(f"error: {sys.executable} lacks the project's dependencies ({', '.join(missing_dependencies())}); "
+          "run `make setup` once, then `.venv/bin/python -m sophia_infra ...` (or `. .venv/bin/activate` first).",
+          file=sys.stderr)
+    sys.exit(2)
+
+from sophia_infra.program.config.stack import ConfigError  # noqa: E402  (after the check above)
 
 OK, CHECK_FAILED, COULD_NOT_CHECK = 0, 1, 2
 
@@ -98,11 +115,13 @@ def _outputs(args: argparse.Namespace) -> int:
     import json
 
     from sophia_infra.tools import outputs
+    from sophia_infra.tools.plan import stack_config
 
     try:
+        stack_config.require_stack(args.stack)
         data = outputs.read_outputs(args.stack, show_secrets=args.show_secrets)
         value = outputs.lookup(data, args.key) if args.key else data
-    except outputs.OutputsError as err:
+    except (outputs.OutputsError, stack_config.StackFileError) as err:
         return _fail(err)
     print(value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True))
     return OK
@@ -276,17 +295,37 @@ def _capacity(args: argparse.Namespace) -> int:
     return OK if ok else CHECK_FAILED
 
 
-def _command(sub, name: str, help: str, codes: str):
-    return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+# The widest a command's one-line summary may be: what `--help` leaves beside the names in
+# an 80-column terminal (argparse indents the summaries to column 24).
+SUMMARY_MAX = 78 - 24
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps each command's summary on its name's line. Python 3.11's argparse measures the
+    command names one indent short of where it prints them, so the longest (etcd-restore)
+    would get a line of its own."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction) and action.help is not argparse.SUPPRESS:
+            longest = max(len(self._format_action_invocation(a)) for a in action._get_subactions())
+            self._action_max_length = max(self._action_max_length,
+                                          longest + self._current_indent + self._indent_increment)
+
+
+def _command(sub, name: str, summary: str, help: str, codes: str):
+    """A subcommand: `summary` is its line in the top-level --help, `help` its own description."""
+    return sub.add_parser(name, help=summary, description=help[0].upper() + help[1:] + ".",
                           epilog=textwrap.fill(f"exit codes: {codes}", width=88, subsequent_indent="  "),
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sophia_infra", description=__doc__, epilog=EXIT_CODES,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    plan = _command(sub, "plan", "run the program offline under Pulumi's mock monitor",
+                                     formatter_class=_HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    plan = _command(sub, "plan", "plan a stack offline and check policy and traffic",
+                    "run the program offline under Pulumi's mock monitor",
                     "0 planned, every check passed; 1 planned and a check failed: a policy violation, a required "
                     "network flow denied or matching no pod, an undeclared cross-namespace flow allowed, or a pod "
                     "rejected by its namespace's Pod Security level (the files are written; the plan ends with one "
@@ -295,13 +334,15 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("--stack", required=True, help="dev or production (a Pulumi.<stack>.yaml)")
     plan.add_argument("--out", help="output folder (default build/plan/<stack>)")
     plan.set_defaults(func=_plan)
-    outs = _command(sub, "outputs", "read the stack's outputs (node addresses, endpoints, MCP registry)",
+    outs = _command(sub, "outputs", "read a deployed stack's outputs (addresses, endpoints)",
+                    "read the stack's outputs (node addresses, endpoints, MCP registry)",
                     "0 printed; 2 not read: no Pulumi CLI, not logged in, unknown stack or key")
     outs.add_argument("--stack", required=True)
     outs.add_argument("key", nargs="?", help="dotted path, e.g. nodeIps.sophia-mcp (default: all)")
     outs.add_argument("--show-secrets", action="store_true", help="print secret outputs in clear text")
     outs.set_defaults(func=_outputs)
-    describe = _command(sub, "describe", "a service's namespace, delivery mode, image repository and platforms "
+    describe = _command(sub, "describe", "a service's facts for deploy.sh; or release status",
+                    "a service's namespace, delivery mode, image repository and platforms "
                         "(for deploy.sh and the release workflow); without SERVICE, every workload's released image",
                         "0 printed; 2 invalid configuration or unknown service (or an unreadable --applications)")
     describe.add_argument("--stack", required=True)
@@ -310,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
                           help="with no SERVICE: add Argo CD's sync and health from this `kubectl get applications.argoproj.io "
                                "-n argocd -o json` output (- = stdin)")
     describe.set_defaults(func=_describe)
-    rel = _command(sub, "release", "record an app release: set the image tag (and digest) in releases/<stack>/<workload>.yaml "
+    rel = _command(sub, "release", "record an app release in its release file",
+                    "record an app release: set the image tag (and digest) in releases/<stack>/<workload>.yaml "
                    "after checking it against the stack, and say what rolls out",
                    "0 written (or already released); 2 not written: unknown stack or workload, a tag that is not pinned "
                    "(latest), a malformed digest, an image not built for a platform the workload runs on, or an invalid "
@@ -322,24 +364,28 @@ def main(argv: list[str] | None = None) -> int:
     rel.add_argument("--platforms", help="comma-separated platforms the image was built for (checked against where the workload runs)")
     rel.add_argument("--image", help="the repository the image was pushed to (checked against the stack's image.repository)")
     rel.set_defaults(func=_release)
-    bk = _command(sub, "backups", "check the newest etcd snapshot and PostgreSQL base backup are fresh",
+    bk = _command(sub, "backups", "check the newest etcd and PostgreSQL backups are fresh",
+                    "check the newest etcd snapshot and PostgreSQL base backup are fresh",
                   "0 every backup is younger than its limit; 1 a backup is stale or missing; "
                   "2 not checked: invalid configuration, no backups configured, no S3 credentials, "
                   "access denied, a missing bucket or an unreachable endpoint")
     bk.add_argument("--stack", required=True)
     bk.set_defaults(func=_backups)
     audit = _command(sub, "audit", "find hard-coded IP addresses in code and config",
+                    "find hard-coded IP addresses in code and config",
                      "0 no address literal; 1 address literals found (listed on stdout); "
                      "2 not checked: a path or the --allowlist file does not exist, or the allowlist has a bad entry")
     audit.add_argument("paths", nargs="+", help="files or folders to scan")
     audit.add_argument("--allowlist", help="CIDRs to accept, one per line (default .address-allowlist, if present)")
     audit.set_defaults(func=_audit)
-    charts = _command(sub, "charts", "where the pinned upstream charts are read from for rendering (--pull: helm pull the missing)",
+    charts = _command(sub, "charts", "where the pinned charts are read from (--pull: fetch)",
+                    "where the pinned upstream charts are read from for rendering (--pull: helm pull the missing)",
                       "0 every chart the plans release has a source; 2 some have none (or could not be pulled)")
     charts.add_argument("--stack", action="append", help="stack(s) whose pins to use (default: dev and production)")
     charts.add_argument("--pull", action="store_true", help="helm pull missing charts into .cache/charts")
     charts.set_defaults(func=_charts)
-    er = _command(sub, "etcd-restore", "print the K3s restore from a named etcd snapshot in S3 (stop the other servers, "
+    er = _command(sub, "etcd-restore", "print (or --execute) the restore from an etcd snapshot",
+                    "print the K3s restore from a named etcd snapshot in S3 (stop the other servers, "
                   "cluster-reset on the first, rejoin the others); --execute runs it over SSH",
                   "0 printed (or restored); 1 a step failed on a host (the later ones were not run); 2 not run: invalid "
                   "configuration, no sophia:k3s.etcdS3, a bad snapshot name, no SOPHIA_SSH_PRIVATE_KEY or no stack outputs")
@@ -347,12 +393,17 @@ def main(argv: list[str] | None = None) -> int:
     er.add_argument("--snapshot", required=True, help="the snapshot's name, as k3s etcd-snapshot ls --etcd-s3 lists it")
     er.add_argument("--execute", action="store_true", help="run the steps over SSH with the stack's user and key")
     er.set_defaults(func=_etcd_restore)
-    cap = _command(sub, "capacity", "which configured Lambda Cloud instance types have capacity in which regions now (needs LAMBDA_API_KEY)",
+    cap = _command(sub, "capacity", "which regions have the stack's Lambda instance types",
+                    "which configured Lambda Cloud instance types have capacity in which regions now (needs LAMBDA_API_KEY)",
                    "0 every provisioned node's region has capacity for its type; 1 some has none (listed); "
                    "2 not checked: invalid configuration, no provisioned node, no LAMBDA_API_KEY, the API refused the key or could not be reached")
     cap.add_argument("--stack", required=True)
     cap.set_defaults(func=_capacity)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

@@ -3,7 +3,9 @@ code that tells "could not check" (2) from "check failed" (1); the codes are in 
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -132,6 +134,34 @@ def test_outputs_without_the_pulumi_cli(tmp_path):
     assert _one_line(proc).startswith("error: the Pulumi CLI is not installed or not on PATH; install it")
 
 
+@pytest.mark.parametrize("command", [["describe", "--stack", "staging"], ["plan", "--stack", "staging", "--out", "unused"],
+                                     ["backups", "--stack", "staging"], ["outputs", "--stack", "staging"],
+                                     ["etcd-restore", "--stack", "staging", "--snapshot", "s"], ["capacity", "--stack", "staging"],
+                                     ["charts", "--stack", "staging"]])
+def test_an_unknown_stack_is_refused_with_the_valid_ones(command, capsys):
+    assert cli.main(command) == 2
+    assert capsys.readouterr().err == ("error: there is no stack 'staging' (Pulumi.staging.yaml does not exist); "
+                                       "use one of dev, production\n")
+
+
+def test_outside_the_virtualenv_it_says_how_to_get_in():
+    # -S: no site-packages, so none of the dependencies; the package itself is found in the cwd.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    proc = subprocess.run([sys.executable, "-S", "-m", "sophia_infra", "describe", "--stack", "dev"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    line = _one_line(proc)
+    assert line.startswith(f"error: {sys.executable} lacks the project's dependencies (pulumi, pulumi_kubernetes, pydantic, yaml);")
+    assert "run `make setup` once, then `.venv/bin/python -m sophia_infra ...` (or `. .venv/bin/activate` first)." in line
+
+
+def test_the_dependencies_checked_are_the_pinned_ones():
+    pinned = {line.split("==")[0].strip().lower().replace("-", "_")
+              for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line}
+    assert {"pyyaml" if d == "yaml" else d for d in cli.DEPENDENCIES} <= pinned
+    assert cli.missing_dependencies() == []
+
+
 # ----------------------------------------------------------------------------- backups: could not check vs stale
 
 def test_backups_without_credentials(tmp_path):
@@ -208,6 +238,26 @@ def test_a_failed_plan_ends_with_why(tmp_path):
 
 
 # ----------------------------------------------------------------------------- --help documents the codes
+
+def _subcommands() -> dict[str, str]:
+    """Each subcommand argparse knows, with its one-line summary."""
+    (sub,) = [a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return {a.dest: a.help for a in sub._get_subactions()}
+
+
+def test_help_lists_every_command_on_one_line(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    lines = cli.build_parser().format_help().splitlines()
+    commands = _subcommands()
+    assert len(commands) == 9
+    for name, summary in commands.items():
+        assert summary and len(summary) <= cli.SUMMARY_MAX
+        assert any(re.fullmatch(rf"    {re.escape(name)} +{re.escape(summary)}", line) for line in lines), name
+    # Nothing else is listed as a command, and the description names none on its own.
+    listed = [line.split()[0] for line in lines if re.match(r"    \S", line)]
+    assert listed == list(commands)
+    assert "plan, outputs" not in cli.build_parser().description
+
 
 def test_help_lists_the_exit_codes():
     proc = _run(["--help"])

@@ -77,10 +77,117 @@ def test_bad_address(address):
     assert msg.startswith("sophia:hosts.sophia-mcp.address:")
 
 
-@pytest.mark.parametrize("address", ["203.0.113.10", "2001:db8::10"])
+@pytest.mark.parametrize("address", ["203.0.113.20", "2001:db8::10"])
 def test_good_addresses(address):
     cfg = parse_with("production", lambda r: r["hosts"].update({"sophia-mcp": address}))
     assert cfg.hosts["sophia-mcp"].address == address
+
+
+@pytest.mark.parametrize("mcp,data", [
+    ({"address": "203.0.113.13"}, {"address": "203.0.113.13"}),                      # one public address
+    ({"address": "2001:db8::7"}, {"address": "2001:DB8:0::7"}),                      # spelled differently
+    ({"address": "203.0.113.12", "privateAddress": "10.0.0.5"},
+     {"address": "203.0.113.13", "privateAddress": "10.0.0.5"}),                     # one private address
+])
+def test_two_nodes_with_one_address(mcp, data):
+    field = "privateAddress" if "privateAddress" in mcp else "address"
+    msg = _only(problems_of("production", lambda r: r["hosts"].update({"sophia-mcp": mcp, "sophia-data": data})))
+    assert msg == (f"sophia:hosts.sophia-mcp.{field}: is the same address as sophia:hosts.sophia-data.{field}, "
+                   "so two nodes would be one host; give each node its own address.")
+
+
+def test_one_nodes_public_address_as_anothers_private_one():
+    def clash(r):
+        r["hosts"]["sophia-mcp"] = {"address": "203.0.113.12", "privateAddress": "10.0.0.5"}
+        r["hosts"]["sophia-data"] = {"address": "10.0.0.5"}
+    msg = _only(problems_of("production", clash))
+    assert msg.startswith("sophia:hosts.sophia-mcp.privateAddress: is the same address as sophia:hosts.sophia-data.address")
+
+
+def test_a_duplicate_address_is_named_by_its_keys_not_shown():
+    # sophia:hosts may be a secret: the message names keys only.
+    problems = problems_of("production", lambda r: r["hosts"].update({"sophia-mcp": "203.0.113.13"}))
+    assert problems == ["sophia:hosts.sophia-mcp.address: is the same address as sophia:hosts.sophia-data.address, "
+                        "so two nodes would be one host; give each node its own address."]
+    assert not any("203.0.113" in p for p in problems)
+
+
+def _set(raw: dict, path: tuple, value) -> None:
+    node = raw
+    for part in path[:-1]:
+        node = node.setdefault(part, {}) if isinstance(node, dict) else node[part]
+    node[path[-1]] = value
+
+
+# Pydantic's lax mode reads true as 1 and "3" as 3: a `gpu: true` would request one GPU.
+@pytest.mark.parametrize("path,value", [
+    (("services", 2, "gpu"), True),
+    (("services", 0, "replicas"), True),
+    (("services", 0, "maxReplicas"), False),
+    (("services", 0, "port"), True),
+    (("nodes", 1, "gpu", "count"), True),
+    (("nodes", 1, "gpu", "sharing"), "4"),
+    (("k3s", "etcdSnapshotRetention"), False),
+    (("platform", "valkey", "replicas"), True),
+    (("platform", "network", "internetPorts"), [True]),
+    (("services", 0, "replicas"), 1.5),
+])
+def test_a_bool_or_string_for_an_integer_is_refused(path, value):
+    msg = _only(problems_of("dev", lambda r: _set(r, path, value)))
+    key = "sophia:" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)[1:]
+    if path[-1] == "internetPorts":
+        key += "[0]"
+    assert msg.startswith(f"{key}: input should be a valid integer (got ")
+    assert msg.endswith("; write a whole number, without quotes (true and false are not numbers).")
+
+
+def test_a_bool_for_a_number_is_refused():
+    msg = _only(problems_of("dev", lambda r: r.update(backups={"etcdMaxAgeHours": True})))
+    assert msg == ("sophia:backups.etcdMaxAgeHours: input should be a valid number (got true); "
+                   "write a number, without quotes (true and false are not numbers).")
+
+
+def test_a_whole_number_for_a_number_is_kept():
+    assert parse_with("dev", lambda r: r.update(backups={"etcdMaxAgeHours": 6})).backups.etcd_max_age_hours == 6
+
+
+@pytest.mark.parametrize("user", ["", "   "])
+def test_an_empty_ssh_user_is_refused(user):
+    assert problems_of("dev", lambda r: r.update(sshUser=user)) == [
+        "sophia:sshUser: is empty, and the hosts are set up over SSH as that user; set the hosts' login user "
+        "(e.g. ubuntu) in the ESC environment's sophia.infrastructure.ssh_user."]
+
+
+@pytest.mark.parametrize("user", ["-oProxyCommand=sh", "Ubuntu", "a b", "x" * 33])
+def test_an_ssh_user_ssh_would_misread_is_refused(user):
+    msg = _only(problems_of("dev", lambda r: r.update(sshUser=user)))
+    assert msg.startswith("sophia:sshUser: ") and "is not a Linux user name" in msg
+
+
+@pytest.mark.parametrize("user", ["ubuntu", "_deploy", "ops-1"])
+def test_ordinary_ssh_users_are_kept(user):
+    assert parse_with("dev", lambda r: r.update(sshUser=user)).ssh_user == user
+
+
+@pytest.mark.parametrize("host,field", [({"address": "2001:db8::10"}, "address"),
+                                        ({"address": "203.0.113.10", "privateAddress": "2001:db8::10"}, "privateAddress")])
+def test_an_ipv6_control_plane_in_an_ipv4_cluster_is_refused(host, field):
+    msg = _only(problems_of("production", lambda r: r["hosts"].update({"sophia-control": host})))
+    assert msg == (f"sophia:hosts.sophia-control.{field}: the control plane's node address is IPv6, but sophia:k3s.clusterCidr "
+                   "and serviceCidr are IPv4 ranges, so K3s would not start; give the node an IPv4 address, or set IPv6 "
+                   "ranges as clusterCidr and serviceCidr.")
+
+
+def test_an_ipv6_control_plane_with_ipv6_ranges_is_accepted():
+    def ipv6(r):
+        r["hosts"]["sophia-control"] = {"address": "2001:db8::10"}
+        r["k3s"].update(clusterCidr="2001:db8:42::/56", serviceCidr="2001:db8:43::/112")
+    assert parse_with("production", ipv6).hosts["sophia-control"].address == "2001:db8::10"
+
+
+def test_an_ipv6_public_address_beside_an_ipv4_node_ip_is_accepted():
+    host = {"address": "2001:db8::10", "privateAddress": "10.0.0.10"}
+    assert parse_with("production", lambda r: r["hosts"].update({"sophia-control": host})).hosts["sophia-control"].address
 
 
 def test_node_without_address_and_address_without_node():
@@ -330,6 +437,23 @@ def test_engine_accepts_secrets_and_refuses_plain_unknown_keys():
         c["sophia:platfrom"] = "{}"
         c["kubernetes:enableServerSideApply"] = "true"  # other namespaces are not ours
     assert _engine_problems(extra) == ["sophia:platfrom: is not a key this program reads; did you mean sophia:platform?"]
+
+
+@pytest.mark.parametrize("namespace", ["sophai", "Sophia", "sophia-infra", "sopia"])
+def test_engine_refuses_a_misspelt_namespace(namespace):
+    def typo(c, _):
+        c[f"{namespace}:backups"] = '{"etcdMaxAgeHours": 6}'
+    assert _engine_problems(typo) == [
+        f"{namespace}:backups: the namespace '{namespace}' is not one this program reads; did you mean sophia:backups?"]
+
+
+def test_engine_keeps_other_namespaces():
+    from sophia_infra.tools.plan import runner, stack_config
+    values, secret_keys = stack_config.load("production")
+    values = {**values, "pulumi:tags": '{"team": "platform"}', "kubernetes:context": "ops", "command:x": "1",
+              "random:y": "1", "aws:region": "us-east-1", "sops:z": "1"}
+    result = runner.run("production", config=values, secret_keys=list(secret_keys))
+    assert result is not None
 
 
 def test_engine_checks_the_stack_name_against_the_environment():

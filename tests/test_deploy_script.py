@@ -215,4 +215,45 @@ def test_rollback_refuses_a_commit_that_changed_more_than_the_release_file(tmp_p
     (root / "README.md").write_text("changed\n")
     git(root, "commit", "-q", "-am", "release and docs")
     proc = _deploy_in(root, "--dry-run", "rollback", "production", "backend")
-    assert proc.returncode == 2 and "changes more than releases/production/backend.yaml (README.md )" in proc.stderr
+    assert proc.returncode == 2
+    assert proc.stderr == (f"deploy.sh: commit {git(root, 'rev-parse', 'HEAD')[:12]} changes 1 other file(s) besides "
+                           "releases/production/backend.yaml (README.md); revert by hand what should go\n")
+
+
+def test_rollback_names_at_most_three_other_files(tmp_path):
+    root = _repo_with_two_releases(tmp_path)
+    from tests.test_release import git
+
+    release = root / "releases" / "production" / "backend.yaml"
+    release.write_text(release.read_text().replace("1.4.2", "1.4.3"))
+    for name in ("a.txt", "b.txt", "c.txt", "d.txt", "e.txt"):
+        (root / name).write_text("x\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "release and more")
+    proc = _deploy_in(root, "--dry-run", "rollback", "production", "backend")
+    assert proc.returncode == 2 and "changes 5 other file(s) besides releases/production/backend.yaml (a.txt b.txt c.txt ...)" in proc.stderr
+
+
+def test_rollback_on_a_fresh_clone_says_there_is_no_earlier_release(tmp_path):
+    """The release file's only commit is the one that created the project: one short sentence."""
+    from tests.test_release import copy_project
+
+    root = copy_project(tmp_path)
+    proc = _deploy_in(root, "--dry-run", "rollback", "production", "backend")
+    assert proc.returncode == 2
+    assert proc.stderr == ("deploy.sh: releases/production/backend.yaml has only its first version: nothing to roll back to "
+                           "(release another with python -m sophia_infra release backend --stack production --tag TAG)\n")
+    assert len(proc.stderr) <= 200
+
+
+def test_rollback_in_a_shallow_clone_asks_for_the_history(tmp_path):
+    root = _repo_with_two_releases(tmp_path)
+    shallow = tmp_path / "shallow"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{root}", str(shallow)], check=True, capture_output=True)
+    for tool in (".venv", ".tools"):
+        if (root / tool).exists() and not (shallow / tool).exists():
+            (shallow / tool).symlink_to(root / tool)
+    proc = _deploy_in(shallow, "--dry-run", "rollback", "production", "backend")
+    assert proc.returncode == 2
+    assert proc.stderr == ("deploy.sh: this clone is shallow, so it lacks the release history of releases/production/backend.yaml; "
+                           "run git fetch --unshallow, then roll back again\n")

@@ -298,7 +298,10 @@ def test_both_stacks_as_shipped_pass():
 
 def test_ipv6_addresses_are_bracketed_in_urls():
     from sophia_infra.program.cluster import kubeconfig, scripts
-    cfg = _parse("production", _host("sophia-control", "2001:db8::10"))
+    def ipv6(raw):  # an IPv6 server needs IPv6 pod and service ranges (config/stack.py: address_families)
+        _host("sophia-control", "2001:db8::10")(raw)
+        raw["k3s"].update(clusterCidr="2001:db8:42::/56", serviceCidr="2001:db8:43::/112")
+    cfg = _parse("production", ipv6)
     assert scripts.server_url(cfg) == "https://[2001:db8::10]:6443"
     raw = "clusters: [{name: default, cluster: {server: https://127.0.0.1:6443}}]\nusers: [{name: default, user: {}}]\n"
     assert "server: https://[2001:db8::10]:6443" in kubeconfig.rewrite(raw, "2001:db8::10", "sophia")

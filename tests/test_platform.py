@@ -13,7 +13,8 @@ from sophia_infra.program.platform.gpu import monitoring as gpu_monitoring
 from sophia_infra.program.platform.gpu import values as gpu_values
 from sophia_infra.program.platform import tls
 from sophia_infra.program.platform import values as v
-from sophia_infra.program.platform.namespaces import ALL, POD_SECURITY, namespace_manifest, namespace_objects, network_policies
+from sophia_infra.program.platform.namespaces import (ALL, POD_SECURITY, namespace_manifest, namespace_objects,
+                                                       network_policies, platform_namespaces)
 from sophia_infra.program.config.platform import total_gpu_capacity
 from tests.conftest import parse_with, problems_of
 from tests.platform_helpers import chart_defaults, crd_errors, run_platform, schema_errors, unknown_keys
@@ -239,6 +240,27 @@ def test_backups_are_off_by_default():
     run = run_platform("dev")
     assert not [r for r in run.resources if "barman" in r.name or "backup" in r.name]
     assert "plugins" not in run.named("postgres-cluster").inputs["spec"]
+
+
+def _in_namespace(run, ns: str) -> list[str]:
+    return sorted(r.name for r in run.resources
+                  if r.type.startswith("kubernetes:") and (r.inputs.get("metadata") or {}).get("namespace") == ns
+                  or r.type == "kubernetes:core/v1:Namespace" and r.inputs["metadata"]["name"] == ns)
+
+
+def test_helm_delivery_creates_no_argocd_namespace():
+    run = run_platform("dev")  # delivery: helm
+    assert _in_namespace(run, names.ARGOCD) == []
+    assert names.ARGOCD not in run.platform.namespaces
+    assert names.ARGOCD not in platform_namespaces(parse_with("dev"))
+
+
+def test_argocd_delivery_gets_its_namespace_quota_and_policies():
+    run = run_platform("dev", lambda c: c.__setitem__("sophia:delivery", "argocd"))
+    made = _in_namespace(run, names.ARGOCD)
+    assert "platform-namespaces-argocd" in made and "platform-namespaces-argocd-resourcequota-quota" in made
+    assert "platform-namespaces-argocd-networkpolicy-default-deny" in made
+    assert platform_namespaces(parse_with("production")) == ALL
 
 
 def test_llm_gateway_routes_portkey_to_openrouter_without_keys():

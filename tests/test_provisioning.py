@@ -4,6 +4,7 @@ firewall and the outputs, the plan's cost lines, and the capacity command."""
 from __future__ import annotations
 
 import json
+from datetime import date, timedelta
 
 import pulumi
 import pytest
@@ -13,10 +14,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from sophia_infra import __main__ as cli
 from sophia_infra.program.config import stack as config
-from sophia_infra.tools.lambda_cloud import prices
+from sophia_infra.tools.lambda_cloud import cost, prices
 from sophia_infra.program.lambda_cloud import resources
 from sophia_infra.tools.plan import mocks, report, runner, stack_config
-from tests.conftest import problems_of
+from tests.conftest import parse_with, problems_of
 from tests.lambda_fake import API_KEY, FakeLambda
 
 TYPES = {"RTX6000": "gpu_1x_rtx6000", "GH200": "gpu_1x_gh200", "A6000": "gpu_1x_a6000", "A100": "gpu_1x_a100",
@@ -145,6 +146,31 @@ def test_the_plan_prints_instance_types_prices_and_the_total(plan):
     assert "sophia-ai-core  gpu_1x_gh200    us-east-3  $1.49/h" in text
     total = sum(prices.CENTS_PER_HOUR[t] for t in TYPES.values()) / 100
     assert f"total: ${total:,.2f}/h, ${total * prices.HOURS_PER_MONTH:,.2f}/month" in text
+
+
+def _all_provisioned() -> config.StackConfig:
+    def launch(raw):
+        for n in raw["nodes"]:
+            n["provision"] = _provision(n)
+        raw["hosts"] = None
+    return parse_with("production", launch)
+
+
+def test_an_old_price_table_is_warned_about_with_its_date_and_age(capsys):
+    as_of = date.fromisoformat(prices.AS_OF)
+    lines = cost.render_text(_all_provisioned(), today=as_of + timedelta(days=prices.MAX_AGE_DAYS + 30))
+    assert any("offline prices as of" in line for line in lines)
+    assert capsys.readouterr().err == (
+        f"warning: the offline Lambda Cloud price table is dated {prices.AS_OF} ({prices.MAX_AGE_DAYS + 30} days ago), "
+        "so these costs may be out of date; `python -m sophia_infra capacity` shows today's prices "
+        "(then update prices.py and its AS_OF)\n")
+
+
+def test_a_recent_price_table_or_an_unused_one_is_not_warned_about(capsys):
+    as_of = date.fromisoformat(prices.AS_OF)
+    assert cost.render_text(_all_provisioned(), today=as_of + timedelta(days=prices.MAX_AGE_DAYS))
+    assert cost.render_text(parse_with("production"), today=as_of + timedelta(days=10_000)) == []  # no provisioned host
+    assert capsys.readouterr().err == ""
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -138,6 +138,32 @@ def test_offline_typo_of_a_top_level_key(tmp_path):
     assert err.value.problems == ["sophia:service: is not a key this program reads; did you mean sophia:services?"]
 
 
+@pytest.mark.parametrize("written,message", [
+    ("  sophai:delivery: helm", "sophai:delivery: the namespace 'sophai' is not one this program reads; did you mean sophia:delivery?"),
+    ("  delivery: helm", "delivery: has no namespace, so Pulumi files it under the project's (sophia-infra:delivery), "
+                         "which this program does not read; write it as sophia:delivery."),
+])
+def test_offline_misspelt_namespace(tmp_path, written, message):
+    from sophia_infra.program.config.stack import ConfigError
+    root = _real_project(tmp_path, "dev", lambda t: t.replace("  sophia:delivery: helm", written))
+    with pytest.raises(ConfigError) as err:
+        stack_config.load_validated("dev", root)
+    assert err.value.problems == [message]
+
+
+def test_offline_other_namespaces_are_kept(tmp_path):
+    root = _real_project(tmp_path, "dev", lambda t: t.replace(
+        "  sophia:delivery: helm", "  sophia:delivery: helm\n  pulumi:tags: {team: platform}\n  kubernetes:context: ops"))
+    assert stack_config.load_validated("dev", root).delivery == "helm"
+
+
+def test_the_project_namespace_is_pulumi_yamls_name():
+    import yaml
+    from sophia_infra.program.config.stack import PROJECT
+    from tests.conftest import ROOT
+    assert yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["name"] == PROJECT
+
+
 def test_offline_secrets_are_not_unknown_keys(tmp_path):
     # Every ESC secret (openaiApiKey, lambdaLabsApiKey, the unused etcd S3 pair of dev) is a known key.
     cfg = stack_config.load_validated("dev", _real_project(tmp_path, "dev", lambda t: t))

@@ -41,7 +41,7 @@ def _stack_config(stack: str, root: Path) -> StackConfig:
     from sophia_infra.tools.plan import stack_config
 
     if not (root / f"Pulumi.{stack}.yaml").is_file():
-        known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
+        known = stack_config.known_stacks(root)
         raise ReleaseInputError(f"--stack {stack}: there is no stack '{stack}' (no Pulumi.{stack}.yaml); use one of {', '.join(known)}")
     try:
         return stack_config.load_validated(stack, root)

@@ -9,7 +9,7 @@ import re
 import typing
 from typing import TYPE_CHECKING, Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictInt, field_validator
 
 from sophia_infra.program.config import names
 from sophia_infra.program.config import provision as lambda_config
@@ -48,9 +48,9 @@ def reserved_label(key: str) -> bool:
 
 class NodeGpu(_Strict):
     type: str
-    count: int = Field(default=1, ge=1, le=16)
+    count: StrictInt = Field(default=1, ge=1, le=16)
     # Time-slicing replicas per physical GPU (1 = no sharing).
-    sharing: int = Field(default=1, ge=1, le=64)
+    sharing: StrictInt = Field(default=1, ge=1, le=64)
 
     @field_validator("type")
     @classmethod
@@ -157,7 +157,7 @@ class K3s(_Strict):
     api_dns_name: Optional[str] = Field(default=None, alias="apiDnsName")
     secrets_encryption: bool = Field(default=True, alias="secretsEncryption")
     etcd_snapshot_schedule: check.Cron5 = Field(default="0 */6 * * *", alias="etcdSnapshotSchedule")
-    etcd_snapshot_retention: int = Field(default=28, ge=1, le=1000, alias="etcdSnapshotRetention")
+    etcd_snapshot_retention: StrictInt = Field(default=28, ge=1, le=1000, alias="etcdSnapshotRetention")
     etcd_s3: Optional[EtcdS3] = Field(default=None, alias="etcdS3")
     flannel_backend: Literal["vxlan", "wireguard-native"] = Field(default="vxlan", alias="flannelBackend")
     # Pod and service ranges: given to K3s, opened in the firewall, used by NetworkPolicies.

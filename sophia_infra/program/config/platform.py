@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictFloat, StrictInt, field_validator
 
 from sophia_infra.program.config import chart_crds, names
 from sophia_infra.program.config import validators as check
@@ -48,7 +48,7 @@ class Quota(Strict):
 
     cpu: str = "16"
     memory: str = "64Gi"
-    gpu: Optional[int] = Field(default=None, ge=0, le=10000)
+    gpu: Optional[StrictInt] = Field(default=None, ge=0, le=10000)
 
     _q = field_validator("cpu", "memory")(classmethod(lambda cls, v: _quantity(v)))
 
@@ -119,9 +119,9 @@ class DevicePlugin(Strict):
 class GpuMetrics(Strict):
     resources: Resources = Field(default_factory=lambda: _res("100m", "128Mi", "500m", "512Mi"))
     # Alert thresholds of the GPU PrometheusRule.
-    idle_utilization_percent: int = Field(default=5, ge=0, le=100, alias="idleUtilizationPercent")
+    idle_utilization_percent: StrictInt = Field(default=5, ge=0, le=100, alias="idleUtilizationPercent")
     idle_for: str = Field(default="2h", alias="idleFor")
-    memory_pressure_ratio: float = Field(default=0.9, gt=0, le=1, alias="memoryPressureRatio")
+    memory_pressure_ratio: StrictFloat = Field(default=0.9, gt=0, le=1, alias="memoryPressureRatio")
 
     @field_validator("idle_for")
     @classmethod
@@ -235,7 +235,7 @@ class PostgresRecovery(Strict):
 class Postgres(Strict):
     # CNPG's webhook: a DNS-1035 label of at most 50 (it adds -rw, -ro, -r, -1, ... to it).
     cluster_name: str = Field(default="sophia-postgres", alias="clusterName")
-    instances: int = Field(default=2, ge=1, le=9)
+    instances: StrictInt = Field(default=2, ge=1, le=9)
     # The application database and its owner: plain config (they are names, not credentials),
     # in the CNPG Cluster's bootstrap and the backend's environment; the password is a secret.
     database: str = "sophia"
@@ -272,7 +272,7 @@ class Postgres(Strict):
 
 
 class Valkey(Strict):
-    replicas: int = Field(default=2, ge=0, le=8)  # read replicas besides the primary
+    replicas: StrictInt = Field(default=2, ge=0, le=8)  # read replicas besides the primary
     # How the primary keeps its data on its PersistentVolume across restarts: the append-only
     # file (every write, fsync each second) or RDB snapshots (`save` points).
     persistence: Literal["aof", "rdb"] = "aof"
@@ -284,7 +284,7 @@ class Valkey(Strict):
 
 
 class Ingress(Strict):
-    replicas: int = Field(default=2, ge=1, le=check.MAX_REPLICAS)
+    replicas: StrictInt = Field(default=2, ge=1, le=check.MAX_REPLICAS)
     resources: Resources = Field(default_factory=lambda: _res("100m", "128Mi", "1", "512Mi"))
 
 
@@ -350,8 +350,8 @@ class LlmGateway(Strict):
     openrouter_base_url: str = Field(default="https://openrouter.ai/api/v1", alias="openrouterBaseUrl")
     default_model: str = Field(default="openai/gpt-4o", alias="defaultModel")
     fallback_models: list[str] = Field(default_factory=lambda: ["anthropic/claude-3.5-sonnet"], alias="fallbackModels")
-    retries: int = Field(default=3, ge=0, le=10)
-    timeout_seconds: int = Field(default=60, ge=1, le=3600, alias="timeoutSeconds")
+    retries: StrictInt = Field(default=3, ge=0, le=10)
+    timeout_seconds: StrictInt = Field(default=60, ge=1, le=3600, alias="timeoutSeconds")
 
     @field_validator("portkey_base_url", "openrouter_base_url")
     @classmethod

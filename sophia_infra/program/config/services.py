@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictInt, field_validator
 
 from sophia_infra.program.config import validators as check
 from sophia_infra.program.config.models import Resources, Strict
@@ -140,7 +140,7 @@ class WorkloadSettings(Strict):
     # Per-service overrides of the default requests and limits.
     resources: dict[str, Resources] = Field(default_factory=dict)
     # HPA CPU target.
-    target_cpu_utilization: int = Field(default=70, ge=10, le=100, alias="targetCpuUtilization")
+    target_cpu_utilization: StrictInt = Field(default=70, ge=10, le=100, alias="targetCpuUtilization")
 
     @field_validator("frontend_host")
     @classmethod

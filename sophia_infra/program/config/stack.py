@@ -18,7 +18,7 @@ from collections import Counter
 from typing import Any, Callable, Iterable, Literal, Optional
 
 import pulumi
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, Field, PrivateAttr, StrictFloat, StrictInt, ValidationError, field_validator
 
 from sophia_infra.program.config import platform as platform_settings, services as service_settings
 from sophia_infra.program.config import validators as check
@@ -28,6 +28,8 @@ from sophia_infra.program.config.models import Strict as _Strict
 from sophia_infra.program.config.cluster import GPU_TYPES, Host, K3s, Node
 
 NAMESPACE = "sophia"
+# Pulumi.yaml's name: the namespace of a stack-file key written without one.
+PROJECT = "sophia-infra"
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
 
@@ -138,13 +140,13 @@ class Service(_Strict):
     kind: Literal["app", "mcp"]
     image: Image
     # int32 in the API; bounded lower than that, since more is a typo, not a plan.
-    replicas: int = Field(ge=1, le=check.MAX_REPLICAS)
+    replicas: StrictInt = Field(ge=1, le=check.MAX_REPLICAS)
     # With maxReplicas an HPA scales between replicas and maxReplicas.
-    max_replicas: Optional[int] = Field(default=None, ge=1, le=check.MAX_REPLICAS, alias="maxReplicas")
+    max_replicas: Optional[StrictInt] = Field(default=None, ge=1, le=check.MAX_REPLICAS, alias="maxReplicas")
     # nvidia.com/gpu per pod; 0 = no GPU (a placement alone is just a nodeSelector).
-    gpu: int = Field(default=0, ge=0, le=16)
+    gpu: StrictInt = Field(default=0, ge=0, le=16)
     placement: Optional[Placement] = None
-    port: int = Field(default=8000, ge=1, le=65535)
+    port: StrictInt = Field(default=8000, ge=1, le=65535)
     # Path of Prometheus metrics on the port; a ServiceMonitor is created when set.
     metrics_path: Optional[check.UrlPath] = Field(default=None, alias="metricsPath")
     # Environment variable -> secret config key: the only secrets this workload gets.
@@ -178,8 +180,8 @@ class Service(_Strict):
 class BackupLimits(_Strict):
     """How old the newest backup may be before `python -m sophia_infra backups` fails."""
 
-    etcd_max_age_hours: float = Field(default=12, gt=0, le=8760, allow_inf_nan=False, alias="etcdMaxAgeHours")
-    postgres_max_age_hours: float = Field(default=26, gt=0, le=8760, allow_inf_nan=False, alias="postgresMaxAgeHours")
+    etcd_max_age_hours: StrictFloat = Field(default=12, gt=0, le=8760, allow_inf_nan=False, alias="etcdMaxAgeHours")
+    postgres_max_age_hours: StrictFloat = Field(default=26, gt=0, le=8760, allow_inf_nan=False, alias="postgresMaxAgeHours")
 
 
 # ----------------------------------------------------------------------------- the stack
@@ -205,6 +207,11 @@ class StackConfig(_Strict):
     def is_secret(self, key: str) -> bool:
         """Whether the top-level key `key` (hosts, ...) was given as a secret."""
         return key in self._secret_keys
+
+    @field_validator("ssh_user")
+    @classmethod
+    def _login(cls, v: str) -> str:
+        return check.login_name(v)
 
     @field_validator("hosts", mode="before")
     @classmethod
@@ -270,16 +277,19 @@ _FIXES = {
     "less_than_equal": "lower it",
     "too_short": "add at least one entry",
     "literal_error": "use one of the allowed values",
+    # Integers and numbers are strict: pydantic would read true as 1 and "3" as 3.
+    "int_type": "write a whole number, without quotes (true and false are not numbers)",
+    "float_type": "write a number, without quotes (true and false are not numbers)",
 }
 
 
 _MISSING: dict[tuple[str | int, ...], str] = {("environment",): "add `sophia:environment: production` (or dev, staging) to the stack file"}
 
 
-def _closest(key: str, candidates: Iterable[str]) -> Optional[str]:
+def _closest(key: str, candidates: Iterable[str], cutoff: float = 0.6) -> Optional[str]:
     """The candidate `key` most likely misspells (case does not count), if any is close."""
     by_lower = {c.lower(): c for c in candidates}
-    match = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=0.6)
+    match = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=cutoff)
     return by_lower[match[0]] if match else None
 
 
@@ -331,6 +341,26 @@ def _unknown_top_level_keys(raw: dict[str, Any], lookup: "SecretLookup", secrets
         fix = (f"did you mean {NAMESPACE}:{guess}?" if guess else
                "remove it or correct its spelling (a secret belongs in the ESC environment, with fn::secret).")
         problems.append(f"{NAMESPACE}:{key}: is not a key this program reads; {fix}")
+    return problems
+
+
+# Namespaces whose keys configure something else: the engine and the providers the program uses.
+OTHER_NAMESPACES = ("pulumi", "kubernetes", "command", "random")
+
+
+def misplaced_keys(keys: Iterable[str]) -> list[str]:
+    """Config keys the program would never read because their namespace is not `sophia:`
+    yet looks meant to be (sophai:nodes, Sophia:nodes, sophia-infra:nodes: the project's own
+    namespace, where a key written without one lands). Other namespaces are left alone:
+    they configure providers and the engine."""
+    problems = []
+    for key in sorted(keys):
+        namespace, sep, name = key.partition(":")
+        if not sep:  # offline, a stack file key written without a namespace
+            problems.append(f"{key}: has no namespace, so Pulumi files it under the project's ({PROJECT}:{key}), "
+                            f"which this program does not read; write it as {NAMESPACE}:{key}.")
+        elif namespace != NAMESPACE and namespace not in OTHER_NAMESPACES and _closest(namespace, [NAMESPACE], 0.65):
+            problems.append(f"{key}: the namespace '{namespace}' is not one this program reads; did you mean {NAMESPACE}:{name}?")
     return problems
 
 
@@ -419,6 +449,49 @@ def address_check(cfg: StackConfig) -> list[str]:
             for key, net in ranges.items():
                 if ip.version == net.version and ip in net:
                     problems.append(f"{path}.{field}: the host's address lies inside sophia:k3s.{key} ({net}), where K3s gives out pod or service addresses; pick a {key} that no host is in.")
+    return problems + shared_addresses(cfg) + address_families(cfg)
+
+
+def address_families(cfg: StackConfig) -> list[str]:
+    """A server's node-ip (its privateAddress, else its address) in the family of the pod and
+    service ranges: K3s does not start an IPv6 server in an IPv4-only cluster."""
+    k3s = cfg.k3s
+    if any(ipaddress.ip_network(c).version == 6 for c in (k3s.cluster_cidr, k3s.service_cidr)):
+        return []
+    problems = []
+    for node in cfg.nodes:
+        host = cfg.hosts.get(node.name)
+        if node.role != "control-plane" or host is None:
+            continue
+        field, addr = ("privateAddress", host.private_address) if host.private_address else ("address", host.address)
+        if check.is_ip(addr) and ipaddress.ip_address(addr).version == 6:
+            problems.append(f"sophia:hosts.{node.name}.{field}: the control plane's node address is IPv6, but "
+                            "sophia:k3s.clusterCidr and serviceCidr are IPv4 ranges, so K3s would not start; give the "
+                            "node an IPv4 address, or set IPv6 ranges as clusterCidr and serviceCidr.")
+    return problems
+
+
+def _same_address_key(addr: str) -> str:
+    """One spelling per address: 2001:DB8::1 and 2001:db8:0::1 are one host, as are DNS names in any case."""
+    try:
+        return str(ipaddress.ip_address(addr))
+    except ValueError:
+        return addr.lower().rstrip(".")
+
+
+def shared_addresses(cfg: StackConfig) -> list[str]:
+    """Two nodes given one address (public or private): K3s would see one host join twice,
+    and SSH would set both up on the same machine. Names the keys, never the address."""
+    first: dict[str, str] = {}
+    problems = []
+    for name, host in sorted(cfg.hosts.items()):
+        for field, addr in (("address", host.address), ("privateAddress", host.private_address)):
+            if addr is None:
+                continue
+            key, path = _same_address_key(addr), f"sophia:hosts.{name}.{field}"
+            other = first.setdefault(key, path)
+            if other != path and not other.startswith(f"sophia:hosts.{name}."):
+                problems.append(f"{path}: is the same address as {other}, so two nodes would be one host; give each node its own address.")
     return problems
 
 
@@ -534,23 +607,27 @@ def check_secrets(cfg: StackConfig, lookup: SecretLookup, secret_value: Optional
     return problems
 
 
-def parse(raw: dict[str, Any], lookup: SecretLookup, secret_value: Optional[SecretValue] = None) -> StackConfig:
+def parse(raw: dict[str, Any], lookup: SecretLookup, secret_value: Optional[SecretValue] = None,
+          other_keys: Iterable[str] = ()) -> StackConfig:
     """Validate raw config values (top-level key -> value) into a StackConfig.
 
     `raw` holds every plain `sophia:` key that was passed (None = unset); keys outside the
-    schema are refused by name. Secrets are not in `raw`: `lookup` answers for them, and
+    schema are refused by name, as are `other_keys` (the passed keys of other namespaces)
+    whose namespace misspells `sophia`. Secrets are not in `raw`: `lookup` answers for them, and
     `secret_value` (when given) lets an empty secret be refused. A schema key given as a
     secret (sophia:hosts with fn::secret) is in `raw` and `lookup` says it is secret: its
     value is never shown in a message, and `cfg.is_secret(key)` keeps it secret in outputs."""
     aliases = {name: f.alias or name for name, f in StackConfig.model_fields.items()}
     given = {k: v for k, v in raw.items() if k in TOP_LEVEL_KEYS and v is not None}
     secret_values = {k: v for k, v in given.items() if lookup(k)}
+    misplaced = misplaced_keys(other_keys)
     try:
         cfg = StackConfig.model_validate(given)
     except ValidationError as err:
-        raise ConfigError(_unknown_top_level_keys(raw, lookup, None) + _pydantic_problems(err, aliases, secret_values)) from None
+        raise ConfigError(misplaced + _unknown_top_level_keys(raw, lookup, None)
+                          + _pydantic_problems(err, aliases, secret_values)) from None
     cfg._secret_keys = frozenset(secret_values)
-    problems = (_unknown_top_level_keys(raw, lookup, set(cfg.required_secrets()))
+    problems = (misplaced + _unknown_top_level_keys(raw, lookup, set(cfg.required_secrets()))
                 + cross_check(cfg) + check_secrets(cfg, lookup, secret_value))
     for value in secret_values.values():
         problems = [_redact(p, value) for p in problems]
@@ -559,15 +636,23 @@ def parse(raw: dict[str, Any], lookup: SecretLookup, secret_value: Optional[Secr
     return cfg
 
 
-def _passed_keys() -> dict[str, Any]:
-    """Every `sophia:` key the engine passed, without the namespace. The language host hands
-    the program all of its config at start (pulumi.runtime.config), which is where
-    pulumi.Config reads from too; PULUMI_CONFIG is the older way of passing it."""
+def _passed_config() -> dict[str, Any]:
+    """Every key the engine passed (`namespace:key`). The language host hands the program all
+    of its config at start (pulumi.runtime.config), which is where pulumi.Config reads from
+    too; PULUMI_CONFIG is the older way of passing it."""
     from pulumi.runtime import config as runtime_config
 
-    passed = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    return {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+
+
+def _passed_keys() -> dict[str, Any]:
+    """Every `sophia:` key the engine passed, without the namespace."""
     prefix = f"{NAMESPACE}:"
-    return {k[len(prefix):]: v for k, v in passed.items() if k.startswith(prefix)}
+    return {k[len(prefix):]: v for k, v in _passed_config().items() if k.startswith(prefix)}
+
+
+def _other_namespace_keys() -> list[str]:
+    return [k for k in _passed_config() if not k.startswith(f"{NAMESPACE}:")]
 
 
 def _read_pulumi_config() -> tuple[dict[str, Any], SecretLookup]:
@@ -613,7 +698,7 @@ def _secret_value(key: str) -> Optional[str]:
 def load() -> StackConfig:
     """Read and validate the current stack's configuration, or raise ConfigError."""
     raw, lookup = _read_pulumi_config()
-    cfg = parse(raw, lookup, _secret_value)
+    cfg = parse(raw, lookup, _secret_value, _other_namespace_keys())
     problems = check_stack_name(cfg, pulumi.get_stack())
     if problems:
         raise ConfigError(problems)

@@ -19,7 +19,7 @@ import re
 from typing import Annotated, Callable, Iterable, Optional, Union
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, StrictInt
 
 # ----------------------------------------------------------------------------- limits
 
@@ -31,6 +31,7 @@ IMAGE_TAG_MAX = 128         # Docker's reference grammar
 CNPG_CLUSTER_NAME_MAX = 50  # CloudNativePG's webhook (room for -rw, -ro, -1-initdb, ...)
 PG_IDENTIFIER_MAX = 63      # PostgreSQL NAMEDATALEN - 1
 INTERFACE_NAME_MAX = 15     # Linux IFNAMSIZ - 1
+LOGIN_NAME_MAX = 32         # useradd's limit (and utmp's)
 INT32_MAX = 2**31 - 1       # replicas, ports, counts in the Kubernetes API are int32
 MAX_REPLICAS = 1000         # a sane bound below int32: more is a typo, not a plan
 
@@ -50,6 +51,7 @@ _REPO_COMPONENT = r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*"
 _IMAGE_REPOSITORY = re.compile(
     rf"({_HOST_LABEL}(\.{_HOST_LABEL})*(:[0-9]{{1,5}})?/)?{_REPO_COMPONENT}(/{_REPO_COMPONENT})*")
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+_LOGIN_NAME = re.compile(r"[a-z_][a-z0-9_-]*")  # useradd's default NAME_REGEX, without the trailing $
 _SECRET_KEY = re.compile(r"[a-z][A-Za-z0-9]*")
 _PG_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 _INTERFACE = re.compile(r"[A-Za-z0-9_.:-]+")
@@ -140,6 +142,17 @@ def taint(value: str) -> str:
     except ValueError:
         raise _fail(value, "a taint; write it as key=value:NoSchedule (or PreferNoSchedule, NoExecute), "
                            "key and value as Kubernetes labels") from None
+    return value
+
+
+def login_name(value: str) -> str:
+    """A Linux user name as useradd accepts it by default (the SSH user of the hosts)."""
+    if not value.strip():
+        raise ValueError("is empty, and the hosts are set up over SSH as that user; set the hosts' login user "
+                         "(e.g. ubuntu) in the ESC environment's sophia.infrastructure.ssh_user")
+    if len(value) > LOGIN_NAME_MAX or not _LOGIN_NAME.fullmatch(value):
+        raise _fail(value, f"a Linux user name; use at most {LOGIN_NAME_MAX} lower-case letters, digits, '_' and '-', "
+                           "starting with a letter or '_' (e.g. ubuntu)")
     return value
 
 
@@ -424,6 +437,6 @@ ServiceName = Annotated[str, checked(service_name)]
 ClassName = Annotated[str, checked(dns_subdomain, "class name")]
 Cron5 = Annotated[str, checked(cron)]
 Cron6 = Annotated[str, checked(cron, True)]
-Port = Annotated[int, checked(port_number)]
+Port = Annotated[StrictInt, checked(port_number)]
 HttpsUrl = Annotated[str, checked(url)]
 UrlPath = Annotated[str, checked(url_path)]

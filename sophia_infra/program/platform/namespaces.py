@@ -29,6 +29,12 @@ from sophia_infra.program.config.platform import gpu_quota, object_store_needed
 
 ALL = (names.APPS, names.MCP, names.DATA, names.MONITORING, names.ARGOCD, names.INGRESS, names.GPU, names.CERT_MANAGER)
 
+
+def platform_namespaces(cfg: StackConfig) -> tuple[str, ...]:
+    """The namespaces a stack gets: Argo CD's only when Argo CD delivers the workloads (with
+    helm delivery it would hold nothing, its quota and policies selecting nothing)."""
+    return tuple(ns for ns in ALL if ns != names.ARGOCD or cfg.delivery == "argocd")
+
 # Pod Security Admission level enforced per namespace: the strictest every pod there meets,
 # checked on the rendered charts (tests/test_rendered.py). Monitoring's pods (Prometheus,
 # Alertmanager, the operator, Grafana with its sidecar, kube-state-metrics, the admission
@@ -347,7 +353,7 @@ class Namespaces(pulumi.ComponentResource):
         super().__init__("sophia:platform:Namespaces", name, None, opts)
         self.namespaces = {}
         self.policies: dict[str, list[pulumi.CustomResource]] = {}
-        for ns in ALL:
+        for ns in platform_namespaces(cfg):
             m = namespace_manifest(cfg, ns)
             res = k8s.core.v1.Namespace(f"{name}-{ns}", metadata=m["metadata"],
                                         opts=pulumi.ResourceOptions(parent=self, provider=provider))

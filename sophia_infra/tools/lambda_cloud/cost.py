@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+from datetime import date
+from typing import Optional
+
 from sophia_infra.program.config.stack import StackConfig
 from sophia_infra.tools.lambda_cloud import prices
 from sophia_infra.program.config.provision import provisioned
@@ -17,10 +21,14 @@ def source_line() -> str:
     return f"offline prices as of {prices.AS_OF} ({prices.SOURCE}); `capacity` shows the live ones"
 
 
-def render_text(cfg: StackConfig) -> list[str]:
+def render_text(cfg: StackConfig, today: Optional[date] = None) -> list[str]:
+    """The cost lines of the plan's report; when the price table is old, a warning on stderr."""
     table = rows(cfg)
     if not table:
         return []
+    stale = prices.staleness(today or date.today())
+    if stale:
+        print(f"warning: {stale}", file=sys.stderr)
     total = sum(r[3] for r in table)
     w = [max(len(r[0]) for r in table), max(len(r[1]) for r in table), max(len(r[2]) for r in table)]
     lines = ["Provisioned hosts (Lambda Cloud; " + source_line() + ")", ""]

@@ -7,7 +7,12 @@ price: `python -m sophia_infra capacity --stack S` reads the current prices from
 
 from __future__ import annotations
 
+from datetime import date
+from typing import Optional
+
 AS_OF = "2025-06-01"
+# Older than this, the plan warns that its costs may be out of date (prices change a few times a year).
+MAX_AGE_DAYS = 90
 SOURCE = "Lambda's public on-demand price list (https://lambda.ai/pricing), per instance, USD"
 HOURS_PER_MONTH = 730  # 365 * 24 / 12, the usual cloud billing month
 
@@ -34,3 +39,12 @@ def hourly_usd(instance_type: str) -> float:
 
 def dollars(amount: float) -> str:
     return f"${amount:,.2f}"
+
+
+def staleness(today: date) -> Optional[str]:
+    """One line saying the table is old (its date and age), or None while it is recent."""
+    age = (today - date.fromisoformat(AS_OF)).days
+    if age <= MAX_AGE_DAYS:
+        return None
+    return (f"the offline Lambda Cloud price table is dated {AS_OF} ({age} days ago), so these costs may be out of date; "
+            "`python -m sophia_infra capacity` shows today's prices (then update prices.py and its AS_OF)")

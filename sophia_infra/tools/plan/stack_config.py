@@ -78,8 +78,22 @@ def esc_pulumi_config(env_file: Path) -> dict[str, Any]:
     return {k: _evaluate(v, values, env_file.name) for k, v in (values.get("pulumiConfig") or {}).items()}
 
 
+def known_stacks(root: Path = ROOT) -> list[str]:
+    """The stacks this project defines: one Pulumi.<stack>.yaml each."""
+    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
+
+
+def require_stack(stack: str, root: Path = ROOT) -> None:
+    """A StackFileError naming the valid stacks, unless `stack` has a stack file."""
+    if not (root / f"Pulumi.{stack}.yaml").is_file():
+        known = known_stacks(root)
+        choice = f"use one of {', '.join(known)}" if known else f"create Pulumi.{stack}.yaml"
+        raise StackFileError(f"there is no stack '{stack}' (Pulumi.{stack}.yaml does not exist); {choice}")
+
+
 def load(stack: str, root: Path = ROOT) -> tuple[dict[str, str], list[str]]:
     """(config key -> string value as the engine passes it, secret keys) for a stack."""
+    require_stack(stack, root)
     stack_file = root / f"Pulumi.{stack}.yaml"
     data = _read_yaml(stack_file)
     merged: dict[str, Any] = {}
@@ -102,9 +116,12 @@ def load(stack: str, root: Path = ROOT) -> tuple[dict[str, str], list[str]]:
 
 def raw_config(stack: str, root: Path = ROOT) -> tuple[dict[str, Any], dict[str, bool]]:
     """(top-level key -> value as the schema reads it, secret key -> is it marked secret)."""
+    return _schema_view(*load(stack, root))
+
+
+def _schema_view(values: dict[str, str], secret_keys: list[str]) -> tuple[dict[str, Any], dict[str, bool]]:
     from sophia_infra.program.config import stack as schema
 
-    values, secret_keys = load(stack, root)
     raw: dict[str, Any] = {}
     for key, structured in schema.TOP_LEVEL_KEYS.items():
         text = values.get(f"{schema.NAMESPACE}:{key}")
@@ -121,8 +138,10 @@ def load_validated(stack: str, root: Path = ROOT):
     """The stack's validated StackConfig, offline (placeholder secrets count as present)."""
     from sophia_infra.program.config import stack as schema
 
-    raw, present = raw_config(stack, root)
-    cfg = schema.parse(raw, present.get)
+    values, secret_keys = load(stack, root)
+    raw, present = _schema_view(values, secret_keys)
+    others = [k for k in values if not k.startswith(f"{schema.NAMESPACE}:")]
+    cfg = schema.parse(raw, present.get, other_keys=others)
     problems = schema.check_stack_name(cfg, stack)
     if problems:
         raise schema.ConfigError(problems)
