@@ -23,6 +23,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 from sophia_infra.tools.plan import runner, stack_config
 from tests.conftest import ROOT, STACKS
+from tests.fake_pulumi import stack_plans  # noqa: F401  (a session fixture, shared with test_docs)
 
 PAGE = ROOT / "docs" / "outputs.md"
 CONSUMER = ROOT / "docs" / "examples" / "consumer" / "__main__.py"
@@ -138,9 +139,9 @@ def contract():
     return read_contract(PAGE.read_text())
 
 
-@pytest.fixture(scope="module")
-def plans() -> dict[str, runner.PlanResult]:
-    return {stack: runner.run(stack) for stack in STACKS}
+@pytest.fixture
+def plans(stack_plans) -> dict[str, runner.PlanResult]:  # noqa: F811
+    return stack_plans
 
 
 @pytest.mark.parametrize("stack", STACKS)
