@@ -288,6 +288,16 @@ def test_a_runnable_block_runs(block, tmp_path, stack_plans):  # noqa: F811
     assert proc.returncode == 0, f"{block.id} exited {proc.returncode}:\n{proc.stderr[-2000:]}"
 
 
+def test_the_script_snippet_fails_when_the_stack_lacks_the_node(tmp_path, stack_plans):  # noqa: F811
+    """The jq snippet stops a script, rather than handing it `null`, on a stack without sophia-mcp."""
+    [block] = [b for b in RUN if b.page == "docs/outputs.md" and "jq" in b.code]
+    install(tmp_path / "bin", stack_plans)
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{BIN_PATH}:{os.environ.get('PATH', '')}"}
+    script = block.code.replace("--stack production", "--stack dev")
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode != 0 and "null" not in proc.stdout
+
+
 # ----------------------------------------------------------------------------- links and pages
 
 
