@@ -414,3 +414,12 @@ def test_a_broken_link_is_refused(tmp_path):
     page.write_text("[ok](b.md#the-sophiaplatform-keys) [no file](c.md) [no heading](b.md#keys)\n")
     assert link_problems(page, root=tmp_path) == ["docs/a.md: link to c.md: no such file",
                                                   "docs/a.md: link to b.md#keys: no such heading in docs/b.md"]
+
+
+def test_the_installer_checksum_command_names_the_pinned_k3s_version():
+    """The first-deployment step fetches the checksum of the installer the stacks pin."""
+    import yaml
+    pins = {yaml.safe_load((ROOT / f"Pulumi.{s}.yaml").read_text())["config"]["sophia:k3s"]["version"]
+            for s in ("dev", "production")}
+    urls = re.findall(r"k3s-io/k3s/([^/\s]+)/install\.sh\.sha256sum", (ROOT / "docs" / "operating.md").read_text())
+    assert urls and {u.replace("%2B", "+") for u in urls} == pins
