@@ -423,3 +423,30 @@ def test_the_installer_checksum_command_names_the_pinned_k3s_version():
             for s in ("dev", "production")}
     urls = re.findall(r"k3s-io/k3s/([^/\s]+)/install\.sh\.sha256sum", (ROOT / "docs" / "operating.md").read_text())
     assert urls and {u.replace("%2B", "+") for u in urls} == pins
+
+
+def test_the_documented_error_messages_are_the_programs():
+    """configuration.md shows what a mistake looks like: the program's own words, exactly."""
+    from sophia_infra.program.config import stack as config
+    from tests.conftest import parse_with
+
+    def two_values(raw):
+        raw["nodes"][1]["gpu"]["type"] = "H100"
+        raw["k3s"]["version"] = "latest"
+
+    def across_keys(raw):
+        [ai_memory] = [s for s in raw["services"] if s["name"] == "ai-memory"]
+        ai_memory["image"]["platforms"] = ["linux/amd64"]
+
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    shown = [b.code.strip() for b in blocks_of(page, "configuration.md") if b.lang == "text"]
+    printed = []
+    for change in (two_values, across_keys):
+        with pytest.raises(config.ConfigError) as err:
+            parse_with("production", change)
+        printed.append(f"error: {err.value}")
+    assert shown == printed
+
+    with pytest.raises(config.ConfigError) as err:
+        parse_with("production", lambda raw: raw.update(service=raw.pop("services")))
+    assert f"`{err.value.problems[0]}`" in " ".join(page.split())  # as written, across a line break
