@@ -162,19 +162,19 @@ def _bash_builtins() -> set[str]:
 def name_problems(block: Block, cli: set[str], targets: set[str], deploy: set[str]) -> list[str]:
     """Subcommands named in a block that do not exist."""
     code, out = block.code, []
-    for cmd in re.findall(r"-m\s+sophia_infra\s+([\w-]+)", code):
+    for cmd in re.findall(r"-m[ \t]+sophia_infra[ \t]+([a-z][\w-]*)", code):
         if cmd not in cli:
             out.append(f"{block.id}: `python -m sophia_infra {cmd}`: no such command (have {', '.join(sorted(cli))})")
     if block.lang == "python":
         return out
     script = shell_commands(block)
-    for target in re.findall(r"(?:^|[;&|]\s*)make\s+([\w.-]+)", script, flags=re.M):
+    for target in re.findall(r"(?:^|[;&|][ \t]*)make[ \t]+([\w.-]+)", script, flags=re.M):
         if target not in targets:
             out.append(f"{block.id}: `make {target}`: the Makefile has no such target")
-    for cmd in re.findall(r"\./deploy\.sh\s+(?:--[\w-]+\s+)*(\w+)", script):
+    for cmd in re.findall(r"\./deploy\.sh[ \t]+(?:--[\w-]+[ \t]+)*(\w+)", script):
         if cmd not in deploy:
             out.append(f"{block.id}: `./deploy.sh {cmd}`: deploy.sh has no such command")
-    for cmd in re.findall(r"(?:^|[;&|(]\s*)pulumi\s+([\w-]+)", script, flags=re.M):
+    for cmd in re.findall(r"(?:^|[;&|(][ \t]*)pulumi[ \t]+([a-z][\w-]*)", script, flags=re.M):
         if cmd not in PULUMI_COMMANDS:
             out.append(f"{block.id}: `pulumi {cmd}`: not a pulumi command this project uses ({', '.join(sorted(PULUMI_COMMANDS))})")
     return out
@@ -450,3 +450,11 @@ def test_the_documented_error_messages_are_the_programs():
     with pytest.raises(config.ConfigError) as err:
         parse_with("production", lambda raw: raw.update(service=raw.pop("services")))
     assert f"`{err.value.problems[0]}`" in " ".join(page.split())  # as written, across a line break
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_commands_named_in_the_prose_exist(page, cli_commands):
+    """Tables and sentences name commands too: `python -m sophia_infra X`, `make X`, `./deploy.sh X`."""
+    text = re.sub(r"^\s*```.*?^\s*```", "", page.read_text(), flags=re.S | re.M)  # the blocks are checked above
+    prose = Block(str(page.relative_to(ROOT)), 0, "sh", "\n".join(re.findall(r"`([^`\n]+)`", text)), None)
+    assert name_problems(prose, cli_commands, make_targets(), deploy_commands()) == []
