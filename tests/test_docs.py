@@ -136,9 +136,17 @@ def command_words(script: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def cli_commands() -> set[str]:
-    out = subprocess.run([sys.executable, "-m", "sophia_infra", "--help"], cwd=ROOT, capture_output=True, text=True)
-    m = re.search(r"\{([\w,-]+)\}", out.stdout)
-    assert m, out.stdout
+    """The subcommands `python -m sophia_infra --help` lists (asked in-process: no second interpreter)."""
+    import contextlib
+    import io
+
+    from sophia_infra.__main__ import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        main(["--help"])
+    m = re.search(r"\{([\w,-]+)\}", out.getvalue())
+    assert m, out.getvalue()
     return set(m.group(1).split(","))
 
 
