@@ -269,3 +269,11 @@ def test_the_consumer_names_its_stack_from_config(plans):
     pulumi.runtime.set_mocks(mocks, project="sophia-consumer", stack="dev", preview=False)
     _sync_await(run_pulumi_func(lambda: runpy.run_path(str(CONSUMER), run_name="__pulumi_program__")))
     assert mocks.referenced == ["acme/sophia-infra/dev"]
+
+
+def test_the_consumer_pins_what_the_program_pins():
+    """The example's SDKs are exact pins, the same as the program's, so it reads what the program wrote."""
+    def pins(path):
+        return dict(line.split("==") for line in path.read_text().splitlines() if line and not line.startswith("#"))
+    consumer, program = pins(CONSUMER.parent / "requirements.txt"), pins(ROOT / "requirements.txt")
+    assert consumer and all(program.get(name) == version for name, version in consumer.items())
