@@ -78,7 +78,7 @@ need() {
   local tool
   for tool in "$@"; do
     if ! command -v "$tool" >/dev/null 2>&1; then
-      echo "deploy.sh: '$tool' is not installed or not on PATH; install it (see README, 'Running it for real')" >&2
+      echo "deploy.sh: '$tool' is not installed or not on PATH; install it (see docs/operating.md, 'A first deployment')" >&2
       exit 127
     fi
   done

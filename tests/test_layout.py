@@ -25,6 +25,9 @@ CONFIG = "sophia_infra.program.config"
 # Kept at its old path only so that states written before the move still load their Lambda
 # Cloud dynamic providers (Pulumi stores them by module reference); it imports the program only.
 STATE_ALIASES = {"sophia_infra.lambda_cloud", "sophia_infra.lambda_cloud.provider"}
+# The public path consumers import the outputs helper from (docs/outputs.md): an operator
+# tool at a stable address, so the program must not import it either.
+PUBLIC_TOOLS = {"sophia_infra.outputs"}
 
 
 def _module(path: Path) -> str:
@@ -85,7 +88,7 @@ def _within(module: str, prefix: str) -> bool:
 
 
 def _tools(module: str) -> bool:
-    return _within(module, TOOLS) or module == "sophia_infra.__main__"
+    return _within(module, TOOLS) or module == "sophia_infra.__main__" or module in PUBLIC_TOOLS
 
 
 def test_the_tree_has_both_halves():
@@ -158,6 +161,12 @@ def test_the_rules_catch_what_they_should(tmp_path):
                  "def f():\n    from sophia_infra.tools.plan import runner\n")
     got = {t for t, _ in _imports(f, "sophia_infra.program.m")}
     assert "sophia_infra.tools.plan.runner" in got and "sophia_infra.tools.audit" not in got
+
+
+def test_the_public_outputs_path_counts_as_a_tool(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("from sophia_infra.outputs import read_outputs\n")
+    assert any(_tools(t) for t, _ in _imports(f, "sophia_infra.program.m"))
 
 
 def test_old_states_still_find_the_lambda_providers():

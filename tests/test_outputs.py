@@ -68,3 +68,20 @@ def test_cli_without_pulumi_says_so(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "sophia_infra", "outputs", "--stack", "production"],
                           cwd=ROOT, capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and "Pulumi CLI is not installed" in proc.stderr
+
+
+def test_the_public_path_finds_pulumi_on_path(tmp_path, monkeypatch):
+    """What docs/outputs.md tells consumers to write: `pulumi` found on PATH, no argument."""
+    from sophia_infra.outputs import lookup, read_outputs
+    _fake_pulumi(tmp_path, f"cat {RECORDED}\n")
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert lookup(read_outputs("production"), "nodeIps.sophia-mcp") == "203.0.113.12"
+
+
+def test_saved_json_is_parsed_and_bad_text_is_one_sentence():
+    from sophia_infra.outputs import OutputsError, parse_outputs
+    assert parse_outputs(RECORDED.read_text())["controlPlaneIp"] == "203.0.113.10"
+    with pytest.raises(OutputsError, match="not JSON"):
+        parse_outputs("error: no stack selected")
+    with pytest.raises(OutputsError, match="did not print an object"):
+        parse_outputs("[1, 2]")

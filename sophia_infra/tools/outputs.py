@@ -1,8 +1,9 @@
 """Stack outputs for other code: node addresses, endpoints, the MCP registry.
 
-Code that used to hard-code an address asks the stack instead:
+Code that used to hard-code an address asks the stack instead (through the public path
+`sophia_infra.outputs`; docs/outputs.md lists every output):
 
-    from sophia_infra.tools.outputs import read_outputs, lookup
+    from sophia_infra.outputs import read_outputs, lookup
     mcp_host = lookup(read_outputs("production"), "nodeIps.sophia-mcp")
 
 It shells out to `pulumi stack output --json` (the CLI knows the backend and login), so
@@ -44,8 +45,14 @@ def read_outputs(stack: str, show_secrets: bool = False, cwd: Path = ROOT,
         if "no stack named" in proc.stderr or "not found" in proc.stderr:
             raise OutputsError(f"stack '{stack}' was not found ({err}); check `pulumi stack ls` and `pulumi login`")
         raise OutputsError(f"`pulumi stack output` failed: {err}")
+    return parse_outputs(proc.stdout or "{}")
+
+
+def parse_outputs(text: str) -> dict[str, Any]:
+    """The outputs from the text of `pulumi stack output --json` (saved by a script, or read
+    by other means); secret outputs are "[secret]" unless it ran with --show-secrets."""
     try:
-        data = json.loads(proc.stdout or "{}")
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise OutputsError(f"`pulumi stack output --json` printed something that is not JSON ({e})") from None
     if not isinstance(data, dict):
