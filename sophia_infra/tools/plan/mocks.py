@@ -8,6 +8,9 @@ parent, dependencies, provider and inputs, with secret values masked.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import json
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -107,6 +110,58 @@ class Registration:
     provider: str
     inputs: dict
     options: dict = field(default_factory=dict)
+    # Input key -> the URNs its value came from (what the engine's dependent-replacement walk reads).
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
+    # JSON pointer of each secret in `inputs` -> its keyed fingerprint (fingerprint()).
+    secret_fingerprints: dict[str, str] = field(default_factory=dict)
+
+
+# The key of the secret fingerprints in plan.json. Fixed by default, so two plans of one commit
+# are byte-identical and a base plan compares with a head plan; set SOPHIA_PLAN_FINGERPRINT_KEY
+# (the same for both plans) when the config holds real secrets, so a fingerprint cannot be
+# checked against guesses. The offline plan itself only ever holds esc/'s placeholders.
+FINGERPRINT_KEY_ENV = "SOPHIA_PLAN_FINGERPRINT_KEY"
+_DEFAULT_FINGERPRINT_KEY = b"sophia-infra offline plan"
+
+
+def fingerprint(value: Any) -> str:
+    """A keyed hash (HMAC-SHA256) of a secret value: equal values, equal fingerprints; never the value."""
+    key = os.environ.get(FINGERPRINT_KEY_ENV, "").encode() or _DEFAULT_FINGERPRINT_KEY
+    text = json.dumps(_plain(value), sort_keys=True, separators=(",", ":"))
+    return "hmac-sha256:" + hmac.new(key, text.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def pointer(parts: list) -> str:
+    """RFC 6901 JSON pointer of a path."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def secret_fingerprints(value: Any, path: Optional[list] = None) -> dict[str, str]:
+    """JSON pointer of every secret envelope in `value` -> fingerprint of what it wraps."""
+    path = path or []
+    if isinstance(value, dict):
+        if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
+            return {pointer(path): fingerprint(value.get("value"))}
+        found: dict[str, str] = {}
+        for k, v in value.items():
+            found.update(secret_fingerprints(v, [*path, k]))
+        return found
+    if isinstance(value, list):
+        found = {}
+        for i, v in enumerate(value):
+            found.update(secret_fingerprints(v, [*path, i]))
+        return found
+    return {}
 
 
 def mask(value: Any) -> Any:
@@ -150,10 +205,25 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             options["retainOnDelete"] = True
         if request.deletedWith:
             options["deletedWith"] = request.deletedWith
+        # What an update needs besides the inputs (tools/plan/transition.py): the options the
+        # engine reads, as the SDK sent them.
+        if request.deleteBeforeReplaceDefined:
+            options["deleteBeforeReplaceDefined"] = True
+        if request.protect:
+            options["protect"] = True
+        timeouts = {k: v for k, v in json_format.MessageToDict(request.customTimeouts).items() if v}
+        if timeouts:
+            options["customTimeouts"] = timeouts
+        aliases = sorted({*request.aliasURNs, *(a.urn for a in request.aliases if a.urn)})
+        if aliases or any(not a.urn for a in request.aliases):
+            options["aliases"] = aliases + [json_format.MessageToDict(a.spec) for a in request.aliases if not a.urn]
         self.registrations.append(Registration(
             urn=response.urn, type=request.type, name=request.name, custom=bool(request.custom),
             parent=request.parent, dependencies=sorted(set(request.dependencies)),
             provider=request.provider, inputs=mask(inputs), options=options,
+            property_dependencies={k: sorted(set(v.urns)) for k, v in sorted(request.propertyDependencies.items())
+                                   if v.urns},
+            secret_fingerprints=secret_fingerprints(inputs),
         ))
         return response
 

@@ -52,13 +52,18 @@ def canonical(value: Any) -> Any:
 
 
 def plan_document(result: PlanResult) -> dict[str, Any]:
-    """plan.json: resources in URN order (registration order varies from run to run)."""
+    """plan.json: resources in URN order (registration order varies from run to run), each with
+    what `plan --against` needs to tell what an update does (tools/plan/transition.py): options,
+    inputs (secrets masked), the URNs each input came from, and a keyed fingerprint of each
+    secret (mocks.fingerprint), so a changed secret shows without its value."""
     return {
         "stack": result.stack,
         "resources": [
             {"urn": r.urn, "type": r.type, "name": r.name, "custom": r.custom, "parent": r.parent or None,
              "dependencies": sorted(r.dependencies), "provider": r.provider or None,
-             "options": canonical(r.options), "inputs": canonical(r.inputs)}
+             "options": canonical(r.options), "inputs": canonical(r.inputs),
+             "propertyDependencies": canonical(r.property_dependencies),
+             "secretFingerprints": canonical(r.secret_fingerprints)}
             for r in sorted(result.resources, key=lambda r: r.urn)
         ],
         "outputs": canonical(result.outputs),

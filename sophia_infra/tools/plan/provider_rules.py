@@ -1,0 +1,236 @@
+"""How each provider the program uses decides between "no change", "update" and "replace" for
+one resource, from its old and new inputs: one small function per provider family, each citing
+the upstream source of its rule (the versions pinned in requirements.txt). Pure: plain JSON in
+(plan.json's inputs, with each secret replaced by its fingerprint and "[unknown]" for a value
+not known until the update runs), a `Diff` out. The engine's own rules (replaceOnChanges,
+ignoreChanges, delete-before-replace, dependents, order) are in transition.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from sophia_infra.tools.plan import dynamic_diff
+
+UNKNOWN = dynamic_diff.UNKNOWN
+_MISSING = object()
+
+
+@dataclass
+class Diff:
+    keys: list[str] = field(default_factory=list)          # top-level input keys that change
+    replaces: list[str] = field(default_factory=list)      # the changes that force a replacement
+    delete_before_replace: Optional[bool] = None           # the provider's wish (None: no opinion)
+    why: str = ""
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Top-level keys whose values differ (added, removed, changed or unknown); `__*` keys are the
+    SDK's bookkeeping (the serialized dynamic provider), not inputs."""
+    keys = sorted((set(old) | set(new)))
+    return [k for k in keys if not k.startswith("__")
+            and (new.get(k, _MISSING) == UNKNOWN or old.get(k, _MISSING) != new.get(k, _MISSING))]
+
+
+def get_path(obj: Any, path: str) -> Any:
+    """`.spec.selector` of a nested mapping, or _MISSING."""
+    for part in path.strip(".").split("."):
+        if obj == UNKNOWN:
+            return UNKNOWN
+        if not isinstance(obj, dict) or part not in obj:
+            return _MISSING
+        obj = obj[part]
+    return obj
+
+
+def _differs(old: Any, new: Any, path: str) -> bool:
+    a, b = get_path(old, path), get_path(new, path)
+    return b == UNKNOWN or a != b
+
+
+# ----------------------------------------------------------------------------- pulumi-command
+
+def diff_command(old: dict[str, Any], new: dict[str, Any]) -> Diff:
+    """pulumi-command v1.2.1, provider/pkg/provider/remote/command.go (`CommandInputs`): only
+    `Triggers` carries `provider:"replaceOnChanges"`, which pulumi-go-provider's infer `Diff`
+    turns into an update-replace; every other input (connection, create, update, delete, stdin,
+    environment, logging, addPreviousOutputInEnv) is an in-place update, which runs `update`
+    (or `create` when `update` is unset; commandController.go `Update`). The provider never asks
+    for delete-before-replace: only the resource option does."""
+    keys = changed_keys(old, new)
+    replaces = [k for k in keys if k == "triggers"]
+    why = "triggers changed: replaced" if replaces else (f"{', '.join(keys)} changed: `update` runs" if keys else "")
+    return Diff(keys, replaces, None, why)
+
+
+# ----------------------------------------------------------------------------- pulumi-kubernetes
+
+ALWAYS_FORCE_NEW = (".metadata.name", ".metadata.namespace")
+# pulumi-kubernetes v4.34, provider/pkg/provider/diff.go `forceNewProperties` (by kind).
+FORCE_NEW_BY_KIND = {
+    "Deployment": (".spec.selector",),
+    "DaemonSet": (".spec.selector",),
+    "ReplicaSet": (".spec.selector",),
+    "StatefulSet": (".spec.selector", ".spec.serviceName", ".spec.volumeClaimTemplates",
+                    ".spec.podManagementPolicy", ".spec.revisionHistoryLimit"),
+    "Job": (".spec.template", ".spec.selector", ".spec.completions", ".spec.parallelism"),
+    "Service": (".spec.clusterIP",),
+    "PersistentVolumeClaim": (".spec.accessModes", ".spec.selector", ".spec.storageClassName", ".spec.volumeName"),
+    "RoleBinding": (".roleRef",),
+    "ClusterRoleBinding": (".roleRef",),
+    "ResourceQuota": (".spec.scopes",),
+    "StorageClass": (".parameters", ".provisioner"),
+}
+
+
+def kind_of(type_: str) -> str:
+    """kubernetes:apps/v1:Deployment -> Deployment (a *Patch resource counts as its kind)."""
+    kind = type_.rsplit(":", 1)[-1]
+    return kind[:-len("Patch")] if kind.endswith("Patch") else kind
+
+
+def diff_kubernetes(type_: str, old: dict[str, Any], new: dict[str, Any],
+                    provider_inputs: Optional[dict[str, Any]] = None) -> Diff:
+    """pulumi-kubernetes v4.34, provider/pkg/provider/provider.go `Diff`: a change at a
+    force-new path (`.metadata.name`, `.metadata.namespace`, and per kind diff.go
+    `forceNewProperties`; Secret `.type` and, unless the provider has `enableSecretMutable`,
+    `.data`/`.stringData`; ConfigMap `.data`/`.binaryData` unless `enableConfigMapMutable`)
+    replaces, every other change is an update. Delete-before-replace when the object is named
+    (not auto-named) and keeps its name and namespace: two objects cannot share them."""
+    kind = kind_of(type_)
+    provider_inputs = provider_inputs or {}
+    keys = changed_keys(old, new)
+    force = list(ALWAYS_FORCE_NEW) + list(FORCE_NEW_BY_KIND.get(kind, ()))
+    if kind == "Secret":
+        force.append(".type")
+        if str(provider_inputs.get("enableSecretMutable")).lower() != "true":
+            force += [".data", ".stringData"]
+    if kind == "ConfigMap" and str(provider_inputs.get("enableConfigMapMutable")).lower() != "true":
+        force += [".data", ".binaryData"]
+    replaces = [p for p in force if _differs(old, new, p)]
+    named = get_path(new, ".metadata.name") not in (_MISSING, UNKNOWN)
+    same_place = all(get_path(old, p) == get_path(new, p) for p in ALWAYS_FORCE_NEW)
+    dbr = bool(replaces) and named and same_place
+    if replaces:
+        why = f"{', '.join(replaces)} cannot change in place: replaced" + (
+            ", deleting first (same name)" if dbr else "")
+    else:
+        why = f"{', '.join(keys)} changed: patched in place" if keys else ""
+    return Diff(keys, replaces, dbr if replaces else None, why)
+
+
+def diff_helm_release(old: dict[str, Any], new: dict[str, Any]) -> Diff:
+    """pulumi-kubernetes v4.34, provider/pkg/provider/helm_release.go `Diff`: a Release is
+    replaced only when its release name or namespace changes (a new Helm release); every other
+    change, a chart version or values included, is a `helm upgrade` in place."""
+    keys = changed_keys(old, new)
+    replaces = [k for k in ("name", "namespace") if k in keys]
+    if replaces:
+        why = f"release {', '.join(replaces)} changed: a new Helm release, the old one uninstalled"
+    elif keys:
+        what = "chart version" if "version" in keys else ", ".join(keys)
+        why = f"{what} changed: helm upgrade in place"
+    else:
+        why = ""
+    return Diff(keys, replaces, None, why)
+
+
+def diff_kubernetes_provider(old: dict[str, Any], new: dict[str, Any]) -> Diff:
+    """pulumi-kubernetes v4.34, provider/pkg/provider/provider.go `DiffConfig`: a changed
+    `clusterIdentifier` replaces the provider; with one set and unchanged, a new kubeconfig,
+    context or cluster is an update; without one, a changed (or unknown) kubeconfig, context or
+    cluster replaces it, and with it every resource it manages."""
+    keys = changed_keys(old, new)
+    identity = ("kubeconfig", "context", "cluster")
+    if "clusterIdentifier" in keys:
+        replaces = ["clusterIdentifier"]
+    elif new.get("clusterIdentifier") not in (None, UNKNOWN):
+        replaces = []
+    else:
+        replaces = [k for k in identity if k in keys]
+    if replaces:
+        why = f"{', '.join(replaces)} changed: a new provider, so every resource on it is replaced"
+    else:
+        why = f"{', '.join(keys)} changed; clusterIdentifier unchanged: updated in place" if keys else ""
+    return Diff(keys, replaces, None, why)
+
+
+# ----------------------------------------------------------------------------- pulumi-random
+
+def diff_random(old: dict[str, Any], new: dict[str, Any]) -> Diff:
+    """terraform-provider-random v3 (pulumi-random v4.21), internal/provider/resource_password.go:
+    every attribute (`length`, `special`, `upper`, ..., `keepers`) has the `RequiresReplace`
+    plan modifier: any change is a new password."""
+    keys = changed_keys(old, new)
+    return Diff(keys, list(keys), None, f"{', '.join(keys)} changed: a new password" if keys else "")
+
+
+# ----------------------------------------------------------------------------- dynamic providers
+
+def diff_dynamic(type_: str, resource_id: str, old: dict[str, Any], new: dict[str, Any]) -> Diff:
+    """The program's own provider (sophia_infra/program/lambda_cloud/provider.py), asked through
+    the pinned SDK's servicer (dynamic_diff.py). When it does not say (DIFF_UNKNOWN) the engine
+    compares the inputs itself (pkg/resource/deploy/step_generator.go `diffResource`)."""
+    result = dynamic_diff.diff(type_, resource_id, old, new)
+    keys = changed_keys(old, new)
+    replaces = list(result.replaces)
+    if result.changes is False:
+        return Diff([], [], None, "")
+    if replaces:
+        return Diff(sorted(set(keys) | set(replaces)), replaces, result.delete_before_replace,
+                    f"the provider replaces it for {', '.join(replaces)}"
+                    + (", deleting first" if result.delete_before_replace else ""))
+    if result.changes is None and not keys:
+        return Diff([], [], None, "")
+    return Diff(keys, [], None, f"{', '.join(keys) or 'inputs'} changed: the provider updates it in place")
+
+
+def diff_component(old: dict[str, Any], new: dict[str, Any]) -> Diff:
+    """A component (no provider): the engine compares its inputs deeply
+    (step_generator.go `diff`, `!custom`); a change is an update that runs nothing."""
+    keys = changed_keys(old, new)
+    return Diff(keys, [], None, f"{', '.join(keys)} changed (a component: nothing runs)" if keys else "")
+
+
+def family(type_: str, custom: bool) -> str:
+    if not custom:
+        return "component"
+    if type_ == "pulumi:providers:kubernetes":
+        return "kubernetes-provider"
+    if type_.startswith("pulumi:providers:"):
+        return "provider"
+    if type_.startswith("command:"):
+        return "command"
+    if type_ == "kubernetes:helm.sh/v3:Release":
+        return "helm-release"
+    if type_.startswith("kubernetes:"):
+        return "kubernetes"
+    if type_.startswith("random:"):
+        return "random"
+    if type_.startswith("pulumi-python:dynamic"):
+        return "dynamic"
+    return "other"
+
+
+def diff(type_: str, custom: bool, resource_id: str, old: dict[str, Any], new: dict[str, Any],
+         provider_inputs: Optional[dict[str, Any]] = None) -> Diff:
+    """The provider's decision for one resource, by its family."""
+    kind = family(type_, custom)
+    if kind == "component":
+        return diff_component(old, new)
+    if kind == "command":
+        return diff_command(old, new)
+    if kind == "helm-release":
+        return diff_helm_release(old, new)
+    if kind == "kubernetes":
+        return diff_kubernetes(type_, old, new, provider_inputs)
+    if kind == "kubernetes-provider":
+        return diff_kubernetes_provider(old, new)
+    if kind == "random":
+        return diff_random(old, new)
+    if kind == "dynamic":
+        return diff_dynamic(type_, resource_id, old, new)
+    # Another provider: the engine's legacy diff, an update on any change (step_generator.go).
+    keys = changed_keys(old, new)
+    return Diff(keys, [], None, f"{', '.join(keys)} changed" if keys else "")

@@ -1,0 +1,446 @@
+"""What `pulumi up` would do to go from one plan to another: `plan --against OLD/plan.json`.
+
+Pure: two plan documents (report.plan_document) in, the steps out, one per resource, in the order
+the engine runs them. The engine's rules modelled here, from pulumi/pulumi
+`pkg/resource/deploy/step_generator.go` (v3.272) unless said otherwise:
+
+- a resource only in the new plan is created; one only in the old plan is deleted, after every
+  create and update, in reverse dependency order (`GenerateDeletes`, `ScheduleDeletes`);
+- otherwise its provider's Diff decides (provider_rules.py), then the resource options:
+  `ignoreChanges` drops keys before the diff, `replaceOnChanges` turns a change at a matching
+  path into a replacement (`diff`/`applyReplaceOnChanges`), a replaced provider replaces every
+  resource on it;
+- a replacement is create-before-delete (the old object deleted at the end, `delete-replaced`)
+  unless delete-before-replace: the resource option when it is set (`deleteBeforeReplaceDefined`,
+  either way), the provider's wish otherwise. Before such a delete the engine deletes the
+  dependents that must go too (`calculateDependentReplacements`): it walks the OLD state's
+  dependents, sets each input whose property dependencies name a replaced resource to unknown and
+  asks that resource's provider again; `depends_on` alone never replaces;
+- under `pulumi preview` an input computed from a resource that is created or replaced in the
+  same update is unknown: dependents are diffed with "[unknown]" there, as the preview diffs them;
+- `protect` is read from the old state: a protected resource cannot be replaced or deleted
+  (the update stops); `retainOnDelete` keeps the step but leaves the object in place.
+
+Not modelled: the outputs of an *updated* resource are taken as unchanged (a preview may show
+more unknowns); `pulumi refresh` drift; the children a remote component (yaml/v2) or a Helm
+Release creates inside the cluster (a Release's changes are one `helm upgrade`); parallelism:
+the order below is one valid sequential order, and `waits_for` says what truly waits for what.
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+from sophia_infra.tools.plan import provider_rules
+from sophia_infra.tools.plan.provider_rules import UNKNOWN
+
+STACK_TYPE = "pulumi:pulumi:Stack"
+OPS = ("create", "update", "replace", "delete", "same")
+
+
+class TransitionError(Exception):
+    """The two plans cannot be compared (one sentence)."""
+
+
+@dataclass
+class Step:
+    urn: str
+    type: str
+    name: str
+    op: str
+    delete_before_replace: bool = False
+    keys: list[str] = field(default_factory=list)
+    destructive: bool = False
+    why: str = ""
+    protected: bool = False
+
+    def document(self) -> dict[str, Any]:
+        return {"urn": self.urn, "type": self.type, "name": self.name, "op": self.op,
+                "deleteBeforeReplace": self.delete_before_replace, "keys": self.keys,
+                "destructive": self.destructive, "why": self.why}
+
+
+# ----------------------------------------------------------------------------- plan documents
+
+def _unescape(part: str) -> str:
+    return part.replace("~1", "/").replace("~0", "~")
+
+
+def comparable_inputs(resource: dict[str, Any]) -> dict[str, Any]:
+    """The inputs with each masked secret replaced by its fingerprint (mocks.fingerprint), so two
+    plans compare secrets by value without holding them."""
+    inputs = copy.deepcopy(resource.get("inputs") or {})
+    for pointer, fp in sorted((resource.get("secretFingerprints") or {}).items()):
+        parts = [_unescape(p) for p in pointer.split("/")[1:]]
+        if not parts:
+            continue
+        node: Any = inputs
+        for part in parts[:-1]:
+            node = node[int(part)] if isinstance(node, list) else node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        else:
+            last = parts[-1]
+            if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+                node[int(last)] = f"[secret {fp}]"
+            elif isinstance(node, dict) and last in node:
+                node[last] = f"[secret {fp}]"
+    return inputs
+
+
+def _provider_urn(reference: Optional[str]) -> Optional[str]:
+    return reference.rsplit("::", 1)[0] if reference else None
+
+
+def _waits(resource: dict[str, Any]) -> set[str]:
+    """What a resource's step waits for: its dependencies, its provider and its parent."""
+    deps = set(resource.get("dependencies") or [])
+    for urns in (resource.get("propertyDependencies") or {}).values():
+        deps |= set(urns)
+    provider = _provider_urn(resource.get("provider"))
+    if provider:
+        deps.add(provider)
+    if resource.get("parent"):
+        deps.add(resource["parent"])
+    return deps
+
+
+def topological(resources: dict[str, dict[str, Any]]) -> list[str]:
+    """URNs in dependency order (ties by URN, so the order is the same every time)."""
+    waits = {u: _waits(r) & resources.keys() for u, r in resources.items()}
+    dependents: dict[str, list[str]] = {u: [] for u in resources}
+    for u, ws in waits.items():
+        for w in ws:
+            dependents[w].append(u)
+    remaining = {u: len(ws) for u, ws in waits.items()}
+    ready = [u for u, n in remaining.items() if n == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        u = heapq.heappop(ready)
+        order.append(u)
+        for d in dependents[u]:
+            remaining[d] -= 1
+            if remaining[d] == 0:
+                heapq.heappush(ready, d)
+    if len(order) != len(resources):
+        raise TransitionError("the plan's dependencies form a cycle, which no engine could order")
+    return order
+
+
+def waits_for(doc: dict[str, Any], urn: str, other: str) -> bool:
+    """Does `urn`'s step wait, directly or through others, for `other`'s (in this plan)?"""
+    by_urn = {r["urn"]: r for r in doc["resources"]}
+    seen, todo = set(), [urn]
+    while todo:
+        u = todo.pop()
+        for w in _waits(by_urn.get(u, {})):
+            if w == other:
+                return True
+            if w not in seen and w in by_urn:
+                seen.add(w)
+                todo.append(w)
+    return False
+
+
+# ----------------------------------------------------------------------------- engine rules
+
+def _matches(pattern: str, key: str, old: Any, new: Any) -> bool:
+    """replaceOnChanges: `key` or `key.*`/`key[*]` matches a change under `key`; `triggers[*]`
+    matches a changed element, not a list that appears or disappears (sdk/go/common/resource
+    `PropertyPath.Contains`)."""
+    root = pattern.split("[", 1)[0].split(".", 1)[0]
+    if root != key:
+        return False
+    if pattern == key or pattern == "*":
+        return True
+    return isinstance(old, (list, dict)) and (isinstance(new, (list, dict)) or new == UNKNOWN)
+
+
+def _ignored(patterns: Iterable[str], key: str) -> bool:
+    return any(p.split("[", 1)[0].split(".", 1)[0] == key for p in patterns)
+
+
+def _unknown_inputs(resource: dict[str, Any], inputs: dict[str, Any], gone: set[str]) -> tuple[dict[str, Any], list[str]]:
+    """`inputs` with every key whose property dependencies name a resource in `gone` unknown."""
+    out, hit = dict(inputs), []
+    for key, urns in (resource.get("propertyDependencies") or {}).items():
+        if key in out and gone.intersection(urns):
+            out[key] = UNKNOWN
+            hit.append(key)
+    return out, hit
+
+
+def _dbr(options: dict[str, Any], provider_wish: Optional[bool]) -> bool:
+    """An explicit delete_before_replace wins both ways (the Python SDK sends
+    deleteBeforeReplaceDefined); otherwise the provider's wish (step_generator.go)."""
+    if options.get("deleteBeforeReplaceDefined") or options.get("deleteBeforeReplace"):
+        return bool(options.get("deleteBeforeReplace"))
+    return bool(provider_wish)
+
+
+def _provider_inputs(doc_by_urn: dict[str, dict[str, Any]], resource: dict[str, Any]) -> dict[str, Any]:
+    provider = doc_by_urn.get(_provider_urn(resource.get("provider")) or "")
+    return comparable_inputs(provider) if provider else {}
+
+
+def _resource_id(resource: dict[str, Any]) -> str:
+    return f"{resource['name']}-id"
+
+
+def _aliases(resource: dict[str, Any]) -> list[str]:
+    return [a for a in (resource.get("options") or {}).get("aliases") or [] if isinstance(a, str)]
+
+
+def compute(old_doc: dict[str, Any], new_doc: dict[str, Any]) -> "Transition":
+    """The steps from `old_doc` to `new_doc`, one per resource, ordered by each one's first
+    engine step, and the engine's steps themselves (`create-replacement`, `delete-replaced`, ...)
+    in the order `pulumi up` runs them (the `sequence`; `--show-replacement-steps` names)."""
+    if old_doc.get("stack") != new_doc.get("stack"):
+        raise TransitionError(f"the old plan is of stack '{old_doc.get('stack')}' and the new one of "
+                              f"'{new_doc.get('stack')}'; compare two plans of one stack")
+    old = {r["urn"]: r for r in old_doc["resources"] if r["type"] != STACK_TYPE}
+    new = {r["urn"]: r for r in new_doc["resources"] if r["type"] != STACK_TYPE}
+    matched: dict[str, str] = {}  # new urn -> old urn
+    for urn, r in new.items():
+        if urn in old:
+            matched[urn] = urn
+        else:
+            alias = next((a for a in _aliases(r) if a in old), None)
+            if alias:
+                matched[urn] = alias
+    old_order = topological(old)
+    steps: dict[str, Step] = {}
+    sequence: list[tuple[str, str]] = []  # (engine op, new or old urn)
+    unknown_from: set[str] = set()        # new URNs whose outputs a preview does not know yet
+    replaced_old: set[str] = set()        # old URNs replaced (the dependent walk's replace set)
+    dependents_dbr: dict[str, str] = {}   # old urn -> the replaced resource it goes with
+    deleted_early: set[str] = set()
+
+    def walk_dependents(root_old: str) -> list[str]:
+        """calculateDependentReplacements: the old state's dependents that a delete-first
+        replacement of root_old replaces too, in old dependency order."""
+        replace_set = {root_old}
+        found = []
+        start = old_order.index(root_old)
+        for urn in old_order[start + 1:]:
+            r = old[urn]
+            if not r.get("custom") or urn in replace_set:
+                continue
+            inputs = comparable_inputs(r)
+            unknowns, hit = _unknown_inputs(r, inputs, replace_set)
+            if not hit:
+                continue
+            d = provider_rules.diff(r["type"], True, _resource_id(r), inputs, unknowns, _provider_inputs(old, r))
+            if d.replaces:
+                replace_set.add(urn)
+                found.append(urn)
+        return found
+
+    for urn in topological(new):
+        r = new[urn]
+        options = r.get("options") or {}
+        old_urn = matched.get(urn)
+        if old_urn is None:
+            steps[urn] = Step(urn, r["type"], r["name"], "create", why="new in this plan")
+            unknown_from.add(urn)
+            sequence.append(("create", urn))
+            continue
+        o = old[old_urn]
+        old_inputs = comparable_inputs(o)
+        new_inputs, unknown_keys = _unknown_inputs(r, comparable_inputs(r), unknown_from)
+        ignore = options.get("ignoreChanges") or []
+        for key in list(new_inputs):
+            if _ignored(ignore, key):
+                new_inputs[key] = old_inputs.get(key, new_inputs[key])
+        d = provider_rules.diff(r["type"], bool(r.get("custom")), _resource_id(o), old_inputs, new_inputs,
+                                _provider_inputs(new, r))
+        replaces = list(d.replaces)
+        for key in d.keys:
+            if key not in replaces and any(_matches(p, key, old_inputs.get(key), new_inputs.get(key))
+                                           for p in options.get("replaceOnChanges") or []):
+                replaces.append(key)
+        why = d.why
+        if replaces and d.why and not d.replaces:
+            why = f"{', '.join(replaces)} changed, which its replaceOnChanges option turns into a replacement"
+        provider = _provider_urn(r.get("provider"))
+        if provider in steps and steps[provider].op == "replace":
+            replaces = replaces or ["provider"]
+            why = f"its provider {steps[provider].name} is replaced"
+        if old_urn in dependents_dbr:
+            root = dependents_dbr[old_urn]
+            replaces = replaces or ["(dependency)"]
+            why = (f"{why}; " if why and d.replaces else "") + \
+                f"deleted before {old[root]['name']} is replaced (its inputs come from it), then created again"
+        if unknown_keys and (replaces or d.keys):
+            why += f" ({', '.join(unknown_keys)} unknown until a replaced or new resource exists)"
+        keys = sorted(set(d.keys) | set(k for k in replaces if k in old_inputs or k in new_inputs))
+        if replaces:
+            dbr = True if old_urn in dependents_dbr else _dbr(options, d.delete_before_replace)
+            step = Step(urn, r["type"], r["name"], "replace", dbr, keys, why=why.strip(),
+                        protected=bool((o.get("options") or {}).get("protect")))
+            steps[urn] = step
+            unknown_from.add(urn)
+            replaced_old.add(old_urn)
+            if dbr:
+                if old_urn not in deleted_early:
+                    for dep in walk_dependents(old_urn):
+                        dependents_dbr.setdefault(dep, old_urn)
+                    for dep in reversed([u for u, root in dependents_dbr.items() if root == old_urn]):
+                        if dep not in deleted_early:
+                            sequence.append(("delete-replaced", dep))
+                            deleted_early.add(dep)
+                    sequence.append(("delete-replaced", old_urn))
+                    deleted_early.add(old_urn)
+                sequence.append(("create-replacement", urn))
+            else:
+                sequence.append(("create-replacement", urn))
+        elif d.keys:
+            steps[urn] = Step(urn, r["type"], r["name"], "update", False, keys, why=why.strip())
+            sequence.append(("update", urn))
+        else:
+            steps[urn] = Step(urn, r["type"], r["name"], "same")
+            sequence.append(("same", urn))
+
+    gone = set(old) - set(matched.values())
+    for urn in reversed(old_order):  # deletes last, dependents first
+        if urn in gone:
+            o = old[urn]
+            retained = bool((o.get("options") or {}).get("retainOnDelete"))
+            steps[urn] = Step(urn, o["type"], o["name"], "delete",
+                              why="no longer in the program" + ("; retainOnDelete: left in place" if retained else ""),
+                              protected=bool((o.get("options") or {}).get("protect")))
+            sequence.append(("delete", urn))
+        elif urn in replaced_old and urn not in deleted_early:
+            sequence.append(("delete-replaced", urn))
+
+    for urn, step in steps.items():
+        old_r = old.get(matched.get(urn, urn)) or new.get(urn) or {}
+        new_r = new.get(urn) or old_r
+        reason = destructive_reason(step, old_r, new_r)
+        if reason:
+            step.destructive = True
+            step.why = f"{step.why}. DESTRUCTIVE: {reason}" if step.why else f"DESTRUCTIVE: {reason}"
+        if step.protected and step.op in ("replace", "delete"):
+            step.why += ". PROTECTED in the state: pulumi up stops here"
+    to_new = {o: n for n, o in matched.items()}
+    first: dict[str, int] = {}
+    for i, (_, urn) in enumerate(sequence):
+        first.setdefault(to_new.get(urn, urn) if urn not in new else urn, i)
+    ordered = sorted(steps.values(), key=lambda st: first[st.urn])
+    names = {**{u: r["name"] for u, r in old.items()}, **{u: r["name"] for u, r in new.items()}}
+    return Transition(ordered, [(op, names[urn]) for op, urn in sequence])
+
+
+@dataclass
+class Transition:
+    steps: list[Step]
+    sequence: list[tuple[str, str]]  # the engine's own steps: (op, resource name), in order
+
+    def step(self, name: str) -> Step:
+        return next(s for s in self.steps if s.name == name)
+
+    def changes(self) -> dict[str, str]:
+        """name -> op of every resource that changes."""
+        return {s.name: s.op for s in self.steps if s.op != "same"}
+
+
+# ----------------------------------------------------------------------------- destructive
+
+LAMBDA_INSTANCE = "pulumi-python:dynamic/lambda:Instance"
+CNPG_CLUSTER = "kubernetes:postgresql.cnpg.io/v1:Cluster"
+CONTROL_PLANE = "sophia:k3s:ControlPlane"
+CLUSTER = "sophia:k3s:Cluster"
+
+
+def _parent_type(urn: str) -> str:
+    """The parent's type from a URN (`...::<parent types>$<type>::<name>`)."""
+    types_ = urn.split("::")[-2].split("$")
+    return types_[-2] if len(types_) > 1 else ""
+
+
+def destructive_reason(step: Step, old: dict[str, Any], new: dict[str, Any]) -> str:
+    """Why deleting or replacing this loses data or money, or "" (README: what counts)."""
+    if step.op not in ("delete", "replace"):
+        return ""
+    if step.op == "delete" and (old.get("options") or {}).get("retainOnDelete"):
+        return ""
+    type_, name = step.type, step.name
+    inputs = old.get("inputs") or {}
+    if type_ == LAMBDA_INSTANCE:
+        return "terminates a Lambda Cloud instance: everything on its disk is gone, and a new one is billed"
+    if type_ == CNPG_CLUSTER:
+        return "deletes a CloudNativePG cluster and its volumes: the database (only the S3 backups remain)"
+    if type_ == "kubernetes:core/v1:PersistentVolumeClaim":
+        return "deletes a PersistentVolumeClaim and, with local-path, its data"
+    if type_ == "kubernetes:core/v1:Namespace":
+        return "deleting a namespace deletes every object in it, volumes included"
+    if type_ == "kubernetes:helm.sh/v3:Release":
+        chart = str(inputs.get("chart", "")).rsplit("/", 1)[-1]
+        values = inputs.get("values") or {}
+        if chart == "valkey":
+            return "uninstalls Valkey: its PersistentVolumeClaim (the AOF/RDB data) goes with it"
+        if chart == "kube-prometheus-stack" and provider_rules.get_path(
+                values, ".prometheus.prometheusSpec.storageSpec") not in (None, provider_rules._MISSING):
+            return "uninstalls kube-prometheus-stack: Prometheus' volume (the metrics history) goes with it"
+    if type_ == "command:remote:Command" and _parent_type(step.urn) == CONTROL_PLANE and name.endswith("-install"):
+        return "runs the control plane's uninstall: K3s and etcd (the whole cluster's state) are removed"
+    if type_ == "random:index/randomPassword:RandomPassword" and _parent_type(step.urn) == CLUSTER \
+            and name.endswith("-token") and not name.endswith("-agent-token"):
+        return "a new K3s server token: etcd's bootstrap data is encrypted with the old one"
+    return ""
+
+
+def blocked(steps: list[Step], allowed: Iterable[str]) -> list[Step]:
+    """The destructive (or protected) steps not named by --allow-destroy."""
+    names = set(allowed)
+    return [s for s in steps if (s.destructive or (s.protected and s.op in ("replace", "delete")))
+            and s.name not in names]
+
+
+# ----------------------------------------------------------------------------- output
+
+def document(steps: list[Step]) -> list[dict[str, Any]]:
+    """steps.json: one entry per resource, in the engine's order."""
+    return [s.document() for s in steps]
+
+
+def counts(steps: list[Step]) -> dict[str, int]:
+    return {op: sum(s.op == op for s in steps) for op in OPS}
+
+
+def markdown(stack: str, steps: list[Step], sequence: list[tuple[str, str]], allowed: Iterable[str] = (),
+             notes: Iterable[str] = ()) -> str:
+    """steps.md: counts, then the destructive steps, then the other changes, then the order."""
+    c = counts(steps)
+    lines = [f"## Transition preview of stack '{stack}'", "",
+             " · ".join(f"{c[op]} {op}" for op in OPS), ""]
+    lines += [f"> {n}" for n in notes]
+    if any(notes):
+        lines.append("")
+    names = set(allowed)
+    destructive = [s for s in steps if s.destructive]
+    if destructive:
+        lines += ["### Destructive", "", "| resource | op | delete first | allowed | why |", "|---|---|---|---|---|"]
+        lines += [f"| `{s.name}` | {s.op} | {'yes' if s.delete_before_replace else 'no'} | "
+                  f"{'yes (--allow-destroy)' if s.name in names else '**no**'} | {_cell(s.why)} |" for s in destructive]
+        lines.append("")
+    changed = [s for s in steps if s.op != "same" and not s.destructive]
+    if changed:
+        lines += ["### Changes", "", "| resource | type | op | delete first | keys | why |", "|---|---|---|---|---|---|"]
+        lines += [f"| `{s.name}` | `{s.type}` | {s.op} | {'yes' if s.delete_before_replace else 'no'} | "
+                  f"{_cell(', '.join(s.keys))} | {_cell(s.why)} |" for s in changed]
+        lines.append("")
+    if not destructive and not changed:
+        lines += ["No change: `pulumi up` would do nothing.", ""]
+    order = [(op, name) for op, name in sequence if op != "same"]
+    if order:
+        lines += ["### Order", "", *(f"{i}. {op} `{name}`" for i, (op, name) in enumerate(order, 1)), ""]
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
