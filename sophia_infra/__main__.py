@@ -39,7 +39,8 @@ exit codes:
   0  ok
   1  the check ran and failed: plan (a policy violation, a required network flow denied
      or matching no pod, an undeclared cross-namespace flow allowed, a pod its
-     namespace's Pod Security level rejects; each is listed at the end), backups (stale
+     namespace's Pod Security level rejects, with --against a destructive step no
+     --allow-destroy names; each is listed at the end), backups (stale
      or missing), audit (address literals found), capacity (no capacity for a
      provisioned node's type in its region)
   2  could not check: bad input (a stack or ESC file that is not valid YAML, an invalid
@@ -58,8 +59,16 @@ def _fail(err: object) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from sophia_infra.tools.plan import report, runner, stack_config, verify
+    from sophia_infra.tools.plan import dynamic_diff, report, runner, stack_config, transition, verify
     out_dir = Path(args.out) if args.out else stack_config.ROOT / "build" / "plan" / args.stack
+    old_plan = None
+    if args.allow_destroy and not args.against:
+        return _fail("--allow-destroy only means something with --against OLD/plan.json (the plan to compare with)")
+    if args.against:
+        try:  # read first: the new plan may overwrite the folder it is in
+            old_plan = transition.load_plan(args.against)
+        except transition.TransitionError as err:
+            return _fail(err)
     with runner.frozen_heap():
         try:
             result = runner.run(args.stack)
@@ -77,10 +86,26 @@ def _plan(args: argparse.Namespace) -> int:
     print("\n".join(verify.text(checks)))
     print(f"\nWrote {out_dir}/plan.json, manifests/ and placement.md\n")
     failed = bool(verify.failures(checks, policy))
+    blocked: list = []
+    if old_plan is not None:
+        try:
+            steps = transition.compute(old_plan, report.plan_document(result))
+            transition.write(steps, args.stack, out_dir, args.allow_destroy or [], old_plan)
+        except (transition.TransitionError, dynamic_diff.DynamicDiffError) as err:
+            return _fail(err)
+        except OSError as err:
+            return _fail(f"cannot write the steps to {out_dir} ({err.strerror}); give a writable --out folder")
+        c = transition.counts(steps.steps)
+        print(f"Transition from {args.against}: " + ", ".join(f"{n} {op}" for op, n in c.items())
+              + f"; wrote {out_dir}/steps.json and steps.md\n")
+        blocked = transition.blocked(steps.steps, args.allow_destroy or [])
     sys.stdout.flush()
     # Last, on stderr when it failed: the one place a CI log or a test's captured error shows.
     print("\n".join(verdict), file=sys.stderr if failed else sys.stdout)
-    return CHECK_FAILED if failed else OK
+    for step in blocked:
+        print(f"destructive: {step.op} {step.name} ({step.type}): {step.why}; "
+              f"pass --allow-destroy {step.name} if that is intended", file=sys.stderr)
+    return CHECK_FAILED if failed or blocked else OK
 
 
 def _charts(args: argparse.Namespace) -> int:
@@ -329,10 +354,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "0 planned, every check passed; 1 planned and a check failed: a policy violation, a required "
                     "network flow denied or matching no pod, an undeclared cross-namespace flow allowed, or a pod "
                     "rejected by its namespace's Pod Security level (the files are written; the plan ends with one "
-                    "line per failure on stderr); "
-                    "2 not planned: a stack or ESC file that is not valid YAML, or an invalid configuration")
+                    "line per failure on stderr), or with --against a destructive step (a data-holding or billed "
+                    "resource deleted or replaced) that no --allow-destroy names; "
+                    "2 not planned: a stack or ESC file that is not valid YAML, an invalid configuration, or an --against "
+                    "file that is not a plan.json")
     plan.add_argument("--stack", required=True, help="dev or production (a Pulumi.<stack>.yaml)")
     plan.add_argument("--out", help="output folder (default build/plan/<stack>)")
+    plan.add_argument("--against", metavar="OLD",
+                      help="an earlier plan's plan.json (typically of the base branch): also write steps.json and "
+                           "steps.md, what pulumi up would do to go from OLD to this plan")
+    plan.add_argument("--allow-destroy", metavar="NAME", action="append",
+                      help="with --against: accept the destructive step of the resource NAME (repeatable)")
     plan.set_defaults(func=_plan)
     outs = _command(sub, "outputs", "read a deployed stack's outputs (addresses, endpoints)",
                     "read the stack's outputs (node addresses, endpoints, MCP registry)",

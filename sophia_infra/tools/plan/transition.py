@@ -444,3 +444,46 @@ def markdown(stack: str, steps: list[Step], sequence: list[tuple[str, str]], all
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+# ----------------------------------------------------------------------------- files
+
+def load_plan(path: str) -> dict[str, Any]:
+    """An earlier plan's plan.json, or a TransitionError saying in one sentence why not."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except OSError as err:
+        raise TransitionError(f"--against {path}: cannot read it ({err.strerror}); give the plan.json an earlier "
+                              "`plan --out DIR` wrote") from None
+    except ValueError as err:
+        raise TransitionError(f"--against {path}: not JSON ({err}); give the plan.json an earlier plan wrote") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("resources"), list) or "stack" not in doc \
+            or not all(isinstance(r, dict) and {"urn", "type", "name"} <= r.keys() for r in doc["resources"]):
+        raise TransitionError(f"--against {path}: not a plan.json (no stack and resources with urn, type and name)")
+    return doc
+
+
+def notes(old_doc: dict[str, Any]) -> list[str]:
+    """What the old plan cannot tell (it was written before plan.json recorded it)."""
+    out = []
+    resources = old_doc.get("resources") or []
+    if resources and not any("secretFingerprints" in r for r in resources):
+        out.append("The old plan has no secret fingerprints (written before they were recorded): a changed "
+                   "secret value does not show.")
+    if resources and not any("propertyDependencies" in r for r in resources):
+        out.append("The old plan has no property dependencies: the dependents of a delete-first replacement "
+                   "are not found.")
+    return out
+
+
+def write(transition: Transition, stack: str, out_dir: Any, allowed: Iterable[str], old_doc: dict[str, Any]) -> None:
+    """steps.json and steps.md into the plan's folder."""
+    import json
+    from pathlib import Path
+
+    out = Path(out_dir)
+    (out / "steps.json").write_text(json.dumps(document(transition.steps), indent=2) + "\n")
+    (out / "steps.md").write_text(markdown(stack, transition.steps, transition.sequence, allowed, notes(old_doc)) + "\n")
