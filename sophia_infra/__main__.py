@@ -93,6 +93,9 @@ def _plan(args: argparse.Namespace) -> int:
             transition.write(steps, args.stack, out_dir, args.allow_destroy or [], old_plan)
         except (transition.TransitionError, dynamic_diff.DynamicDiffError) as err:
             return _fail(err)
+        except transition.PreviewWouldFail as err:
+            print(f"{err}; fix the provider or the change", file=sys.stderr)
+            return CHECK_FAILED
         except OSError as err:
             return _fail(f"cannot write the steps to {out_dir} ({err.strerror}); give a writable --out folder")
         c = transition.counts(steps.steps)

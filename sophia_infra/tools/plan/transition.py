@@ -45,6 +45,20 @@ class TransitionError(Exception):
     """The two plans cannot be compared (one sentence)."""
 
 
+class PreviewWouldFail(Exception):
+    """A provider's diff fails on this transition, as it would under `pulumi preview` (one sentence)."""
+
+
+def _ask(resource: dict[str, Any], old_inputs: dict[str, Any], new_inputs: dict[str, Any],
+         provider_inputs: dict[str, Any], custom: bool = True) -> provider_rules.Diff:
+    try:
+        return provider_rules.diff(resource["type"], custom, _resource_id(resource), old_inputs, new_inputs,
+                                   provider_inputs)
+    except provider_rules.dynamic_diff.DynamicDiffError as err:
+        raise PreviewWouldFail(f"pulumi preview would stop at {resource['name']}: its provider's diff fails "
+                               f"({err})") from None
+
+
 @dataclass
 class Step:
     urn: str
@@ -69,11 +83,12 @@ def _unescape(part: str) -> str:
     return part.replace("~1", "/").replace("~0", "~")
 
 
-def comparable_inputs(resource: dict[str, Any]) -> dict[str, Any]:
+def comparable_inputs(resource: dict[str, Any], fingerprints: bool = True) -> dict[str, Any]:
     """The inputs with each masked secret replaced by its fingerprint (mocks.fingerprint), so two
-    plans compare secrets by value without holding them."""
+    plans compare secrets by value without holding them (`fingerprints=False`: left "[secret]",
+    to compare with a plan written before fingerprints were recorded)."""
     inputs = copy.deepcopy(resource.get("inputs") or {})
-    for pointer, fp in sorted((resource.get("secretFingerprints") or {}).items()):
+    for pointer, fp in sorted((resource.get("secretFingerprints") or {}).items() if fingerprints else ()):
         parts = [_unescape(p) for p in pointer.split("/")[1:]]
         if not parts:
             continue
@@ -234,7 +249,7 @@ def compute(old_doc: dict[str, Any], new_doc: dict[str, Any]) -> "Transition":
             unknowns, hit = _unknown_inputs(r, inputs, replace_set)
             if not hit:
                 continue
-            d = provider_rules.diff(r["type"], True, _resource_id(r), inputs, unknowns, _provider_inputs(old, r))
+            d = _ask(r, inputs, unknowns, _provider_inputs(old, r))
             if d.replaces:
                 replace_set.add(urn)
                 found.append(urn)
@@ -250,14 +265,14 @@ def compute(old_doc: dict[str, Any], new_doc: dict[str, Any]) -> "Transition":
             sequence.append(("create", urn))
             continue
         o = old[old_urn]
+        has_fingerprints = "secretFingerprints" in o
         old_inputs = comparable_inputs(o)
-        new_inputs, unknown_keys = _unknown_inputs(r, comparable_inputs(r), unknown_from)
+        new_inputs, unknown_keys = _unknown_inputs(r, comparable_inputs(r, has_fingerprints), unknown_from)
         ignore = options.get("ignoreChanges") or []
         for key in list(new_inputs):
             if _ignored(ignore, key):
                 new_inputs[key] = old_inputs.get(key, new_inputs[key])
-        d = provider_rules.diff(r["type"], bool(r.get("custom")), _resource_id(o), old_inputs, new_inputs,
-                                _provider_inputs(new, r))
+        d = _ask(o, old_inputs, new_inputs, _provider_inputs(new, r), bool(r.get("custom")))
         replaces = list(d.replaces)
         for key in d.keys:
             if key not in replaces and any(_matches(p, key, old_inputs.get(key), new_inputs.get(key))
