@@ -101,7 +101,7 @@ def diff_kubernetes(type_: str, old: dict[str, Any], new: dict[str, Any],
     kind = kind_of(type_)
     provider_inputs = provider_inputs or {}
     keys = changed_keys(old, new)
-    force = list(ALWAYS_FORCE_NEW) + list(FORCE_NEW_BY_KIND.get(kind, ()))
+    force: list[str] = [*ALWAYS_FORCE_NEW, *FORCE_NEW_BY_KIND.get(kind, ())]
     if kind == "Secret":
         force.append(".type")
         if str(provider_inputs.get("enableSecretMutable")).lower() != "true":
