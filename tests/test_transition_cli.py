@@ -63,3 +63,32 @@ def test_an_against_file_that_is_not_a_plan_is_one_sentence(tmp_path, capsys):
 def test_allow_destroy_without_against_is_refused(capsys):
     assert cli.main(["plan", "--stack", "dev", "--allow-destroy", "x"]) == 2
     assert "--allow-destroy only means something with --against" in capsys.readouterr().err
+
+
+def test_ci_shows_every_pull_requests_steps_without_credentials():
+    """preview.yml's transition job: base and head planned offline, the head against the base,
+    steps.md in the job summary; read-only, with no secret and no Pulumi login (forks get it too)."""
+    import subprocess
+
+    import yaml
+
+    from tests.conftest import ROOT
+
+    text = (ROOT / ".github" / "workflows" / "preview.yml").read_text()
+    job = yaml.safe_load(text)["jobs"]["transition"]
+    assert job["permissions"] == {"contents": "read"}
+    assert job["strategy"]["matrix"]["stack"] == ["dev", "production"]
+    job_text = yaml.safe_dump(job)
+    assert "secrets." not in job_text and "pulumi/" not in job_text
+    checkouts = [s.get("with", {}) for s in job["steps"] if s.get("uses", "").startswith("actions/checkout@")]
+    assert {c.get("path") for c in checkouts} == {"base", "head"}
+    assert any(c.get("ref") == "${{ github.event.pull_request.base.sha }}" for c in checkouts)
+    runs = {s.get("name"): s.get("run", "") for s in job["steps"]}
+    head = runs["Offline plan of the head against the base"]
+    assert "--against \"$RUNNER_TEMP/base/plan.json\"" in head and "--allow-destroy" in head
+    summary = next(s for s in job["steps"] if "GITHUB_STEP_SUMMARY" in s.get("run", ""))
+    assert summary["if"] == "always()" and "steps.md" in summary["run"]
+    for name, script in runs.items():
+        if script:
+            proc = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True)
+            assert proc.returncode == 0, f"{name}: {proc.stderr}"
