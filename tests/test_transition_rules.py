@@ -140,6 +140,10 @@ def test_protect_in_the_old_state_blocks_a_replacement_and_retain_on_delete_is_n
     assert [s.name for s in transition.blocked(t.steps, [])] == ["ns"]
     assert "PROTECTED" in t.step("ns").why
     assert not t.step("kept-ns").destructive
+    retained = doc(res("db", transition.CNPG_CLUSTER, {"metadata": {"name": "a"}}, options={"retainOnDelete": True}))
+    renamed = doc(res("db", transition.CNPG_CLUSTER, {"metadata": {"name": "b"}}))
+    step = transition.compute(retained, renamed).step("db")
+    assert step.op == "replace" and not step.destructive  # the old cluster stays behind
 
 
 def test_a_destructive_step_is_blocked_unless_allowed_by_name():

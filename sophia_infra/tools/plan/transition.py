@@ -381,8 +381,8 @@ def destructive_reason(step: Step, old: dict[str, Any], new: dict[str, Any]) -> 
     """Why deleting or replacing this loses data or money, or "" (README: what counts)."""
     if step.op not in ("delete", "replace"):
         return ""
-    if step.op == "delete" and (old.get("options") or {}).get("retainOnDelete"):
-        return ""
+    if (old.get("options") or {}).get("retainOnDelete"):
+        return ""  # deleted or replaced, the old object stays where it is
     type_, name = step.type, step.name
     inputs = old.get("inputs") or {}
     if type_ == LAMBDA_INSTANCE:
