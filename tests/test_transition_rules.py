@@ -230,3 +230,15 @@ def test_fingerprints_compare_secrets_without_holding_them(monkeypatch):
     assert a != b and a == mocks.fingerprint("placeholder-one") and "placeholder" not in a
     monkeypatch.setenv(mocks.FINGERPRINT_KEY_ENV, "another key")
     assert mocks.fingerprint("placeholder-one") != a
+
+
+def test_immutable_fields_are_per_group_and_version_as_upstream_lists_them():
+    """diff.go `forceNew` is keyed by group and version: a custom resource's spec is patched,
+    a core ConfigMap's data replaces it, apps/v1 selectors replace."""
+    paths = provider_rules.force_new_paths
+    assert paths("kubernetes:example.com/v1:Service", {}, {}) == [".metadata.name", ".metadata.namespace"]
+    assert paths("kubernetes:core/v1:Service", {}, {})[-1] == ".spec.clusterIP"
+    assert paths("kubernetes:core/v1:ConfigMap", {}, {})[-2:] == [".binaryData", ".data"]
+    assert ".data" not in paths("kubernetes:core/v1:ConfigMap", {}, {"enableConfigMapMutable": "true"})
+    assert ".data" in paths("kubernetes:core/v1:Secret", {"immutable": True}, {"enableSecretMutable": "true"})
+    assert paths("kubernetes:apps/v1:Deployment", {}, {})[-1] == ".spec.selector"

@@ -66,49 +66,59 @@ def diff_command(old: dict[str, Any], new: dict[str, Any]) -> Diff:
 
 # ----------------------------------------------------------------------------- pulumi-kubernetes
 
-ALWAYS_FORCE_NEW = (".metadata.name", ".metadata.namespace")
-# pulumi-kubernetes v4.34, provider/pkg/provider/diff.go `forceNewProperties` (by kind).
-FORCE_NEW_BY_KIND = {
-    "Deployment": (".spec.selector",),
-    "DaemonSet": (".spec.selector",),
-    "ReplicaSet": (".spec.selector",),
-    "StatefulSet": (".spec.selector", ".spec.serviceName", ".spec.volumeClaimTemplates",
-                    ".spec.podManagementPolicy", ".spec.revisionHistoryLimit"),
-    "Job": (".spec.template", ".spec.selector", ".spec.completions", ".spec.parallelism"),
-    "Service": (".spec.clusterIP",),
-    "PersistentVolumeClaim": (".spec.accessModes", ".spec.selector", ".spec.storageClassName", ".spec.volumeName"),
-    "RoleBinding": (".roleRef",),
-    "ClusterRoleBinding": (".roleRef",),
-    "ResourceQuota": (".spec.scopes",),
-    "StorageClass": (".parameters", ".provisioner"),
+ALWAYS_FORCE_NEW: tuple[str, ...] = (".metadata.name", ".metadata.namespace")
+_SELECTOR = (".spec.selector",)
+# pulumi-kubernetes v4.34, provider/pkg/provider/diff.go `forceNew` (group/version -> kind ->
+# paths; a path covers everything under it, the selector's matchLabels/matchExpressions too).
+FORCE_NEW = {
+    "apps/v1": {"Deployment": _SELECTOR, "DaemonSet": _SELECTOR,
+                "StatefulSet": (".spec.podManagementPolicy", ".spec.revisionHistoryLimit", ".spec.selector",
+                                ".spec.serviceName", ".spec.volumeClaimTemplates")},
+    "core/v1": {"PersistentVolumeClaim": (".spec.accessModes", ".spec.selector", ".spec.storageClassName",
+                                          ".spec.volumeName"),
+                "ResourceQuota": (".spec.scopes",), "Secret": (".type",), "Service": (".spec.clusterIP",)},
+    "rbac.authorization.k8s.io/v1": {"ClusterRoleBinding": (".roleRef",), "RoleBinding": (".roleRef",)},
+    "storage.k8s.io/v1": {"StorageClass": (".parameters", ".provisioner")},
+    "batch/v1": {"Job": (".spec.completions", ".spec.parallelism", ".spec.selector", ".spec.template")},
 }
 
 
-def kind_of(type_: str) -> str:
-    """kubernetes:apps/v1:Deployment -> Deployment (a *Patch resource counts as its kind)."""
-    kind = type_.rsplit(":", 1)[-1]
-    return kind[:-len("Patch")] if kind.endswith("Patch") else kind
+def group_version_kind(type_: str) -> tuple[str, str]:
+    """kubernetes:apps/v1:Deployment -> ("apps/v1", "Deployment"); a *Patch resource counts as its kind."""
+    parts = type_.split(":")
+    kind = parts[-1]
+    return parts[1] if len(parts) > 2 else "", kind[:-len("Patch")] if kind.endswith("Patch") else kind
+
+
+def force_new_paths(type_: str, new: dict[str, Any], provider_inputs: dict[str, Any]) -> list[str]:
+    """diff.go `forceNewProperties`: the metadata's name and namespace always; for a Secret its
+    type and data unless the provider has `enableSecretMutable` (and the Secret is not
+    `immutable`); a ConfigMap's data likewise with `enableConfigMapMutable`; else the kind's."""
+    group_version, kind = group_version_kind(type_)
+    paths: list[str] = list(ALWAYS_FORCE_NEW)
+    kinds = FORCE_NEW.get(group_version)
+    if kinds is None:
+        return paths
+    immutable = new.get("immutable") is True
+    if group_version == "core/v1" and kind == "Secret" and (
+            str(provider_inputs.get("enableSecretMutable")).lower() != "true" or immutable):
+        return paths + [".type", ".stringData", ".data"]
+    if kind in kinds:
+        return paths + list(kinds[kind])
+    if group_version == "core/v1" and kind == "ConfigMap" and (
+            str(provider_inputs.get("enableConfigMapMutable")).lower() != "true" or immutable):
+        return paths + [".binaryData", ".data"]
+    return paths
 
 
 def diff_kubernetes(type_: str, old: dict[str, Any], new: dict[str, Any],
                     provider_inputs: Optional[dict[str, Any]] = None) -> Diff:
     """pulumi-kubernetes v4.34, provider/pkg/provider/provider.go `Diff`: a change at a
-    force-new path (`.metadata.name`, `.metadata.namespace`, and per kind diff.go
-    `forceNewProperties`; Secret `.type` and, unless the provider has `enableSecretMutable`,
-    `.data`/`.stringData`; ConfigMap `.data`/`.binaryData` unless `enableConfigMapMutable`)
-    replaces, every other change is an update. Delete-before-replace when the object is named
-    (not auto-named) and keeps its name and namespace: two objects cannot share them."""
-    kind = kind_of(type_)
-    provider_inputs = provider_inputs or {}
+    force-new path (`force_new_paths`) replaces, every other change is an update (a patch).
+    Delete-before-replace when the object is named (not auto-named) and keeps its name and
+    namespace: two objects cannot share them (the `deleteBeforeReplace :=` conditions there)."""
     keys = changed_keys(old, new)
-    force: list[str] = [*ALWAYS_FORCE_NEW, *FORCE_NEW_BY_KIND.get(kind, ())]
-    if kind == "Secret":
-        force.append(".type")
-        if str(provider_inputs.get("enableSecretMutable")).lower() != "true":
-            force += [".data", ".stringData"]
-    if kind == "ConfigMap" and str(provider_inputs.get("enableConfigMapMutable")).lower() != "true":
-        force += [".data", ".binaryData"]
-    replaces = [p for p in force if _differs(old, new, p)]
+    replaces = [p for p in force_new_paths(type_, new, provider_inputs or {}) if _differs(old, new, p)]
     named = get_path(new, ".metadata.name") not in (_MISSING, UNKNOWN)
     same_place = all(get_path(old, p) == get_path(new, p) for p in ALWAYS_FORCE_NEW)
     dbr = bool(replaces) and named and same_place
