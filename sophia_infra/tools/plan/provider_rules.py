@@ -131,9 +131,10 @@ def diff_kubernetes(type_: str, old: dict[str, Any], new: dict[str, Any],
 
 
 def diff_helm_release(old: dict[str, Any], new: dict[str, Any]) -> Diff:
-    """pulumi-kubernetes v4.34, provider/pkg/provider/helm_release.go `Diff`: a Release is
-    replaced only when its release name or namespace changes (a new Helm release); every other
-    change, a chart version or values included, is a `helm upgrade` in place."""
+    """pulumi-kubernetes v4.34, provider/pkg/provider/helm_release.go `Diff`: its only
+    `forceNewFields` are `.name` and `.namespace` (a new Helm release), and it answers
+    `DeleteBeforeReplace: false`; every other change, a chart version or values included, is a
+    `helm upgrade` in place (one step, whatever it does to the objects inside)."""
     keys = changed_keys(old, new)
     replaces = [k for k in ("name", "namespace") if k in keys]
     if replaces:
@@ -143,7 +144,7 @@ def diff_helm_release(old: dict[str, Any], new: dict[str, Any]) -> Diff:
         why = f"{what} changed: helm upgrade in place"
     else:
         why = ""
-    return Diff(keys, replaces, None, why)
+    return Diff(keys, replaces, False if replaces else None, why)
 
 
 def diff_kubernetes_provider(old: dict[str, Any], new: dict[str, Any]) -> Diff:
