@@ -242,3 +242,13 @@ def test_immutable_fields_are_per_group_and_version_as_upstream_lists_them():
     assert ".data" not in paths("kubernetes:core/v1:ConfigMap", {}, {"enableConfigMapMutable": "true"})
     assert ".data" in paths("kubernetes:core/v1:Secret", {"immutable": True}, {"enableSecretMutable": "true"})
     assert paths("kubernetes:apps/v1:Deployment", {}, {})[-1] == ".spec.selector"
+
+
+def test_a_dependent_that_leaves_the_program_is_deleted_once_before_its_dependency_is_replaced():
+    base = res("install", inputs={"triggers": ["a"]}, options={"deleteBeforeReplace": True})
+    member = res("membership", inputs={"triggers": ["install-id"]}, deps=[base["urn"]],
+                 prop={"triggers": [base["urn"]]}, options={"deleteBeforeReplace": True})
+    new = doc({**copy.deepcopy(base), "inputs": {"triggers": ["b"]}})
+    t = transition.compute(doc(base, member), new)
+    assert ops(t) == {"install": "replace", "membership": "delete"}
+    assert t.sequence == [("delete", "membership"), ("delete-replaced", "install"), ("create-replacement", "install")]

@@ -328,7 +328,10 @@ def compute(old_doc: dict[str, Any], new_doc: dict[str, Any]) -> "Transition":
             steps[urn] = Step(urn, o["type"], o["name"], "delete",
                               why="no longer in the program" + ("; retainOnDelete: left in place" if retained else ""),
                               protected=bool((o.get("options") or {}).get("protect")))
-            sequence.append(("delete", urn))
+            if urn in deleted_early:  # already deleted with a delete-first replacement it depends on
+                sequence[:] = [("delete", u) if (op, u) == ("delete-replaced", urn) else (op, u) for op, u in sequence]
+            else:
+                sequence.append(("delete", urn))
         elif urn in replaced_old and urn not in deleted_early:
             sequence.append(("delete-replaced", urn))
 
