@@ -252,3 +252,23 @@ def test_a_dependent_that_leaves_the_program_is_deleted_once_before_its_dependen
     t = transition.compute(doc(base, member), new)
     assert ops(t) == {"install": "replace", "membership": "delete"}
     assert t.sequence == [("delete", "membership"), ("delete-replaced", "install"), ("create-replacement", "install")]
+
+
+def test_what_an_updated_dynamic_resource_outputs_is_unknown_to_its_dependents():
+    """The pinned servicer's Configure answers only acceptSecrets (no preview support), so a
+    preview hands back the new inputs as the outputs: a command whose trigger reads the
+    instance's address sees it change."""
+    inst = res("w-instance", "pulumi-python:dynamic/lambda:Instance",
+               {"name": "w", "instance_type": "gpu_1x_a10", "api_key": "[secret k1]", "ip": None})
+    inst["outputs"] = {"ip": "203.0.113.5", "status": "active"}
+    install = res("w-install", inputs={"triggers": ["203.0.113.5"]}, deps=[inst["urn"]],
+                  prop={"triggers": [inst["urn"]]}, options={"replaceOnChanges": ["triggers[*]"]})
+    ready = res("w-ready", "pulumi-python:dynamic/lambda:Instance", {"name": "w", "instance_type": "w-instance-id"},
+                deps=[inst["urn"]], prop={"instance_type": [inst["urn"]]})  # reads only the id
+    new = copy.deepcopy(doc(inst, install, ready))
+    new["resources"][0]["inputs"]["api_key"] = "[secret k2]"
+    t = transition.compute(doc(inst, install, ready), new)
+    assert ops(t) == {"w-instance": "update", "w-install": "replace"}  # the id stays known
+    assert "unknown" in t.step("w-install").why
+    source = dynamic_diff.SOURCE.read_text()
+    assert 'fields = {"acceptSecrets": False}' in source and "supportsPreview" not in source

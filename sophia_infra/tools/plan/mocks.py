@@ -63,6 +63,7 @@ def default_command_stdout(name: str, inputs: dict) -> str:
 
 
 # Dynamic resources register as pulumi-python:dynamic/<module>:<name> (lambda_cloud/resources.py).
+DYNAMIC_PREFIX = "pulumi-python:dynamic"
 LAMBDA_INSTANCE = "pulumi-python:dynamic/lambda:Instance"
 
 
@@ -114,6 +115,9 @@ class Registration:
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
     # JSON pointer of each secret in `inputs` -> its keyed fingerprint (fingerprint()).
     secret_fingerprints: dict[str, str] = field(default_factory=dict)
+    # A dynamic resource's outputs that are not its inputs (what its provider fills in, e.g. a
+    # launched instance's address): what a preview, which hands back the inputs, does not know.
+    outputs: dict[str, Any] = field(default_factory=dict)
 
 
 # The key of the secret fingerprints in plan.json. Fixed by default, so two plans of one commit
@@ -224,8 +228,16 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             property_dependencies={k: sorted(set(v.urns)) for k, v in sorted(request.propertyDependencies.items())
                                    if v.urns},
             secret_fingerprints=secret_fingerprints(inputs),
+            outputs=self._filled_outputs(request.type, response.urn, inputs),
         ))
         return response
+
+    def _filled_outputs(self, type_: str, urn: str, inputs: dict) -> dict:
+        registered = self.resources.get(urn)
+        if not type_.startswith(DYNAMIC_PREFIX) or registered is None:
+            return {}
+        return {k: mask(v) for k, v in sorted(registered.state.items())
+                if not k.startswith("__") and inputs.get(k) != v}
 
     def _register(self, request, inputs: dict):
         """MockMonitor.RegisterResource without its round trip through Python values: the SDK's

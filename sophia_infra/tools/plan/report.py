@@ -63,7 +63,8 @@ def plan_document(result: PlanResult) -> dict[str, Any]:
              "dependencies": sorted(r.dependencies), "provider": r.provider or None,
              "options": canonical(r.options), "inputs": canonical(r.inputs),
              "propertyDependencies": canonical(r.property_dependencies),
-             "secretFingerprints": canonical(r.secret_fingerprints)}
+             "secretFingerprints": canonical(r.secret_fingerprints),
+             **({"outputs": canonical(r.outputs)} if r.outputs else {})}
             for r in sorted(result.resources, key=lambda r: r.urn)
         ],
         "outputs": canonical(result.outputs),

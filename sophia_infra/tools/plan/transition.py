@@ -22,7 +22,8 @@ the engine runs them. The engine's rules modelled here, from pulumi/pulumi
   (the update stops); `retainOnDelete` keeps the step but leaves the object in place.
 
 Not modelled: the outputs of an *updated* resource are taken as unchanged (a preview may show
-more unknowns); `pulumi refresh` drift; the children a remote component (yaml/v2) or a Helm
+more unknowns), except the outputs a dynamic resource's provider fills in, which a preview does
+not know (see `compute`; plan.json records them as `outputs`); `pulumi refresh` drift; the children a remote component (yaml/v2) or a Helm
 Release creates inside the cluster (a Release's changes are one `helm upgrade`); parallelism:
 the order below is one valid sequential order, and `waits_for` says what truly waits for what.
 """
@@ -179,11 +180,23 @@ def _ignored(patterns: Iterable[str], key: str) -> bool:
     return any(p.split("[", 1)[0].split(".", 1)[0] == key for p in patterns)
 
 
-def _unknown_inputs(resource: dict[str, Any], inputs: dict[str, Any], gone: set[str]) -> tuple[dict[str, Any], list[str]]:
-    """`inputs` with every key whose property dependencies name a resource in `gone` unknown."""
+def _unknown_inputs(resource: dict[str, Any], inputs: dict[str, Any], gone: set[str],
+                    unknown_outputs: Optional[dict[str, list[Any]]] = None) -> tuple[dict[str, Any], list[str]]:
+    """`inputs` with every key whose property dependencies name a resource in `gone` unknown, and
+    every key that carries one of the `unknown_outputs` (urn -> output values a preview does not
+    know) of a resource it depends on."""
+    import json
+
     out, hit = dict(inputs), []
     for key, urns in (resource.get("propertyDependencies") or {}).items():
-        if key in out and gone.intersection(urns):
+        if key not in out:
+            continue
+        text = None
+        carried = False
+        for u in set(urns) & (unknown_outputs or {}).keys():
+            text = text if text is not None else json.dumps(out[key])
+            carried = carried or any(json.dumps(v)[1:-1] in text for v in (unknown_outputs or {})[u])
+        if gone.intersection(urns) or carried:
             out[key] = UNKNOWN
             hit.append(key)
     return out, hit
@@ -231,6 +244,7 @@ def compute(old_doc: dict[str, Any], new_doc: dict[str, Any]) -> "Transition":
     steps: dict[str, Step] = {}
     sequence: list[tuple[str, str]] = []  # (engine op, new or old urn)
     unknown_from: set[str] = set()        # new URNs whose outputs a preview does not know yet
+    unknown_outputs: dict[str, list[Any]] = {}  # updated dynamic resources: outputs a preview does not know
     replaced_old: set[str] = set()        # old URNs replaced (the dependent walk's replace set)
     dependents_dbr: dict[str, str] = {}   # old urn -> the replaced resource it goes with
     deleted_early: set[str] = set()
@@ -267,7 +281,8 @@ def compute(old_doc: dict[str, Any], new_doc: dict[str, Any]) -> "Transition":
         o = old[old_urn]
         has_fingerprints = "secretFingerprints" in o
         old_inputs = comparable_inputs(o)
-        new_inputs, unknown_keys = _unknown_inputs(r, comparable_inputs(r, has_fingerprints), unknown_from)
+        new_inputs, unknown_keys = _unknown_inputs(r, comparable_inputs(r, has_fingerprints), unknown_from,
+                                                   unknown_outputs)
         ignore = options.get("ignoreChanges") or []
         for key in list(new_inputs):
             if _ignored(ignore, key):
@@ -316,6 +331,17 @@ def compute(old_doc: dict[str, Any], new_doc: dict[str, Any]) -> "Transition":
         elif d.keys:
             steps[urn] = Step(urn, r["type"], r["name"], "update", False, keys, why=why.strip())
             sequence.append(("update", urn))
+            if provider_rules.family(r["type"], bool(r.get("custom"))) == "dynamic":
+                # A preview does not run a dynamic provider's update: the servicer's Configure
+                # does not say it supports previews (pulumi/dynamic/__main__.py), so the engine
+                # hands back the new inputs as the outputs (sdk/go/common/resource/plugin/
+                # provider_plugin.go `Update`); its id stays. An output the provider fills in
+                # (an instance's address) then reads as its input placeholder: a dependent that
+                # carries it sees a value that changes.
+                filled = [v for k, v in sorted((r.get("outputs") or {}).items())
+                          if isinstance(v, str) and len(v) > 3 and new_inputs.get(k) != v]
+                if filled:
+                    unknown_outputs[urn] = filled
         else:
             steps[urn] = Step(urn, r["type"], r["name"], "same")
             sequence.append(("same", urn))
