@@ -13,6 +13,8 @@ Knobs (attributes of FakeLambda, changed by the tests while it runs):
   None = it never becomes active.
 - `vanish`: instance ids that disappear (404) from now on.
 - `fail_terminate`: terminate answers 500.
+- `after_put`: called (with the fake) right after a PUT /firewall-rules is stored: another
+  writer replacing the account-wide list between this stack's PUT and its next GET.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import itertools
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 API_KEY = "secret-test-key-0123456789"
 PREFIX = "/api/v1"
@@ -45,6 +47,7 @@ class FakeLambda:
         self.boot_polls: Optional[int] = 1
         self.vanish: set[str] = set()
         self.fail_terminate = False
+        self.after_put: Optional[Callable[["FakeLambda"], None]] = None
         self.instances: dict[str, dict] = {}
         self.polls: dict[str, int] = {}
         self.ssh_keys: dict[str, dict] = {}
@@ -134,7 +137,10 @@ class FakeLambda:
             return 200, {"data": list(self.firewall)}
         if method == "PUT" and path == "/firewall-rules":
             self.firewall = list(body.get("data", []))
-            return 200, {"data": list(self.firewall)}
+            stored = list(self.firewall)
+            if self.after_put is not None:
+                self.after_put(self)
+            return 200, {"data": stored}
         return _err(404, "global/object-does-not-exist", f"No route {method} {path}")
 
     def _launch(self, body: dict) -> tuple[int, dict]:

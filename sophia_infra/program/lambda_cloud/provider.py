@@ -26,13 +26,48 @@ import time
 from typing import Any, Callable, Optional
 
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
+from pulumi.output import Unknown
+from pulumi.runtime import rpc
 
 from sophia_infra.program.lambda_cloud import api
 
 # Inputs whose change replaces the instance (a new host: a new launch, the old one terminated).
 INSTANCE_REPLACE_KEYS = ("name", "instance_type", "region", "ssh_key_name", "image_family", "file_system_names")
+# Bookkeeping inputs: changed in place, the host stays.
+INSTANCE_UPDATE_KEYS = ("api_key", "base_url", "wait_seconds", "poll_seconds")
 WAIT_SECONDS = 1200  # Lambda: "instances might take several minutes to launch"
 POLL_SECONDS = 10.0
+
+
+def is_unknown(value: Any) -> bool:
+    """Whether the value, or anything in it, is not known yet. In a preview, and when the
+    engine re-diffs the dependents of a delete-first replacement (step_generator.go
+    calculateDependentReplacements), the servicer hands `diff` such inputs as
+    pulumi.output.Unknown (Diff deserializes with keep_unknowns=True)."""
+    if isinstance(value, Unknown) or value == rpc.UNKNOWN:
+        return True
+    if isinstance(value, dict):
+        return any(is_unknown(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(is_unknown(v) for v in value)
+    return False
+
+
+def diff_inputs(olds: dict[str, Any], news: dict[str, Any], replace_keys: tuple[str, ...],
+                update_keys: tuple[str, ...], same: Callable[[str, Any, Any], bool]) -> DiffResult:
+    """Known inputs decide as usual; an unknown one is a change, never an error and never by
+    itself a replacement: the real value is diffed again once known, and replaces then if it
+    must. (Asking to replace on an unknown would delete a GPU host for a value that may not
+    change at all.)"""
+    unknown = [k for k in (*replace_keys, *update_keys) if is_unknown(news.get(k))]
+    replaces = [k for k in replace_keys if k not in unknown and not same(k, olds.get(k), news.get(k))]
+    updates = [k for k in update_keys if k not in unknown and not same(k, olds.get(k), news.get(k))]
+    return DiffResult(changes=bool(replaces or updates or unknown), replaces=replaces,
+                      delete_before_replace=bool(replaces))
+
+
+def _equal(_key: str, old: Any, new: Any) -> bool:
+    return old == new
 
 
 class _Provider(ResourceProvider):
@@ -85,10 +120,8 @@ class InstanceProvider(_Provider):
         return ReadResult(id_, {**props, **_observed(inst)})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        replaces = [k for k in INSTANCE_REPLACE_KEYS if _norm(olds.get(k)) != _norm(news.get(k))]
-        changed = replaces or [k for k in ("api_key", "base_url", "wait_seconds", "poll_seconds")
-                               if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=bool(replaces))
+        return diff_inputs(olds, news, INSTANCE_REPLACE_KEYS, INSTANCE_UPDATE_KEYS,
+                           lambda _k, old, new: _norm(old) == _norm(new))
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         # Only bookkeeping inputs change in place (the key, timeouts); the host stays.
@@ -139,9 +172,7 @@ class SshKeyProvider(_Provider):
         return ReadResult(id_, props) if key else ReadResult("", {})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        replaces = [k for k in ("name", "public_key") if olds.get(k) != news.get(k)]
-        changed = replaces or [k for k in ("api_key", "base_url") if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=bool(replaces))
+        return diff_inputs(olds, news, ("name", "public_key"), ("api_key", "base_url"), _equal)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         return UpdateResult({**news, "adopted": olds.get("adopted", False)})
@@ -156,44 +187,85 @@ def rule_key(rule: dict) -> tuple:
             rule.get("description"))
 
 
+# Read-modify-write rounds before giving up on a list that another writer keeps replacing.
+FIREWALL_APPLY_ATTEMPTS = 3
+
+
+def _same_rules(key: str, old: Any, new: Any) -> bool:
+    if key == "rules":
+        return sorted(map(rule_key, old or [])) == sorted(map(rule_key, new or []))
+    return old == new
+
+
+def missing_rules(wanted: list[dict], current: list[dict]) -> list[dict]:
+    present = {rule_key(r) for r in current}
+    return [r for r in wanted if rule_key(r) not in present]
+
+
 class FirewallRulesProvider(_Provider):
     """This stack's inbound rules in the account-wide list, which other users share.
 
     The API has one list per account and PUT replaces all of it, so every change is a
     read-modify-write that keeps every rule this stack did not add (`owned`): a rule that was
-    already there (someone else's, identical) is never removed by this stack."""
+    already there (someone else's, identical) is never removed by this stack. Another writer
+    (another stack, the console) can replace the list at any time, dropping this stack's
+    rules: `read` (pulumi refresh) and `diff` (every preview and up) compare the account's
+    list with the wanted rules, and a missing one is a change that `update` puts back."""
 
     def _apply(self, props: dict[str, Any], wanted: list[dict], owned: list[dict]) -> list[dict]:
+        """The rules this stack owns once the account's list holds `wanted` and none of the
+        `owned` rules no longer wanted. Every PUT is followed by a GET: a writer racing
+        between our GET and PUT shows up there, and the round is done again."""
         client = self._client(props)
-        current = client.firewall_rules()
         wanted_keys = {rule_key(r) for r in wanted}
         drop = {rule_key(r) for r in owned} - wanted_keys
-        kept = [r for r in current if rule_key(r) not in drop]
-        kept_keys = {rule_key(r) for r in kept}
-        added = [r for r in wanted if rule_key(r) not in kept_keys]
-        if added or len(kept) != len(current):
+        owned_keys = {rule_key(r) for r in owned} & wanted_keys
+        current = client.firewall_rules()
+        for _ in range(FIREWALL_APPLY_ATTEMPTS):
+            kept = [r for r in current if rule_key(r) not in drop]
+            added = missing_rules(wanted, kept)
+            if not added and len(kept) == len(current):
+                break
+            owned_keys |= {rule_key(r) for r in added}  # what this stack put there is its own
             client.set_firewall_rules(kept + added)
-        before = {rule_key(r) for r in current}
-        still_owned = [r for r in owned if rule_key(r) in wanted_keys]
-        return still_owned + [r for r in added if rule_key(r) not in before]
+            current = client.firewall_rules()
+        still_missing = missing_rules(wanted, current)
+        if still_missing:
+            raise api.LambdaCloudError(
+                f"the account's Lambda firewall list still lacks {len(still_missing)} of this stack's rules after "
+                f"{FIREWALL_APPLY_ATTEMPTS} rounds of writing them (something else keeps replacing the list, e.g. "
+                "another stack or the console); stop the other writer and run pulumi up again")
+        seen: set = set()
+        return [r for r in wanted if rule_key(r) in owned_keys and not (rule_key(r) in seen or seen.add(rule_key(r)))]
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         owned = self._apply(props, list(props["rules"]), [])
-        return CreateResult(props["name"], {**props, "owned": owned})
+        return CreateResult(props["name"], {**props, "owned": owned, "missing": []})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        present = {rule_key(r) for r in self._client(props).firewall_rules()}
+        current = self._client(props).firewall_rules()
+        present = {rule_key(r) for r in current}
         owned = [r for r in props.get("owned") or [] if rule_key(r) in present]
-        return ReadResult(id_, {**props, "owned": owned})
+        return ReadResult(id_, {**props, "owned": owned, "missing": missing_rules(list(props.get("rules") or []), current)})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changed = sorted(map(rule_key, olds.get("rules") or [])) != sorted(map(rule_key, news.get("rules") or [])) \
-            or any(olds.get(k) != news.get(k) for k in ("api_key", "base_url"))
-        return DiffResult(changes=changed, replaces=[])
+        result = diff_inputs(olds, news, (), ("rules", "api_key", "base_url"), _same_rules)
+        if result.changes:
+            return result
+        # Same inputs: is the account's list still carrying them? (refresh recorded `missing`;
+        # without a refresh, look now.)
+        drifted = bool(olds.get("missing")) or bool(self._missing_now(news))
+        return DiffResult(changes=drifted, replaces=[])
+
+    def _missing_now(self, props: dict[str, Any]) -> list[dict]:
+        try:
+            return missing_rules(list(props.get("rules") or []), self._client(props).firewall_rules())
+        except api.LambdaCloudError:
+            return []  # unreachable now: the next refresh or up looks again
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         owned = self._apply(news, list(news["rules"]), list(olds.get("owned") or []))
-        return UpdateResult({**news, "owned": owned})
+        return UpdateResult({**news, "owned": owned, "missing": []})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         self._apply(props, [], list(props.get("owned") or []))

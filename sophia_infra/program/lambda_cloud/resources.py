@@ -130,7 +130,7 @@ class FirewallRules(pulumi.ComponentResource):
                  opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("sophia:lambda:FirewallRules", name, None, opts)
         self.rules = _FirewallRulesResource(provider.FirewallRulesProvider(), name, {
-            "api_key": api_key, "name": name, "rules": rules, "owned": None,
+            "api_key": api_key, "name": name, "rules": rules, "owned": None, "missing": None,
         }, pulumi.ResourceOptions.merge(_SECRET_OUTPUTS, pulumi.ResourceOptions(parent=self)))
         self.register_outputs({})
 
