@@ -4,11 +4,14 @@ replacements, orphaned and duplicate instances, firewall drift, the servicer's f
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 from pulumi.runtime import rpc
 
-from sophia_infra.program.lambda_cloud import api, provider
-from tests.dynamic_servicer import Servicer, diff_kind
+from sophia_infra.program.lambda_cloud import api, provider, resources
+from tests.dynamic_servicer import SOURCE, Servicer, diff_kind, plain, workers
 from tests.lambda_fake import API_KEY, FakeLambda
 
 INSTANCE = {"api_key": API_KEY, "base_url": "http://127.0.0.1:9/api/v1", "name": "sophia-ai-core",
@@ -128,3 +131,115 @@ def test_a_list_that_keeps_being_replaced_fails_in_one_sentence(fake, quick):
         fw.create(props)
     assert "still lacks 2 of this stack's rules" in str(err.value) and "\n" not in str(err.value)
     assert fake.requests.count(("PUT", "/api/v1/firewall-rules")) == provider.FIREWALL_APPLY_ATTEMPTS
+
+
+# ----------------------------------------------------------------------------- orphans and duplicates
+
+TAG = "sophia-infra-production"
+
+
+def _instance_props(fake: FakeLambda, **over) -> dict:
+    return {**INSTANCE, "base_url": fake.base_url, "stack_tag": TAG, **over}
+
+
+def _with_key(fake: FakeLambda) -> None:
+    fake.ssh_keys["key-0"] = {"id": "key-0", "name": "sophia-production", "public_key": "ssh-ed25519 AAAA test"}
+
+
+def _launches(fake: FakeLambda) -> int:
+    return fake.requests.count(("POST", "/api/v1/instance-operations/launch"))
+
+
+def test_a_launch_whose_answer_is_lost_adopts_the_instance_it_made(fake, quick):
+    _with_key(fake)
+    fake.lose_launch_responses = 1  # Lambda launched it; the answer never arrived
+    created = provider.InstanceProvider(throttle=quick).create(_instance_props(fake))
+    (iid,) = fake.instances
+    assert created.id == iid and _launches(fake) == 1
+    assert fake.instances[iid]["tags"] == [{"key": provider.STACK_TAG, "value": TAG}]
+
+
+def test_an_instance_a_previous_run_launched_but_never_recorded_is_adopted_not_launched_again(fake, quick):
+    _with_key(fake)
+    prov = provider.InstanceProvider(throttle=quick)
+    first = prov.create(_instance_props(fake))  # the run that launched it was then interrupted
+    again = prov.create(_instance_props(fake))  # the next up creates it again
+    assert again.id == first.id and _launches(fake) == 1 and len(fake.running()) == 1
+
+
+def test_an_instance_of_the_same_name_from_another_stack_or_untagged_is_not_adopted(fake, quick):
+    _with_key(fake)
+    prov = provider.InstanceProvider(throttle=quick)
+    other = prov.create(_instance_props(fake, stack_tag="sophia-infra-dev"))
+    untagged = prov.create(_instance_props(fake, stack_tag=None))
+    ours = prov.create(_instance_props(fake))
+    assert len({other.id, untagged.id, ours.id}) == 3 and _launches(fake) == 3
+
+
+def test_an_adoptable_instance_of_another_type_is_refused_in_one_sentence(fake, quick):
+    _with_key(fake)
+    prov = provider.InstanceProvider(throttle=quick)
+    prov.create(_instance_props(fake, instance_type="gpu_1x_a100", region="us-east-1"))
+    with pytest.raises(api.LambdaCloudError) as err:
+        prov.create(_instance_props(fake))
+    assert "is a gpu_1x_a100 in us-east-1, not the gpu_1x_gh200 in us-east-3" in str(err.value)
+    assert "\n" not in str(err.value) and _launches(fake) == 1
+
+
+def test_a_refused_launch_adopts_nothing_and_says_why(fake, quick):
+    _with_key(fake)
+    with pytest.raises(api.CapacityError):
+        provider.InstanceProvider(throttle=quick).create(_instance_props(fake, region="us-west-1"))
+    assert fake.instances == {}
+
+
+def test_any_exception_during_the_boot_wait_is_one_sentence_and_the_instance_stays_recorded(fake, quick, monkeypatch):
+    _with_key(fake)
+    created = provider.InstanceProvider(throttle=quick).create(_instance_props(fake))
+
+    def broken(*_a, **_k):
+        raise ValueError("Expecting value: line 1 column 1 (char 0)")  # e.g. a garbled answer
+
+    monkeypatch.setattr(api, "wait_for", broken)
+    with pytest.raises(api.LambdaCloudError) as err:
+        provider.InstanceReadyProvider(throttle=quick).create(
+            {"api_key": API_KEY, "base_url": fake.base_url, "instance_id": created.id})
+    assert "Expecting value" in str(err.value) and "stays in the stack" in str(err.value)
+    assert fake.instances[created.id]["status"] != "terminated"
+
+
+# ----------------------------------------------------------------------------- the servicer's four workers
+
+def test_a_fifth_node_launches_before_any_boot_wait_can_hold_it_up(fake):
+    """Nothing boots until all five are launched: were the boot wait in the launch's create,
+    four waits would hold the servicer's four workers and the fifth launch would never run."""
+    _with_key(fake)
+    fake.boot_after_launches, fake.boot_polls = 5, 0
+    fast = api.Throttle(interval=0.0, launch_interval=0.0)
+    launch, wait = provider.InstanceProvider(throttle=fast), provider.InstanceReadyProvider(throttle=fast)
+    names = [f"sophia-gpu-{i}" for i in range(5)]
+    assert workers() == 4
+    with Servicer(max_workers=workers()) as s:
+        # As the engine does: the five launches at once (all wait only for the SSH key), each
+        # node's wait once its launch has returned.
+        launched = {n: s.submit("Create", s.create_request(launch, _instance_props(fake, name=n))) for n in names}
+        waits = {}
+        for n, future in launched.items():
+            iid = future.result(timeout=60).id
+            waits[n] = s.submit("Create", s.create_request(wait, {
+                "api_key": API_KEY, "base_url": fake.base_url, "instance_id": iid,
+                "wait_seconds": 60, "poll_seconds": 0.01}))
+        booted = {n: plain(f.result(timeout=90).properties) for n, f in waits.items()}
+    assert fake.launches == 5 and len(fake.running()) == 5
+    assert {n: b["status"] for n, b in booted.items()} == {n: "active" for n in names}
+    assert len({b["ip"] for b in booted.values()}) == 5
+
+
+def test_custom_timeouts_are_not_promised_on_dynamic_resources():
+    """The servicer never reads a request's timeout, so a custom_timeouts option on a dynamic
+    resource would do nothing; the provider's wait_seconds is the bound."""
+    create = ast.get_source_segment(SOURCE.read_text(), next(
+        n for n in ast.walk(ast.parse(SOURCE.read_text())) if isinstance(n, ast.FunctionDef) and n.name == "Create"))
+    assert create is not None and "timeout" not in create
+    tree = ast.parse(Path(resources.__file__).read_text())
+    assert not [k for k in ast.walk(tree) if isinstance(k, ast.keyword) and k.arg == "custom_timeouts"]

@@ -34,7 +34,8 @@ from sophia_infra.program.lambda_cloud import api
 # Inputs whose change replaces the instance (a new host: a new launch, the old one terminated).
 INSTANCE_REPLACE_KEYS = ("name", "instance_type", "region", "ssh_key_name", "image_family", "file_system_names")
 # Bookkeeping inputs: changed in place, the host stays.
-INSTANCE_UPDATE_KEYS = ("api_key", "base_url", "wait_seconds", "poll_seconds")
+INSTANCE_UPDATE_KEYS = ("api_key", "base_url", "wait_seconds", "poll_seconds", "stack_tag")
+READY_UPDATE_KEYS = ("api_key", "base_url", "wait_seconds", "poll_seconds")
 WAIT_SECONDS = 1200  # Lambda: "instances might take several minutes to launch"
 POLL_SECONDS = 10.0
 
@@ -88,30 +89,76 @@ class _Provider(ResourceProvider):
         return {"sleep": self._sleep or time.sleep, "clock": self._clock or time.monotonic}
 
 
+# The tag every instance is launched with: the stack it belongs to (`<project>-<stack>`), so
+# that an instance found by name is adopted only by its own stack.
+STACK_TAG = "sophia-stack"
+
+
+def tags_of(inst: dict) -> dict[str, str]:
+    return {str(t.get("key")): str(t.get("value")) for t in inst.get("tags") or [] if isinstance(t, dict)}
+
+
 class InstanceProvider(_Provider):
-    """One Lambda Cloud instance: launched, waited for, terminated."""
+    """One Lambda Cloud instance: launched or adopted, terminated. Its create returns as soon as
+    the launch is accepted; the boot is awaited by InstanceReadyProvider, a resource of its own.
+
+    Why: Pulumi records an instance only once `create` returns. Everything that can go wrong
+    between the launch and that moment (the launch's answer lost, the run interrupted, an
+    exception) would leave a billed host the stack does not know, and the next `up` would
+    launch a second one. So: before a launch, and after a launch whose outcome is not known,
+    list the account's instances and adopt the one with this name and this stack's tag; and
+    keep the window short (no boot wait in here)."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         client = self._client(props)
-        instance_id = client.launch(
-            name=props["name"], instance_type=props["instance_type"], region=props["region"],
-            ssh_key_name=props["ssh_key_name"], file_system_names=props.get("file_system_names") or None,
-            image_family=props.get("image_family") or None)
+        inst = self._adoptable(client, props)
+        if inst is None:
+            inst = {"id": self._launch(client, props), "status": "booting"}
+        return CreateResult(str(inst["id"]), {**props, **_observed(inst)})
+
+    def _launch(self, client: api.Client, props: dict[str, Any]) -> str:
+        tag = props.get("stack_tag")
         try:
-            inst = api.wait_for(client, instance_id, float(props.get("wait_seconds") or WAIT_SECONDS),
-                                float(props.get("poll_seconds") or POLL_SECONDS), **self._wait_args())
-        except (api.LambdaCloudError, TimeoutError) as err:
-            # Pulumi records nothing for a failed create, so an instance left running here
-            # would be an orphan the stack does not know about, billed by the hour: end it.
-            try:
-                client.terminate([instance_id])
-            except api.LambdaCloudError as term_err:
-                raise api.LambdaCloudError(
-                    f"{err}; terminating instance {instance_id} failed too ({term_err}): terminate it in "
-                    "the Lambda Cloud console, it is not in the stack") from None
-            raise api.LambdaCloudError(f"{err}; instance {instance_id} was terminated, so nothing is left "
-                                       "behind: run pulumi up again") from None
-        return CreateResult(instance_id, {**props, **_observed(inst)})
+            return client.launch(
+                name=props["name"], instance_type=props["instance_type"], region=props["region"],
+                ssh_key_name=props["ssh_key_name"], file_system_names=props.get("file_system_names") or None,
+                image_family=props.get("image_family") or None, tags={STACK_TAG: tag} if tag else None)
+        except api.LambdaCloudError as err:
+            if 0 < err.status < 500:
+                raise  # refused (capacity, key, quota, parameters): nothing was launched
+            lost: BaseException = err
+        except Exception as err:  # an answer that could not be read: the launch may have happened
+            lost = err
+        found = self._adoptable(client, props)
+        if found is not None:
+            return str(found["id"])
+        raise api.LambdaCloudError(
+            f"launching {props['name']} failed or its answer was lost ({lost}) and the account shows no instance "
+            f"named {props['name']} tagged {STACK_TAG}={tag}; run pulumi up again (it adopts such an instance if "
+            "one appears, instead of launching another)") from None
+
+    def _adoptable(self, client: api.Client, props: dict[str, Any]) -> Optional[dict]:
+        """This stack's live instance with this name, if any (an earlier run launched it and
+        never recorded it). None when untagged resources cannot be told apart (no stack_tag)."""
+        tag, name = props.get("stack_tag"), props["name"]
+        if not tag:
+            return None
+        mine = [i for i in client.instances() if i.get("name") == name and tags_of(i).get(STACK_TAG) == tag
+                and i.get("status") not in api.ENDING_STATUSES]
+        if not mine:
+            return None
+        if len(mine) > 1:
+            ids = ", ".join(sorted(str(i.get("id")) for i in mine))
+            raise api.LambdaCloudError(f"the account has {len(mine)} instances named {name} tagged {STACK_TAG}={tag} "
+                                       f"({ids}); terminate all but one in the Lambda Cloud console and run pulumi up again")
+        inst = mine[0]
+        have = ((inst.get("instance_type") or {}).get("name"), (inst.get("region") or {}).get("name"))
+        if have != (props["instance_type"], props["region"]):
+            raise api.LambdaCloudError(
+                f"instance {inst.get('id')} named {name} (tagged {STACK_TAG}={tag}) is a {have[0]} in {have[1]}, not the "
+                f"{props['instance_type']} in {props['region']} the stack wants; terminate it in the Lambda Cloud "
+                "console and run pulumi up again")
+        return inst
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         inst = self._client(props).get_instance(id_)
@@ -124,8 +171,8 @@ class InstanceProvider(_Provider):
                            lambda _k, old, new: _norm(old) == _norm(new))
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        # Only bookkeeping inputs change in place (the key, timeouts); the host stays.
-        return UpdateResult({**news, **{k: olds.get(k) for k in ("ip", "private_ip", "status", "hostname")}})
+        # Only bookkeeping inputs change in place (the key, timeouts, the tag); the host stays.
+        return UpdateResult({**news, **{k: olds.get(k) for k in OBSERVED}})
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         client = self._client(props)
@@ -142,13 +189,52 @@ class InstanceProvider(_Provider):
             wait["sleep"](float(props.get("poll_seconds") or POLL_SECONDS))
 
 
+class InstanceReadyProvider(_Provider):
+    """Waits until the instance is active with its addresses (`ip`, `private_ip`).
+
+    A resource of its own, after the instance: the instance is in the stack before the wait
+    starts, so a wait that fails or is interrupted leaves nothing unknown behind (the next
+    `up` waits again), and a long boot does not hold up the other launches (the dynamic
+    provider's process serves four calls at once: launches queue before these waits)."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        instance_id = props["instance_id"]
+        try:
+            inst = api.wait_for(self._client(props), instance_id, float(props.get("wait_seconds") or WAIT_SECONDS),
+                                float(props.get("poll_seconds") or POLL_SECONDS), **self._wait_args())
+        except Exception as err:  # noqa: BLE001 - whatever it was, say what is left and what to do
+            raise api.LambdaCloudError(
+                f"{err}; instance {instance_id} stays in the stack: run pulumi up again to wait for it once more, or "
+                "pulumi refresh if it is gone") from None
+        return CreateResult(instance_id, {**props, **_observed(inst)})
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        inst = self._client(props).get_instance(id_)
+        if inst is None or inst.get("status") in api.GONE_STATUSES:
+            return ReadResult("", {})
+        return ReadResult(id_, {**props, **_observed(inst)})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        # A new instance is a new wait; the old one is gone with its instance (delete: nothing).
+        result = diff_inputs(olds, news, ("instance_id",), READY_UPDATE_KEYS, _equal)
+        return DiffResult(changes=result.changes, replaces=result.replaces, delete_before_replace=False)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult({**news, **{k: olds.get(k) for k in OBSERVED}})
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        pass  # the instance's own delete terminates it
+
+
 def _norm(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else (value or None)
 
 
+OBSERVED = ("ip", "private_ip", "status", "hostname")
+
+
 def _observed(inst: dict) -> dict[str, Any]:
-    return {"ip": inst.get("ip"), "private_ip": inst.get("private_ip"),
-            "status": inst.get("status"), "hostname": inst.get("hostname")}
+    return {k: inst.get(k) for k in OBSERVED}
 
 
 class SshKeyProvider(_Provider):

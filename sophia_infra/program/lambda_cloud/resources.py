@@ -52,6 +52,12 @@ class _InstanceResource(pulumi.dynamic.Resource, module="lambda", name="Instance
     status: pulumi.Output[str]
 
 
+class _InstanceReadyResource(pulumi.dynamic.Resource, module="lambda", name="InstanceReady"):
+    ip: pulumi.Output[str]
+    private_ip: pulumi.Output[Optional[str]]
+    status: pulumi.Output[str]
+
+
 class _SshKeyResource(pulumi.dynamic.Resource, module="lambda", name="SshKey"):
     name: pulumi.Output[str]
 
@@ -72,9 +78,14 @@ class SshKey(pulumi.ComponentResource):
 
 
 class Instance(pulumi.ComponentResource):
-    """The node's host: its name is the node name; a new type, region, key or image is a new host."""
+    """The node's host: its name is the node name; a new type, region, key or image is a new host.
 
-    def __init__(self, node: Node, api_key: pulumi.Input[str], ssh_key_name: pulumi.Input[str],
+    Two dynamic resources: `<node>-instance` launches (or adopts) and is in the stack as soon as
+    Lambda accepts the launch; `<node>-ready` waits for the boot (provider.py says why). No
+    `custom_timeouts`: the dynamic provider's servicer ignores them (pulumi/dynamic/__main__.py
+    never reads a request's timeout); the provider's own `wait_seconds` bounds the waits."""
+
+    def __init__(self, node: Node, api_key: pulumi.Input[str], ssh_key_name: pulumi.Input[str], stack_tag: str,
                  opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("sophia:lambda:Instance", node.name, None, opts)
         p = node.provision
@@ -82,14 +93,16 @@ class Instance(pulumi.ComponentResource):
         self.instance = _InstanceResource(provider.InstanceProvider(), f"{node.name}-instance", {
             "api_key": api_key, "name": node.name, "instance_type": p.instance_type, "region": p.region,
             "ssh_key_name": ssh_key_name, "file_system_names": [p.file_system] if p.file_system else [],
-            "image_family": p.image_family, "wait_seconds": provider.WAIT_SECONDS,
+            "image_family": p.image_family, "stack_tag": stack_tag, "wait_seconds": provider.WAIT_SECONDS,
             "poll_seconds": provider.POLL_SECONDS, "ip": None, "private_ip": None, "status": None, "hostname": None,
-        }, pulumi.ResourceOptions.merge(_SECRET_OUTPUTS, pulumi.ResourceOptions(
-            parent=self, delete_before_replace=True,
-            # Launch, boot, terminate: minutes each; the provider's own wait is shorter.
-            custom_timeouts=pulumi.CustomTimeouts(create="30m", update="5m", delete="30m"))))
-        self.ip = self.instance.ip
-        self.register_outputs({"ip": self.ip})
+        }, pulumi.ResourceOptions.merge(_SECRET_OUTPUTS, pulumi.ResourceOptions(parent=self, delete_before_replace=True)))
+        self.ready = _InstanceReadyResource(provider.InstanceReadyProvider(), f"{node.name}-ready", {
+            "api_key": api_key, "instance_id": self.instance.id, "wait_seconds": provider.WAIT_SECONDS,
+            "poll_seconds": provider.POLL_SECONDS, "ip": None, "private_ip": None, "status": None, "hostname": None,
+        }, pulumi.ResourceOptions.merge(_SECRET_OUTPUTS, pulumi.ResourceOptions(parent=self)))
+        self.ip = self.ready.ip
+        self.private_ip = self.ready.private_ip
+        self.register_outputs({"ip": self.ip, "private_ip": self.private_ip})
 
 
 def _rule(protocol: str, ports: tuple[int, int], source: str, what: str, tag: str) -> dict:
@@ -147,7 +160,7 @@ def provision(cfg: StackConfig, private_key: pulumi.Output[str],
     api_key = secret(API_KEY_SECRET)
     tag = f"{pulumi.get_project()}-{pulumi.get_stack()}"
     key = SshKey(tag, api_key, pulumi.Output.unsecret(private_key.apply(public_key_of)), opts=opts)
-    instances = {n.name: Instance(n, api_key, key.key_name, opts=opts) for n in nodes}
+    instances = {n.name: Instance(n, api_key, key.key_name, tag, opts=opts) for n in nodes}
     fixed = {n.name: cfg.hosts[n.name].address for n in cfg.nodes if n.name in cfg.hosts}
     names = list(instances)
     rules = pulumi.Output.all(*[instances[n].ip for n in names]).apply(
