@@ -264,3 +264,20 @@ def test_capacity_with_a_wrong_key_exits_2_without_printing_it(monkeypatch, caps
     with FakeLambda() as fake:
         code, out, err = _capacity(monkeypatch, capsys, {"LAMBDA_API_KEY": "wrong-key-xyz", "LAMBDA_API_BASE_URL": fake.base_url})
     assert code == 2 and "wrong, revoked or missing" in err and "wrong-key-xyz" not in err + out
+
+
+# ----------------------------------------------------------------------------- regions without Lambda firewall rules
+
+def test_a_node_in_a_region_without_lambda_firewall_rules_is_warned_about(monkeypatch, caplog):
+    import logging
+    cfg, secrets = production_config(("sophia-mcp", "sophia-dev"))
+    nodes = json.loads(cfg["sophia:nodes"])
+    dev = next(i for i, n in enumerate(nodes) if n["name"] == "sophia-dev")
+    nodes[dev]["provision"]["region"] = "us-south-1"
+    cfg["sophia:nodes"] = json.dumps(nodes)
+    with caplog.at_level(logging.WARNING):
+        runner.run("production", config=cfg, secret_keys=secrets)
+    warned = [r.getMessage() for r in caplog.records if "firewall rules do not apply" in r.getMessage()]
+    assert warned == [f"sophia:nodes[{dev}].provision.region: Lambda's firewall rules do not apply in us-south-1, so "
+                      "node 'sophia-dev' is open on every port until its host firewall (ufw) is applied and is then "
+                      "protected by ufw alone; choose another region to have both."]

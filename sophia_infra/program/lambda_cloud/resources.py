@@ -18,7 +18,7 @@ import pulumi.dynamic
 from sophia_infra.program.config.cluster import Node
 from sophia_infra.program.config.stack import StackConfig
 from sophia_infra.program.lambda_cloud import provider
-from sophia_infra.program.config.provision import API_KEY_SECRET, provisioned
+from sophia_infra.program.config.provision import API_KEY_SECRET, provisioned, warnings
 
 API_PORT, KUBELET_PORT, NODE_EXPORTER_PORT = 6443, 10250, 9100
 ANYWHERE = "0.0.0.0/0"
@@ -155,6 +155,8 @@ def provision(cfg: StackConfig, private_key: pulumi.Output[str],
     nodes = provisioned(cfg)
     if not nodes:
         return {}
+    for warning in warnings(cfg):
+        pulumi.log.warn(warning)
     from sophia_infra.program.secrets import secret
 
     api_key = secret(API_KEY_SECRET)
