@@ -281,3 +281,24 @@ def test_a_node_in_a_region_without_lambda_firewall_rules_is_warned_about(monkey
     assert warned == [f"sophia:nodes[{dev}].provision.region: Lambda's firewall rules do not apply in us-south-1, so "
                       "node 'sophia-dev' is open on every port until its host firewall (ufw) is applied and is then "
                       "protected by ufw alone; choose another region to have both."]
+
+
+# ----------------------------------------------------------------------------- both addresses of a launched host
+
+def test_both_addresses_of_every_launched_peer_are_admitted_and_node_ip_is_chosen_on_the_host(plan):
+    result, seen = plan(ALL)
+    public = {n: mocks.fake_instance_address(f"{n}-instance") for n in ALL}
+    private = {n: mocks.fake_instance_private_address(f"{n}-instance") for n in ALL}
+    firewall = _commands(seen, "-firewall")["sophia-control"]["create"]
+    for peer in ("sophia-ai-core", "sophia-mcp", "sophia-data", "sophia-dev"):
+        for addr in (public[peer], private[peer]):
+            assert f"from {addr} to any port 6443,10250" in firewall  # ufw: kubelet and API
+            assert f"from {addr} to any port 8472" in firewall or f"from {addr} to any port 51820" in firewall
+    (fw,) = [r for r in result.resources if r.type == "pulumi-python:dynamic/lambda:FirewallRules"]
+    sources = {(r["protocol"], r["port_range"][0], r["source_network"]) for r in fw.inputs["rules"]}
+    for n in ALL:
+        for addr in (public[n], private[n]):
+            assert ("tcp", 10250, f"{addr}/32") in sources  # the Lambda rules too
+    config = _commands(seen, "-config")["sophia-mcp"]["create"]
+    assert "node-ip:" not in config.split("SOPHIA_K3S_CONFIG")[1]  # not fixed in the file: chosen on the host
+    assert f"candidates=({public['sophia-mcp']} {private['sophia-mcp']})" in config

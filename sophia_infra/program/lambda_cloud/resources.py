@@ -10,7 +10,8 @@ the public half of the ESC private key, derived here, so the private key never l
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Mapping, Optional
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
 
 import pulumi
 import pulumi.dynamic
@@ -109,10 +110,12 @@ def _rule(protocol: str, ports: tuple[int, int], source: str, what: str, tag: st
     return {"protocol": protocol, "port_range": list(ports), "source_network": source, "description": f"{tag}: {what}"}
 
 
-def firewall_rules(cfg: StackConfig, addresses: Mapping[str, str], tag: str) -> list[dict]:
+def firewall_rules(cfg: StackConfig, addresses: Mapping[str, Sequence[Optional[str]]], tag: str) -> list[dict]:
     """The cluster's inbound needs as Lambda firewall rules: SSH and 80/443 from anywhere, the API
     from apiAllowFrom, API, kubelet, node-exporter and the overlay between the nodes, etcd
-    between servers. `addresses`: node name -> public address (DNS names cannot be rules)."""
+    between servers. `addresses`: node name -> every address its traffic may come from (a
+    launched instance's public and private one: which its interface carries is not documented;
+    DNS names cannot be rules)."""
     k3s = cfg.k3s
     overlay = 51820 if k3s.flannel_backend == "wireguard-native" else 8472
     rules = [_rule("tcp", (22, 22), ANYWHERE, "ssh", tag),
@@ -127,14 +130,13 @@ def firewall_rules(cfg: StackConfig, addresses: Mapping[str, str], tag: str) -> 
             return None
 
     for node in cfg.nodes:
-        peer = cidr(addresses.get(node.name) or "")
-        if peer is None:
-            continue
-        for port in (API_PORT, KUBELET_PORT, NODE_EXPORTER_PORT):
-            rules.append(_rule("tcp", (port, port), peer, f"nodes {node.name}", tag))
-        rules.append(_rule("udp", (overlay, overlay), peer, f"overlay {node.name}", tag))
-        if node.role == "control-plane":
-            rules.append(_rule("tcp", (2379, 2380), peer, f"etcd {node.name}", tag))
+        peers = dict.fromkeys(p for p in (cidr(a or "") for a in addresses.get(node.name) or ()) if p)
+        for peer in peers:
+            for port in (API_PORT, KUBELET_PORT, NODE_EXPORTER_PORT):
+                rules.append(_rule("tcp", (port, port), peer, f"nodes {node.name}", tag))
+            rules.append(_rule("udp", (overlay, overlay), peer, f"overlay {node.name}", tag))
+            if node.role == "control-plane":
+                rules.append(_rule("tcp", (2379, 2380), peer, f"etcd {node.name}", tag))
     return rules
 
 
@@ -148,9 +150,17 @@ class FirewallRules(pulumi.ComponentResource):
         self.register_outputs({})
 
 
+@dataclass(frozen=True)
+class Launched:
+    """A launched instance's addresses, known once the firewall admits the cluster's traffic."""
+
+    ip: pulumi.Output[str]
+    private_ip: pulumi.Output[Optional[str]]
+
+
 def provision(cfg: StackConfig, private_key: pulumi.Output[str],
-              opts: Optional[pulumi.ResourceOptions] = None) -> dict[str, pulumi.Output[str]]:
-    """Launch every provisioned node's host; node name -> its public address, known once the
+              opts: Optional[pulumi.ResourceOptions] = None) -> dict[str, Launched]:
+    """Launch every provisioned node's host; node name -> its addresses, known once the
     firewall admits the cluster's traffic (so nothing connects before the ports are open)."""
     nodes = provisioned(cfg)
     if not nodes:
@@ -163,10 +173,14 @@ def provision(cfg: StackConfig, private_key: pulumi.Output[str],
     tag = f"{pulumi.get_project()}-{pulumi.get_stack()}"
     key = SshKey(tag, api_key, pulumi.Output.unsecret(private_key.apply(public_key_of)), opts=opts)
     instances = {n.name: Instance(n, api_key, key.key_name, tag, opts=opts) for n in nodes}
-    fixed = {n.name: cfg.hosts[n.name].address for n in cfg.nodes if n.name in cfg.hosts}
+    fixed: dict[str, Sequence[Optional[str]]] = {n.name: [cfg.hosts[n.name].address]
+                                                 for n in cfg.nodes if n.name in cfg.hosts}
     names = list(instances)
-    rules = pulumi.Output.all(*[instances[n].ip for n in names]).apply(
-        lambda ips: firewall_rules(cfg, {**fixed, **dict(zip(names, ips))}, tag))
+    rules = pulumi.Output.all(*[a for n in names for a in (instances[n].ip, instances[n].private_ip)]).apply(
+        lambda v: firewall_rules(cfg, {**fixed, **{n: v[2 * i:2 * i + 2] for i, n in enumerate(names)}}, tag))
     firewall = FirewallRules(tag, api_key, rules, opts=opts)
-    return {name: pulumi.Output.all(inst.ip, firewall.rules.id).apply(lambda v: v[0])
-            for name, inst in instances.items()}
+
+    def after_firewall(value: pulumi.Output) -> pulumi.Output:
+        return pulumi.Output.all(value, firewall.rules.id).apply(lambda v: v[0])
+
+    return {name: Launched(after_firewall(inst.ip), after_firewall(inst.private_ip)) for name, inst in instances.items()}

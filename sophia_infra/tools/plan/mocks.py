@@ -69,6 +69,11 @@ def fake_instance_address(name: str) -> str:
     return f"203.0.113.{100 + int(_digest(name, 'ip', n=8), 16) % 100}"
 
 
+def fake_instance_private_address(name: str) -> str:
+    """A stable private-side address in 192.0.2.0/24 (TEST-NET-1) for a launched instance."""
+    return f"192.0.2.{100 + int(_digest(name, 'private-ip', n=8), 16) % 100}"
+
+
 class PlanMocks(pulumi_mocks.Mocks):
     def __init__(self, command_stdout: Optional[CommandStdout] = None):
         self.command_stdout = command_stdout or default_command_stdout
@@ -84,7 +89,8 @@ class PlanMocks(pulumi_mocks.Mocks):
         elif typ == LAMBDA_INSTANCE_READY:
             # The booted instance: active, with an address from a documentation range.
             instance = name.removesuffix("-ready") + "-instance"
-            state.update(ip=fake_instance_address(instance), private_ip=None, status="active", hostname=None)
+            state.update(ip=fake_instance_address(instance), private_ip=fake_instance_private_address(instance),
+                         status="active", hostname=None)
         elif typ == "random:index/randomPassword:RandomPassword":
             length = int(args.inputs.get("length", 32))
             state["result"] = (_digest(name, "password", n=64) * 4)[:length]
