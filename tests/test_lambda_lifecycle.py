@@ -20,6 +20,8 @@ INSTANCE = {"api_key": API_KEY, "base_url": "http://127.0.0.1:9/api/v1", "name":
 RULE = {"protocol": "tcp", "port_range": [22, 22], "source_network": "0.0.0.0/0", "description": "t: ssh"}
 FIREWALL = {"api_key": API_KEY, "base_url": "http://127.0.0.1:9/api/v1", "name": "sophia-production",
             "rules": [RULE], "owned": [RULE]}
+READY = {"api_key": API_KEY, "base_url": "http://127.0.0.1:9/api/v1", "instance_id": "i-0001",
+         "wait_seconds": 60, "poll_seconds": 5}
 KEY = {"api_key": API_KEY, "base_url": "http://127.0.0.1:9/api/v1", "name": "sophia-production",
        "public_key": "ssh-ed25519 AAAA test", "adopted": False}
 
@@ -38,6 +40,7 @@ def servicer():
     (provider.InstanceProvider(), INSTANCE, "ssh_key_name"),  # the key replaced, delete-first
     (provider.InstanceProvider(), INSTANCE, "file_system_names"),
     (provider.SshKeyProvider(), KEY, "public_key"),
+    (provider.InstanceReadyProvider(), READY, "instance_id"),  # its instance replaced, delete-first
 ])
 def test_an_unknown_input_is_a_change_never_an_error_nor_a_replacement(servicer, prov, olds, unknown):
     resp = servicer.diff(prov, olds, {**olds, unknown: rpc.UNKNOWN})
@@ -59,8 +62,25 @@ def test_known_inputs_beside_an_unknown_one_still_decide_a_replacement(servicer)
 
 def test_known_equal_inputs_are_no_change_through_the_servicer(servicer):
     for prov, props in ((provider.InstanceProvider(), INSTANCE), (provider.FirewallRulesProvider(), FIREWALL),
-                        (provider.SshKeyProvider(), KEY)):
+                        (provider.SshKeyProvider(), KEY), (provider.InstanceReadyProvider(), READY)):
         assert diff_kind(servicer.diff(prov, props, dict(props))) == "none"
+
+
+def test_a_new_instance_is_a_new_wait_without_deleting_anything_first(servicer):
+    resp = servicer.diff(provider.InstanceReadyProvider(), READY, {**READY, "instance_id": "i-0002"})
+    assert list(resp.replaces) == ["instance_id"] and not resp.deleteBeforeReplace
+
+
+def test_check_passes_unknown_inputs_through_in_a_preview(servicer):
+    """The engine's first call for every resource: an unknown (the firewall's rules before the
+    instances have addresses) comes back unknown, not as an error."""
+    from tests.dynamic_servicer import struct
+    from pulumi.runtime import proto
+    prov = provider.FirewallRulesProvider()
+    news = {**FIREWALL, "rules": rpc.UNKNOWN}
+    resp = servicer.call("Check", proto.CheckRequest(urn="urn:pulumi:s::p::t::n", olds=struct(prov, {}),
+                                                     news=struct(prov, news)))
+    assert list(resp.failures) == [] and resp.inputs["rules"] == rpc.UNKNOWN
 
 
 # ----------------------------------------------------------------------------- firewall drift
