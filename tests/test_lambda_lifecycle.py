@@ -263,3 +263,27 @@ def test_custom_timeouts_are_not_promised_on_dynamic_resources():
     assert create is not None and "timeout" not in create
     tree = ast.parse(Path(resources.__file__).read_text())
     assert not [k for k in ast.walk(tree) if isinstance(k, ast.keyword) and k.arg == "custom_timeouts"]
+
+
+class WaitingInCreate(provider.InstanceProvider):
+    """The design before: the boot wait inside the launch's create (for contrast only)."""
+
+    def create(self, props):
+        created = super().create(props)
+        inst = api.wait_for(self._client(props), created.id, float(props["wait_seconds"]),
+                            float(props["poll_seconds"]))
+        return type(created)(created.id, {**(created.outs or {}), "ip": inst["ip"]})
+
+
+def test_with_the_wait_inside_the_launch_four_waits_starve_the_fifth_launch(fake):
+    """The same five nodes, the boot wait inside create: the four workers all wait for boots
+    that need the fifth launch, which waits for a free worker, so the first of them to end
+    can only be one that ran out of time (the others may then see the boot)."""
+    _with_key(fake)
+    fake.boot_after_launches, fake.boot_polls = 5, 0
+    old = WaitingInCreate(throttle=api.Throttle(interval=0.0, launch_interval=0.0))
+    with Servicer(max_workers=workers()) as s:
+        futures = [s.submit("Create", s.create_request(old, _instance_props(
+            fake, name=f"sophia-gpu-{i}", wait_seconds=2, poll_seconds=0.05))) for i in range(5)]
+        outcomes = [f.exception(timeout=60) for f in futures]
+    assert any(e is not None and "was not active" in str(e) for e in outcomes)
