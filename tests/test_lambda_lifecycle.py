@@ -287,3 +287,16 @@ def test_with_the_wait_inside_the_launch_four_waits_starve_the_fifth_launch(fake
             fake, name=f"sophia-gpu-{i}", wait_seconds=2, poll_seconds=0.05))) for i in range(5)]
         outcomes = [f.exception(timeout=60) for f in futures]
     assert any(e is not None and "was not active" in str(e) for e in outcomes)
+
+
+def test_an_error_reaches_the_engine_as_one_last_line_sentence_without_the_key(fake):
+    """How the servicer surfaces an exception: a gRPC abort with the traceback, whose last line
+    is what the operator reads."""
+    from tests.dynamic_servicer import Aborted
+    wrong = "sk-wrong-key-that-must-not-leak"
+    with Servicer() as s, pytest.raises(Aborted) as err:
+        s.call("Create", s.create_request(provider.InstanceProvider(), _instance_props(fake, api_key=wrong)))
+    last = err.value.details.strip().splitlines()[-1]
+    assert last.startswith("sophia_infra.program.lambda_cloud.api.AuthError: the Lambda Cloud API refused the API key")
+    assert wrong not in err.value.details
+    assert "During handling of the above exception" not in err.value.details  # one exception, not a chain

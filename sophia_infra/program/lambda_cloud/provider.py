@@ -18,6 +18,18 @@ and pulumi/pulumi#15864 for secrets):
   `delete` and `read` take it from the state (a rotated key reaches them on the next `up`).
 - `pulumi refresh` calls `read`; an instance that is gone reads back as deleted.
 - Only Python programs can use these resources, and `pulumi import` is not supported.
+
+What the pinned SDK's servicer (pulumi/dynamic/__main__.py) does, which shapes the code below:
+- `Diff` and `Check` get unknown inputs as pulumi.output.Unknown (preview; the dependents of a
+  delete-first replacement): every `diff` goes through `diff_inputs`, which never raises on
+  one and never asks for a replacement because of one.
+- A request's timeout is never read, so `custom_timeouts` would do nothing: the waits are
+  bounded by the resources' own `wait_seconds`.
+- One process serves every dynamic resource with four worker threads; a call waits for a free
+  one. So no create waits for a boot (InstanceReadyProvider does, after the launches).
+- An exception becomes a gRPC error carrying its traceback (the SDK's `_abort_with_traceback`;
+  no provider can avoid that), whose last line is the exception: errors meant for operators
+  are LambdaCloudError sentences, raised `from None` so only one is printed.
 """
 
 from __future__ import annotations
