@@ -110,6 +110,10 @@ def test_provisioned_resources_carry_type_region_name_and_a_secret_key(plan):
     assert instances["sophia-ai-core"].inputs["region"] == "us-east-3"
     assert all(r.inputs["api_key"] == mocks.SECRET for r in instances.values())
     assert all(r.options.get("additionalSecretOutputs") == ["api_key"] for r in instances.values())
+    assert all(r.inputs["stack_tag"] == "sophia-infra-production" for r in instances.values())
+    # Each boot is awaited by a resource of its own, after its instance is recorded.
+    ready = {r.name: r for r in by_type["pulumi-python:dynamic/lambda:InstanceReady"]}
+    assert {n: r.inputs["instance_id"] for n, r in ready.items()} == {f"{n}-ready": f"{n}-instance-id" for n in ALL}
     (key,) = by_type["pulumi-python:dynamic/lambda:SshKey"]
     assert "PRIVATE" not in json.dumps(seen[f"{key.type}::{key.name}"].get("public_key"))
     (fw,) = by_type["pulumi-python:dynamic/lambda:FirewallRules"]
