@@ -107,7 +107,8 @@ class K3sNode(pulumi.ComponentResource):
         self.config_text = addresses.render(lambda h: scripts.render_config(scripts.k3s_config(cfg, node, labels, h)))
         self.config = _script_command(
             f"{name}-config", self.connection, addresses.render(lambda h: scripts.apply_config_script(
-                node, scripts.render_config(scripts.k3s_config(cfg, node, labels, h)))),
+                node, scripts.render_config(scripts.k3s_config(cfg, node, labels, h)),
+                scripts.node_ip_candidates(h[node.name]))),
             pulumi.ResourceOptions(parent=self, depends_on=[self.secrets]))
         self.install = _script_command(
             f"{name}-install", self.connection, scripts.install_script(cfg, node),
