@@ -42,7 +42,7 @@ def _jobs():
 # ----------------------------------------------------------------------------- the ecosystem's checks
 
 def test_workflows_and_dependabot_match_their_schemas():
-    assert len(WORKFLOWS) == 4
+    assert len(WORKFLOWS) == 5
     for schema, files in (("vendor.github-workflows", WORKFLOWS), ("vendor.dependabot", [GITHUB / "dependabot.yml"])):
         proc = subprocess.run([_tool("check-jsonschema"), "--builtin-schema", schema, *map(str, files)],
                               capture_output=True, text=True)
@@ -299,4 +299,4 @@ def test_argocd_is_asked_to_refresh_right_after_a_direct_release():
     assert names.index("Commit the release file") < names.index("Ask Argo CD to refresh the Application")
     assert refresh["if"] == "inputs.mode == 'direct' && inputs.argocd-server != ''"
     assert refresh["env"]["ARGOCD_TOKEN"] == "${{ secrets.ARGOCD_TOKEN }}"
-    assert "/api/v1/applications/$WORKLOAD?appNamespace=argocd&refresh=normal" in refresh["run"]
+    assert refresh["run"] == 'scripts/argocd-refresh.sh "$ARGOCD_SERVER" "$WORKLOAD"'  # tests/test_argocd_refresh.py
