@@ -45,6 +45,7 @@ STUBS = {
           --version) [ -f "$STATE_DIR/version" ] && echo "k3s version $(cat "$STATE_DIR/version") (abc)" ;;
           kubectl)
             case "$*" in
+              *kubeletVersion*) cat "$STATE_DIR/kubelet_version" 2>/dev/null || cat "$STATE_DIR/version" ;;
               *jsonpath*) if [ -f "$STATE_DIR/node_not_ready" ]; then echo Unknown; else echo True; fi ;;
               "kubectl get node "*) [ ! -f "$STATE_DIR/node_gone" ] ;;
               *" cordon "*|*" drain "*|*" delete node "*) true ;;

@@ -469,18 +469,28 @@ rm -f {TOKEN_PATH} {AGENT_TOKEN_PATH} {S3_ENV_PATH}
 REGISTER_SECONDS = 600
 
 
-def wait_registered_script(node_name: str, seconds: int = REGISTER_SECONDS) -> str:
-    """On the control plane: wait until the node has registered and is Ready."""
+def wait_registered_script(node_name: str, seconds: int = REGISTER_SECONDS, version: Optional[str] = None) -> str:
+    """On the control plane: wait until the node has registered and is Ready and, with
+    `version`, until its kubelet reports that K3s version (an upgrade has really taken). The
+    version is part of the script, so a new pin re-runs this wait as an update: the next node's
+    upgrade waits for it (cluster/__init__.py chains them)."""
     node = shlex.quote(node_name)
+    check = f"k3s kubectl wait --for=condition=Ready node/{node} --timeout=10s >/dev/null 2>&1"
+    what = "become Ready"
+    if version:
+        want = shlex.quote(version)
+        check += (f" && [ \"$(k3s kubectl get node {node} -o 'jsonpath={{.status.nodeInfo.kubeletVersion}}' 2>/dev/null)\""
+                  f" = {want} ]")
+        what = f"become Ready at {version}"
     return _PRELUDE + f"""deadline=$((SECONDS + {seconds}))
-until k3s kubectl wait --for=condition=Ready node/{node} --timeout=10s >/dev/null 2>&1; do
+until {check}; do
   if [ "$SECONDS" -ge "$deadline" ]; then
-    echo "node {node_name} did not become Ready" >&2
+    echo "node {node_name} did not {what}" >&2
     exit 1
   fi
   sleep 5
 done
-echo "node {node_name} is Ready"
+echo "node {node_name} is Ready{f' at {version}' if version else ''}"
 """
 
 
