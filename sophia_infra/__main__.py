@@ -59,14 +59,14 @@ def _fail(err: object) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from sophia_infra.tools.plan import dynamic_diff, report, runner, stack_config, transition, verify
+    from sophia_infra.tools.plan import dynamic_diff, report, runner, stack_config, transition, transition_report, verify
     out_dir = Path(args.out) if args.out else stack_config.ROOT / "build" / "plan" / args.stack
     old_plan = None
     if args.allow_destroy and not args.against:
         return _fail("--allow-destroy only means something with --against OLD/plan.json (the plan to compare with)")
     if args.against:
         try:  # read first: the new plan may overwrite the folder it is in
-            old_plan = transition.load_plan(args.against)
+            old_plan = transition_report.load_plan(args.against)
         except transition.TransitionError as err:
             return _fail(err)
     with runner.frozen_heap():
@@ -90,7 +90,7 @@ def _plan(args: argparse.Namespace) -> int:
     if old_plan is not None:
         try:
             steps = transition.compute(old_plan, report.plan_document(result))
-            transition.write(steps, args.stack, out_dir, args.allow_destroy or [], old_plan)
+            transition_report.write(steps, args.stack, out_dir, args.allow_destroy or [], old_plan)
         except (transition.TransitionError, dynamic_diff.DynamicDiffError) as err:
             return _fail(err)
         except transition.PreviewWouldFail as err:
@@ -98,10 +98,10 @@ def _plan(args: argparse.Namespace) -> int:
             return CHECK_FAILED
         except OSError as err:
             return _fail(f"cannot write the steps to {out_dir} ({err.strerror}); give a writable --out folder")
-        c = transition.counts(steps.steps)
+        c = transition_report.counts(steps.steps)
         print(f"Transition from {args.against}: " + ", ".join(f"{n} {op}" for op, n in c.items())
               + f"; wrote {out_dir}/steps.json and steps.md\n")
-        blocked = transition.blocked(steps.steps, args.allow_destroy or [])
+        blocked = transition_report.blocked(steps.steps, args.allow_destroy or [])
     sys.stdout.flush()
     # Last, on stderr when it failed: the one place a CI log or a test's captured error shows.
     print("\n".join(verdict), file=sys.stderr if failed else sys.stdout)

@@ -8,7 +8,7 @@ import copy
 
 import pytest
 
-from sophia_infra.tools.plan import dynamic_diff, mocks, provider_rules, transition
+from sophia_infra.tools.plan import destructive, dynamic_diff, mocks, provider_rules, transition, transition_report
 
 S = "urn:pulumi:t::p::"
 
@@ -83,8 +83,8 @@ def test_an_old_plan_without_fingerprints_cannot_see_a_secret_change_and_says_so
     del old["resources"][0]["secretFingerprints"]
     new = doc(res("c", inputs={"stdin": "[secret]"}, secrets={"/stdin": "hmac-sha256:2"}))
     assert ops(transition.compute(old, new)) == {}
-    assert any("secret" in n for n in transition.notes(old))
-    assert transition.notes(new) == []
+    assert any("secret" in n for n in transition_report.notes(old))
+    assert transition_report.notes(new) == []
 
 
 def test_the_dependents_of_a_delete_first_replacement_go_first_only_through_property_dependencies():
@@ -137,11 +137,11 @@ def test_protect_in_the_old_state_blocks_a_replacement_and_retain_on_delete_is_n
     new = doc(res("ns", "kubernetes:core/v1:Namespace", {"metadata": {"name": "b"}}))
     t = transition.compute(old, new)
     assert ops(t) == {"ns": "replace", "kept-ns": "delete"}
-    assert [s.name for s in transition.blocked(t.steps, [])] == ["ns"]
+    assert [s.name for s in transition_report.blocked(t.steps, [])] == ["ns"]
     assert "PROTECTED" in t.step("ns").why
     assert not t.step("kept-ns").destructive
-    retained = doc(res("db", transition.CNPG_CLUSTER, {"metadata": {"name": "a"}}, options={"retainOnDelete": True}))
-    renamed = doc(res("db", transition.CNPG_CLUSTER, {"metadata": {"name": "b"}}))
+    retained = doc(res("db", destructive.CNPG_CLUSTER, {"metadata": {"name": "a"}}, options={"retainOnDelete": True}))
+    renamed = doc(res("db", destructive.CNPG_CLUSTER, {"metadata": {"name": "b"}}))
     step = transition.compute(retained, renamed).step("db")
     assert step.op == "replace" and not step.destructive  # the old cluster stays behind
 
@@ -150,8 +150,8 @@ def test_a_destructive_step_is_blocked_unless_allowed_by_name():
     inst = res("w-instance", "pulumi-python:dynamic/lambda:Instance", {"name": "w"})
     t = transition.compute(doc(inst), doc())
     assert t.step("w-instance").op == "delete" and t.step("w-instance").destructive
-    assert [s.name for s in transition.blocked(t.steps, [])] == ["w-instance"]
-    assert transition.blocked(t.steps, ["w-instance"]) == []
+    assert [s.name for s in transition_report.blocked(t.steps, [])] == ["w-instance"]
+    assert transition_report.blocked(t.steps, ["w-instance"]) == []
 
 
 def test_plans_of_two_stacks_are_not_compared():

@@ -18,7 +18,7 @@ import pytest
 
 from sophia_infra.program import releases
 from sophia_infra.tools import release
-from sophia_infra.tools.plan import report, runner, stack_config, transition
+from sophia_infra.tools.plan import destructive, report, runner, stack_config, transition, transition_report
 from tests.conftest import ROOT
 from tests.test_provisioning import production_config
 
@@ -220,7 +220,7 @@ def test_enabling_tls_hosts_adds_certificates_and_upgrades_releases_without_repl
 def test_point_in_time_recovery_as_the_readme_says_deletes_nothing():
     t = steps("base", "pitr")
     # The recovered cluster is there; the old one is not deleted (or stays behind, retainOnDelete).
-    assert any(r["type"] == transition.CNPG_CLUSTER and r["inputs"]["metadata"]["name"] == "sophia-postgres-2"
+    assert any(r["type"] == destructive.CNPG_CLUSTER and r["inputs"]["metadata"]["name"] == "sophia-postgres-2"
                for r in plan("pitr")["resources"])
     assert [s.name for s in t.steps if s.destructive] == []
 
@@ -288,7 +288,7 @@ def test_a_new_instance_type_drains_and_uninstalls_the_old_host_before_terminati
 
 def test_rotating_the_ssh_key_of_a_provisioned_stack_replaces_no_instance():
     t = steps("base", "ssh key", launched=True)
-    assert not any(s.op == "replace" and s.type == transition.LAMBDA_INSTANCE for s in t.steps)
+    assert not any(s.op == "replace" and s.type == destructive.LAMBDA_INSTANCE for s in t.steps)
     assert not any(s.destructive for s in t.steps)
     # Nor is any host reinstalled: the launched host's address is known through the rotation.
     assert [s.name for s in t.steps if s.op == "replace" and s.type == "command:remote:Command"] == []
@@ -302,8 +302,8 @@ def test_removing_a_provisioned_worker_terminates_its_instance_and_is_blocked_wi
     drain, uninstall, terminate = _order(t, ("delete", f"{NEW}-membership"), ("delete", f"{NEW}-install"),
                                          ("delete", f"{NEW}-instance"))
     assert drain < uninstall < terminate
-    assert [s.name for s in transition.blocked(t.steps, [])] == [f"{NEW}-instance"]
-    assert transition.blocked(t.steps, [f"{NEW}-instance"]) == []
+    assert [s.name for s in transition_report.blocked(t.steps, [])] == [f"{NEW}-instance"]
+    assert transition_report.blocked(t.steps, [f"{NEW}-instance"]) == []
 
 
 def test_a_second_run_of_the_same_config_proposes_nothing():

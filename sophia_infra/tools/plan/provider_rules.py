@@ -14,7 +14,7 @@ from typing import Any, Optional
 from sophia_infra.tools.plan import dynamic_diff
 
 UNKNOWN = dynamic_diff.UNKNOWN
-_MISSING = object()
+MISSING = object()  # a path that is not there
 
 
 @dataclass
@@ -30,16 +30,16 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     SDK's bookkeeping (the serialized dynamic provider), not inputs."""
     keys = sorted((set(old) | set(new)))
     return [k for k in keys if not k.startswith("__")
-            and (new.get(k, _MISSING) == UNKNOWN or old.get(k, _MISSING) != new.get(k, _MISSING))]
+            and (new.get(k, MISSING) == UNKNOWN or old.get(k, MISSING) != new.get(k, MISSING))]
 
 
 def get_path(obj: Any, path: str) -> Any:
-    """`.spec.selector` of a nested mapping, or _MISSING."""
+    """`.spec.selector` of a nested mapping, or MISSING."""
     for part in path.strip(".").split("."):
         if obj == UNKNOWN:
             return UNKNOWN
         if not isinstance(obj, dict) or part not in obj:
-            return _MISSING
+            return MISSING
         obj = obj[part]
     return obj
 
@@ -119,7 +119,7 @@ def diff_kubernetes(type_: str, old: dict[str, Any], new: dict[str, Any],
     namespace: two objects cannot share them (the `deleteBeforeReplace :=` conditions there)."""
     keys = changed_keys(old, new)
     replaces = [p for p in force_new_paths(type_, new, provider_inputs or {}) if _differs(old, new, p)]
-    named = get_path(new, ".metadata.name") not in (_MISSING, UNKNOWN)
+    named = get_path(new, ".metadata.name") not in (MISSING, UNKNOWN)
     same_place = all(get_path(old, p) == get_path(new, p) for p in ALWAYS_FORCE_NEW)
     dbr = bool(replaces) and named and same_place
     if replaces:

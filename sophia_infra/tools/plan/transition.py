@@ -35,7 +35,7 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
-from sophia_infra.tools.plan import provider_rules
+from sophia_infra.tools.plan import destructive, provider_rules
 from sophia_infra.tools.plan.provider_rules import UNKNOWN
 
 STACK_TYPE = "pulumi:pulumi:Stack"
@@ -363,8 +363,7 @@ def compute(old_doc: dict[str, Any], new_doc: dict[str, Any]) -> "Transition":
 
     for urn, step in steps.items():
         old_r = old.get(matched.get(urn, urn)) or new.get(urn) or {}
-        new_r = new.get(urn) or old_r
-        reason = destructive_reason(step, old_r, new_r)
+        reason = destructive.reason(step.op, step.type, step.name, step.urn, old_r)
         if reason:
             step.destructive = True
             step.why = f"{step.why}. DESTRUCTIVE: {reason}" if step.why else f"DESTRUCTIVE: {reason}"
@@ -390,144 +389,3 @@ class Transition:
     def changes(self) -> dict[str, str]:
         """name -> op of every resource that changes."""
         return {s.name: s.op for s in self.steps if s.op != "same"}
-
-
-# ----------------------------------------------------------------------------- destructive
-
-LAMBDA_INSTANCE = "pulumi-python:dynamic/lambda:Instance"
-CNPG_CLUSTER = "kubernetes:postgresql.cnpg.io/v1:Cluster"
-CONTROL_PLANE = "sophia:k3s:ControlPlane"
-CLUSTER = "sophia:k3s:Cluster"
-
-
-def _parent_type(urn: str) -> str:
-    """The parent's type from a URN (`...::<parent types>$<type>::<name>`)."""
-    types_ = urn.split("::")[-2].split("$")
-    return types_[-2] if len(types_) > 1 else ""
-
-
-def destructive_reason(step: Step, old: dict[str, Any], new: dict[str, Any]) -> str:
-    """Why deleting or replacing this loses data or money, or "" (README: what counts)."""
-    if step.op not in ("delete", "replace"):
-        return ""
-    if (old.get("options") or {}).get("retainOnDelete"):
-        return ""  # deleted or replaced, the old object stays where it is
-    type_, name = step.type, step.name
-    inputs = old.get("inputs") or {}
-    if type_ == LAMBDA_INSTANCE:
-        return "terminates a Lambda Cloud instance: everything on its disk is gone, and a new one is billed"
-    if type_ == CNPG_CLUSTER:
-        return "deletes a CloudNativePG cluster and its volumes: the database (only the S3 backups remain)"
-    if type_ == "kubernetes:core/v1:PersistentVolumeClaim":
-        return "deletes a PersistentVolumeClaim and, with local-path, its data"
-    if type_ == "kubernetes:core/v1:Namespace":
-        return "deleting a namespace deletes every object in it, volumes included"
-    if type_ == "kubernetes:helm.sh/v3:Release":
-        chart = str(inputs.get("chart", "")).rsplit("/", 1)[-1]
-        values = inputs.get("values") or {}
-        if chart == "valkey":
-            return "uninstalls Valkey: its PersistentVolumeClaim (the AOF/RDB data) goes with it"
-        if chart == "kube-prometheus-stack" and provider_rules.get_path(
-                values, ".prometheus.prometheusSpec.storageSpec") not in (None, provider_rules._MISSING):
-            return "uninstalls kube-prometheus-stack: Prometheus' volume (the metrics history) goes with it"
-    if type_ == "command:remote:Command" and _parent_type(step.urn) == CONTROL_PLANE and name.endswith("-install"):
-        return "runs the control plane's uninstall: K3s and etcd (the whole cluster's state) are removed"
-    if type_ == "random:index/randomPassword:RandomPassword" and _parent_type(step.urn) == CLUSTER \
-            and name.endswith("-token") and not name.endswith("-agent-token"):
-        return "a new K3s server token: etcd's bootstrap data is encrypted with the old one"
-    return ""
-
-
-def blocked(steps: list[Step], allowed: Iterable[str]) -> list[Step]:
-    """The destructive (or protected) steps not named by --allow-destroy."""
-    names = set(allowed)
-    return [s for s in steps if (s.destructive or (s.protected and s.op in ("replace", "delete")))
-            and s.name not in names]
-
-
-# ----------------------------------------------------------------------------- output
-
-def document(steps: list[Step]) -> list[dict[str, Any]]:
-    """steps.json: one entry per resource, in the engine's order."""
-    return [s.document() for s in steps]
-
-
-def counts(steps: list[Step]) -> dict[str, int]:
-    return {op: sum(s.op == op for s in steps) for op in OPS}
-
-
-def markdown(stack: str, steps: list[Step], sequence: list[tuple[str, str]], allowed: Iterable[str] = (),
-             notes: Iterable[str] = ()) -> str:
-    """steps.md: counts, then the destructive steps, then the other changes, then the order."""
-    c = counts(steps)
-    lines = [f"## Transition preview of stack '{stack}'", "",
-             " · ".join(f"{c[op]} {op}" for op in OPS), ""]
-    lines += [f"> {n}" for n in notes]
-    if any(notes):
-        lines.append("")
-    names = set(allowed)
-    destructive = [s for s in steps if s.destructive]
-    if destructive:
-        lines += ["### Destructive", "", "| resource | op | delete first | allowed | why |", "|---|---|---|---|---|"]
-        lines += [f"| `{s.name}` | {s.op} | {'yes' if s.delete_before_replace else 'no'} | "
-                  f"{'yes (--allow-destroy)' if s.name in names else '**no**'} | {_cell(s.why)} |" for s in destructive]
-        lines.append("")
-    changed = [s for s in steps if s.op != "same" and not s.destructive]
-    if changed:
-        lines += ["### Changes", "", "| resource | type | op | delete first | keys | why |", "|---|---|---|---|---|---|"]
-        lines += [f"| `{s.name}` | `{s.type}` | {s.op} | {'yes' if s.delete_before_replace else 'no'} | "
-                  f"{_cell(', '.join(s.keys))} | {_cell(s.why)} |" for s in changed]
-        lines.append("")
-    if not destructive and not changed:
-        lines += ["No change: `pulumi up` would do nothing.", ""]
-    order = [(op, name) for op, name in sequence if op != "same"]
-    if order:
-        lines += ["### Order", "", *(f"{i}. {op} `{name}`" for i, (op, name) in enumerate(order, 1)), ""]
-    return "\n".join(lines)
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-# ----------------------------------------------------------------------------- files
-
-def load_plan(path: str) -> dict[str, Any]:
-    """An earlier plan's plan.json, or a TransitionError saying in one sentence why not."""
-    import json
-
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except OSError as err:
-        raise TransitionError(f"--against {path}: cannot read it ({err.strerror}); give the plan.json an earlier "
-                              "`plan --out DIR` wrote") from None
-    except ValueError as err:
-        raise TransitionError(f"--against {path}: not JSON ({err}); give the plan.json an earlier plan wrote") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("resources"), list) or "stack" not in doc \
-            or not all(isinstance(r, dict) and {"urn", "type", "name"} <= r.keys() for r in doc["resources"]):
-        raise TransitionError(f"--against {path}: not a plan.json (no stack and resources with urn, type and name)")
-    return doc
-
-
-def notes(old_doc: dict[str, Any]) -> list[str]:
-    """What the old plan cannot tell (it was written before plan.json recorded it)."""
-    out = []
-    resources = old_doc.get("resources") or []
-    if resources and not any("secretFingerprints" in r for r in resources):
-        out.append("The old plan has no secret fingerprints (written before they were recorded): a changed "
-                   "secret value does not show.")
-    if resources and not any("propertyDependencies" in r for r in resources):
-        out.append("The old plan has no property dependencies: the dependents of a delete-first replacement "
-                   "are not found.")
-    return out
-
-
-def write(transition: Transition, stack: str, out_dir: Any, allowed: Iterable[str], old_doc: dict[str, Any]) -> None:
-    """steps.json and steps.md into the plan's folder."""
-    import json
-    from pathlib import Path
-
-    out = Path(out_dir)
-    (out / "steps.json").write_text(json.dumps(document(transition.steps), indent=2) + "\n")
-    (out / "steps.md").write_text(markdown(stack, transition.steps, transition.sequence, allowed, notes(old_doc)) + "\n")
