@@ -230,152 +230,186 @@ def compute(old_doc: dict[str, Any], new_doc: dict[str, Any]) -> "Transition":
     if old_doc.get("stack") != new_doc.get("stack"):
         raise TransitionError(f"the old plan is of stack '{old_doc.get('stack')}' and the new one of "
                               f"'{new_doc.get('stack')}'; compare two plans of one stack")
-    old = {r["urn"]: r for r in old_doc["resources"] if r["type"] != STACK_TYPE}
-    new = {r["urn"]: r for r in new_doc["resources"] if r["type"] != STACK_TYPE}
-    matched: dict[str, str] = {}  # new urn -> old urn
+    engine = _Engine(old_doc, new_doc)
+    for urn in topological(engine.new):
+        engine.register(urn)
+    engine.delete_the_rest()
+    return engine.result()
+
+
+def _match(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """New URN -> the old URN it continues (the same URN, or one of its aliases)."""
+    matched = {}
     for urn, r in new.items():
-        if urn in old:
-            matched[urn] = urn
-        else:
-            alias = next((a for a in _aliases(r) if a in old), None)
-            if alias:
-                matched[urn] = alias
-    old_order = topological(old)
-    steps: dict[str, Step] = {}
-    sequence: list[tuple[str, str]] = []  # (engine op, new or old urn)
-    unknown_from: set[str] = set()        # new URNs whose outputs a preview does not know yet
-    unknown_outputs: dict[str, list[Any]] = {}  # updated dynamic resources: outputs a preview does not know
-    replaced_old: set[str] = set()        # old URNs replaced (the dependent walk's replace set)
-    dependents_dbr: dict[str, str] = {}   # old urn -> the replaced resource it goes with
-    deleted_early: set[str] = set()
+        alias = urn if urn in old else next((a for a in _aliases(r) if a in old), None)
+        if alias:
+            matched[urn] = alias
+    return matched
 
-    def walk_dependents(root_old: str) -> list[str]:
-        """calculateDependentReplacements: the old state's dependents that a delete-first
-        replacement of root_old replaces too, in old dependency order."""
-        replace_set = {root_old}
-        found = []
-        start = old_order.index(root_old)
-        for urn in old_order[start + 1:]:
-            r = old[urn]
-            if not r.get("custom") or urn in replace_set:
-                continue
-            inputs = comparable_inputs(r)
-            unknowns, hit = _unknown_inputs(r, inputs, replace_set)
-            if not hit:
-                continue
-            d = _ask(r, inputs, unknowns, _provider_inputs(old, r))
-            if d.replaces:
-                replace_set.add(urn)
-                found.append(urn)
-        return found
 
-    for urn in topological(new):
-        r = new[urn]
-        options = r.get("options") or {}
-        old_urn = matched.get(urn)
+class _Engine:
+    """The step generator's state through one update (step_generator.go)."""
+
+    def __init__(self, old_doc: dict[str, Any], new_doc: dict[str, Any]):
+        self.old = {r["urn"]: r for r in old_doc["resources"] if r["type"] != STACK_TYPE}
+        self.new = {r["urn"]: r for r in new_doc["resources"] if r["type"] != STACK_TYPE}
+        self.matched = _match(self.old, self.new)    # new urn -> old urn
+        self.old_order = topological(self.old)
+        self.steps: dict[str, Step] = {}
+        self.sequence: list[tuple[str, str]] = []    # (engine op, new or old urn)
+        self.unknown_from: set[str] = set()          # new URNs whose outputs a preview does not know yet
+        self.unknown_outputs: dict[str, list[Any]] = {}  # updated dynamic resources: outputs a preview does not know
+        self.replaced_old: set[str] = set()          # old URNs replaced
+        self.dependents_dbr: dict[str, str] = {}     # old urn -> the delete-first replacement it goes with
+        self.deleted_early: set[str] = set()         # old URNs deleted before their replacement's create
+
+    # -- one registration
+
+    def register(self, urn: str) -> None:
+        r = self.new[urn]
+        old_urn = self.matched.get(urn)
         if old_urn is None:
-            steps[urn] = Step(urn, r["type"], r["name"], "create", why="new in this plan")
-            unknown_from.add(urn)
-            sequence.append(("create", urn))
-            continue
-        o = old[old_urn]
-        has_fingerprints = "secretFingerprints" in o
+            self.steps[urn] = Step(urn, r["type"], r["name"], "create", why="new in this plan")
+            self.unknown_from.add(urn)
+            self.sequence.append(("create", urn))
+            return
+        o = self.old[old_urn]
+        options = r.get("options") or {}
         old_inputs = comparable_inputs(o)
-        new_inputs, unknown_keys = _unknown_inputs(r, comparable_inputs(r, has_fingerprints), unknown_from,
-                                                   unknown_outputs)
-        ignore = options.get("ignoreChanges") or []
+        new_inputs, unknown_keys = _unknown_inputs(r, comparable_inputs(r, "secretFingerprints" in o),
+                                                   self.unknown_from, self.unknown_outputs)
         for key in list(new_inputs):
-            if _ignored(ignore, key):
+            if _ignored(options.get("ignoreChanges") or [], key):
                 new_inputs[key] = old_inputs.get(key, new_inputs[key])
-        d = _ask(o, old_inputs, new_inputs, _provider_inputs(new, r), bool(r.get("custom")))
-        replaces = list(d.replaces)
-        for key in d.keys:
-            if key not in replaces and any(_matches(p, key, old_inputs.get(key), new_inputs.get(key))
-                                           for p in options.get("replaceOnChanges") or []):
-                replaces.append(key)
-        why = d.why
-        if replaces and d.why and not d.replaces:
-            why = f"{', '.join(replaces)} changed, which its replaceOnChanges option turns into a replacement"
-        provider = _provider_urn(r.get("provider"))
-        if provider in steps and steps[provider].op == "replace":
-            replaces = replaces or ["provider"]
-            why = f"its provider {steps[provider].name} is replaced"
-        if old_urn in dependents_dbr:
-            root = dependents_dbr[old_urn]
-            replaces = replaces or ["(dependency)"]
-            why = (f"{why}; " if why and d.replaces else "") + \
-                f"deleted before {old[root]['name']} is replaced (its inputs come from it), then created again"
+        d = _ask(o, old_inputs, new_inputs, _provider_inputs(self.new, r), bool(r.get("custom")))
+        replaces, why = self._replacements(r, old_urn, d, old_inputs, new_inputs)
         if unknown_keys and (replaces or d.keys):
             why += f" ({', '.join(unknown_keys)} unknown until a replaced or new resource exists)"
         keys = sorted(set(d.keys) | set(k for k in replaces if k in old_inputs or k in new_inputs))
         if replaces:
-            dbr = True if old_urn in dependents_dbr else _dbr(options, d.delete_before_replace)
-            step = Step(urn, r["type"], r["name"], "replace", dbr, keys, why=why.strip(),
-                        protected=bool((o.get("options") or {}).get("protect")))
-            steps[urn] = step
-            unknown_from.add(urn)
-            replaced_old.add(old_urn)
+            dbr = True if old_urn in self.dependents_dbr else _dbr(options, d.delete_before_replace)
+            self.steps[urn] = Step(urn, r["type"], r["name"], "replace", dbr, keys, why=why.strip(),
+                                   protected=bool((o.get("options") or {}).get("protect")))
+            self.unknown_from.add(urn)
+            self.replaced_old.add(old_urn)
             if dbr:
-                if old_urn not in deleted_early:
-                    for dep in walk_dependents(old_urn):
-                        dependents_dbr.setdefault(dep, old_urn)
-                    for dep in reversed([u for u, root in dependents_dbr.items() if root == old_urn]):
-                        if dep not in deleted_early:
-                            sequence.append(("delete-replaced", dep))
-                            deleted_early.add(dep)
-                    sequence.append(("delete-replaced", old_urn))
-                    deleted_early.add(old_urn)
-                sequence.append(("create-replacement", urn))
-            else:
-                sequence.append(("create-replacement", urn))
+                self._delete_first(old_urn)
+            self.sequence.append(("create-replacement", urn))
         elif d.keys:
-            steps[urn] = Step(urn, r["type"], r["name"], "update", False, keys, why=why.strip())
-            sequence.append(("update", urn))
-            if provider_rules.family(r["type"], bool(r.get("custom"))) == "dynamic":
-                # A preview does not run a dynamic provider's update: the servicer's Configure
-                # does not say it supports previews (pulumi/dynamic/__main__.py), so the engine
-                # hands back the new inputs as the outputs (sdk/go/common/resource/plugin/
-                # provider_plugin.go `Update`); its id stays. An output the provider fills in
-                # (an instance's address) then reads as its input placeholder: a dependent that
-                # carries it sees a value that changes.
-                filled = [v for k, v in sorted((r.get("outputs") or {}).items())
-                          if isinstance(v, str) and len(v) > 3 and new_inputs.get(k) != v]
-                if filled:
-                    unknown_outputs[urn] = filled
+            self.steps[urn] = Step(urn, r["type"], r["name"], "update", False, keys, why=why.strip())
+            self.sequence.append(("update", urn))
+            self._hide_filled_outputs(r, new_inputs)
         else:
-            steps[urn] = Step(urn, r["type"], r["name"], "same")
-            sequence.append(("same", urn))
+            self.steps[urn] = Step(urn, r["type"], r["name"], "same")
+            self.sequence.append(("same", urn))
 
-    gone = set(old) - set(matched.values())
-    for urn in reversed(old_order):  # deletes last, dependents first
-        if urn in gone:
-            o = old[urn]
-            retained = bool((o.get("options") or {}).get("retainOnDelete"))
-            steps[urn] = Step(urn, o["type"], o["name"], "delete",
-                              why="no longer in the program" + ("; retainOnDelete: left in place" if retained else ""),
-                              protected=bool((o.get("options") or {}).get("protect")))
-            if urn in deleted_early:  # already deleted with a delete-first replacement it depends on
-                sequence[:] = [("delete", u) if (op, u) == ("delete-replaced", urn) else (op, u) for op, u in sequence]
-            else:
-                sequence.append(("delete", urn))
-        elif urn in replaced_old and urn not in deleted_early:
-            sequence.append(("delete-replaced", urn))
+    def _replacements(self, r: dict[str, Any], old_urn: str, d: provider_rules.Diff,
+                      old_inputs: dict[str, Any], new_inputs: dict[str, Any]) -> tuple[list[str], str]:
+        """The provider's replacements, then the engine's: replaceOnChanges, a replaced provider,
+        a delete-first replacement this resource depends on."""
+        replaces, why = list(d.replaces), d.why
+        for key in d.keys:
+            if key not in replaces and any(_matches(p, key, old_inputs.get(key), new_inputs.get(key))
+                                           for p in (r.get("options") or {}).get("replaceOnChanges") or []):
+                replaces.append(key)
+        if replaces and not d.replaces:
+            why = f"{', '.join(replaces)} changed, which its replaceOnChanges option turns into a replacement"
+        provider = _provider_urn(r.get("provider"))
+        if provider in self.steps and self.steps[provider].op == "replace":
+            replaces = replaces or ["provider"]
+            why = f"its provider {self.steps[provider].name} is replaced"
+        if old_urn in self.dependents_dbr:
+            root = self.dependents_dbr[old_urn]
+            replaces = replaces or ["(dependency)"]
+            why = (f"{why}; " if why and d.replaces else "") + \
+                f"deleted before {self.old[root]['name']} is replaced (its inputs come from it), then created again"
+        return replaces, why
 
-    for urn, step in steps.items():
-        old_r = old.get(matched.get(urn, urn)) or new.get(urn) or {}
-        reason = destructive.reason(step.op, step.type, step.name, step.urn, old_r)
-        if reason:
-            step.destructive = True
-            step.why = f"{step.why}. DESTRUCTIVE: {reason}" if step.why else f"DESTRUCTIVE: {reason}"
-        if step.protected and step.op in ("replace", "delete"):
-            step.why += ". PROTECTED in the state: pulumi up stops here"
-    to_new = {o: n for n, o in matched.items()}
-    first: dict[str, int] = {}
-    for i, (_, urn) in enumerate(sequence):
-        first.setdefault(to_new.get(urn, urn) if urn not in new else urn, i)
-    ordered = sorted(steps.values(), key=lambda st: first[st.urn])
-    names = {**{u: r["name"] for u, r in old.items()}, **{u: r["name"] for u, r in new.items()}}
-    return Transition(ordered, [(op, names[urn]) for op, urn in sequence])
+    def _delete_first(self, old_urn: str) -> None:
+        """A delete-before-replace: the dependents it takes along are deleted first (dependents
+        first), then the resource itself; their creates come at their own turn."""
+        if old_urn in self.deleted_early:
+            return
+        for dep in self._dependent_replacements(old_urn):
+            self.dependents_dbr.setdefault(dep, old_urn)
+        for dep in reversed([u for u, root in self.dependents_dbr.items() if root == old_urn]):
+            if dep not in self.deleted_early:
+                self.sequence.append(("delete-replaced", dep))
+                self.deleted_early.add(dep)
+        self.sequence.append(("delete-replaced", old_urn))
+        self.deleted_early.add(old_urn)
+
+    def _dependent_replacements(self, root: str) -> list[str]:
+        """calculateDependentReplacements: the old state's dependents that a delete-first
+        replacement of `root` replaces too (their inputs from the replace set unknown, their
+        provider asked again; a replaced provider replaces its resources), in old order."""
+        replace_set = {root}
+        found = []
+        for urn in self.old_order[self.old_order.index(root) + 1:]:
+            r = self.old[urn]
+            if not r.get("custom") or urn in replace_set:
+                continue
+            if _provider_urn(r.get("provider")) in replace_set:
+                replace_set.add(urn)
+                found.append(urn)
+                continue
+            inputs = comparable_inputs(r)
+            unknowns, hit = _unknown_inputs(r, inputs, replace_set)
+            if hit and _ask(r, inputs, unknowns, _provider_inputs(self.old, r)).replaces:
+                replace_set.add(urn)
+                found.append(urn)
+        return found
+
+    def _hide_filled_outputs(self, r: dict[str, Any], new_inputs: dict[str, Any]) -> None:
+        """A preview does not run a dynamic provider's update: the servicer's Configure does not
+        say it supports previews (pulumi/dynamic/__main__.py), so the engine hands back the new
+        inputs as the outputs (sdk/go/common/resource/plugin/provider_plugin.go `Update`); its id
+        stays. An output the provider fills in (an instance's address) then reads as its input
+        placeholder: a dependent that carries it sees a value that changes."""
+        if provider_rules.family(r["type"], bool(r.get("custom"))) != "dynamic":
+            return
+        filled = [v for k, v in sorted((r.get("outputs") or {}).items())
+                  if isinstance(v, str) and len(v) > 3 and new_inputs.get(k) != v]
+        if filled:
+            self.unknown_outputs[r["urn"]] = filled
+
+    # -- the end of the program
+
+    def delete_the_rest(self) -> None:
+        """What the program no longer registers, and the old halves of create-before-delete
+        replacements: deleted last, dependents first."""
+        gone = set(self.old) - set(self.matched.values())
+        for urn in reversed(self.old_order):
+            o = self.old[urn]
+            if urn in gone:
+                retained = bool((o.get("options") or {}).get("retainOnDelete"))
+                self.steps[urn] = Step(urn, o["type"], o["name"], "delete",
+                                       why="no longer in the program" + ("; retainOnDelete: left in place" if retained else ""),
+                                       protected=bool((o.get("options") or {}).get("protect")))
+                if urn in self.deleted_early:  # already deleted with a delete-first replacement it depended on
+                    self.sequence[:] = [("delete", u) if (op, u) == ("delete-replaced", urn) else (op, u)
+                                        for op, u in self.sequence]
+                else:
+                    self.sequence.append(("delete", urn))
+            elif urn in self.replaced_old and urn not in self.deleted_early:
+                self.sequence.append(("delete-replaced", urn))
+
+    def result(self) -> "Transition":
+        for urn, step in self.steps.items():
+            old_r = self.old.get(self.matched.get(urn, urn)) or self.new.get(urn) or {}
+            reason = destructive.reason(step.op, step.type, step.name, step.urn, old_r)
+            if reason:
+                step.destructive = True
+                step.why = f"{step.why}. DESTRUCTIVE: {reason}" if step.why else f"DESTRUCTIVE: {reason}"
+            if step.protected and step.op in ("replace", "delete"):
+                step.why += ". PROTECTED in the state: pulumi up stops here"
+        to_new = {o: n for n, o in self.matched.items()}
+        first: dict[str, int] = {}
+        for i, (_, urn) in enumerate(self.sequence):
+            first.setdefault(urn if urn in self.new else to_new.get(urn, urn), i)
+        names = {**{u: r["name"] for u, r in self.old.items()}, **{u: r["name"] for u, r in self.new.items()}}
+        return Transition(sorted(self.steps.values(), key=lambda st: first[st.urn]),
+                          [(op, names[urn]) for op, urn in self.sequence])
 
 
 @dataclass
