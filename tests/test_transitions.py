@@ -230,7 +230,7 @@ def test_point_in_time_recovery_as_the_readme_says_deletes_nothing():
 @pytest.fixture
 def release_root(tmp_path, monkeypatch):
     """A copy of the stack files, ESC definitions and release files the program reads releases from."""
-    for name in ("Pulumi.production.yaml", "esc", "releases"):
+    for name in ("Pulumi.production.yaml", "Pulumi.dev.yaml", "esc", "releases"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     for fn in (releases.path, releases.read, releases.files, releases.problems, releases.for_stack, releases.in_force):
@@ -245,6 +245,16 @@ def test_an_app_release_through_a_release_file_is_zero_pulumi_steps(release_root
     assert releases.read("production", "backend").tag == "1.0.1"  # the program reads the new file
     t = transition.compute(before, report.plan_document(runner.run("production")))
     assert t.changes() == {}
+
+
+def test_an_app_release_in_a_helm_delivered_stack_upgrades_that_workload_only(release_root):
+    """dev (`delivery: helm`) rolls a release out with its next `pulumi up`: one Release upgraded."""
+    before = report.plan_document(runner.run("dev"))
+    release.write(release.prepare("backend", "dev", tag="9.9.9", root=release_root))
+    t = transition.compute(before, report.plan_document(runner.run("dev")))
+    assert list(t.changes().values()) == ["update"]
+    (name,) = t.changes()
+    assert t.step(name).type == "kubernetes:helm.sh/v3:Release" and t.step(name).keys == ["values"]
 
 
 def test_an_emergency_rollback_pauses_one_application_and_resume_restores_it():
