@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "network flow denied or matching no pod, an undeclared cross-namespace flow allowed, or a pod "
                     "rejected by its namespace's Pod Security level (the files are written; the plan ends with one "
                     "line per failure on stderr), or with --against a destructive step (a data-holding or billed "
-                    "resource deleted or replaced) that no --allow-destroy names; "
+                    "resource deleted or replaced) that no --allow-destroy names, or a provider diff that would stop pulumi preview; "
                     "2 not planned: a stack or ESC file that is not valid YAML, an invalid configuration, or an --against "
                     "file that is not a plan.json")
     plan.add_argument("--stack", required=True, help="dev or production (a Pulumi.<stack>.yaml)")

@@ -272,3 +272,12 @@ def test_what_an_updated_dynamic_resource_outputs_is_unknown_to_its_dependents()
     assert "unknown" in t.step("w-install").why
     source = dynamic_diff.SOURCE.read_text()
     assert 'fields = {"acceptSecrets": False}' in source and "supportsPreview" not in source
+
+
+def test_a_provider_diff_that_raises_is_a_preview_that_would_stop():
+    """The servicer turns the exception into an abort, as the engine would get it."""
+    fw = res("fw", "pulumi-python:dynamic/lambda:FirewallRules", {"name": "fw", "rules": "not a list"})
+    new = copy.deepcopy(doc(fw))
+    new["resources"][0]["inputs"]["rules"] = "still not a list"
+    with pytest.raises(transition.PreviewWouldFail, match="pulumi preview would stop at fw: its provider's diff fails"):
+        transition.compute(doc(fw), new)
