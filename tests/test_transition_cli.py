@@ -45,9 +45,11 @@ def test_a_destructive_step_fails_the_plan_until_allowed_by_name(old_plan, tmp_p
     md = (out / "steps.md").read_text()
     assert "0 create · 0 update · 0 replace · 1 delete" in md and "### Destructive" in md and "**no**" in md
 
+    first = (out / "steps.json").read_bytes()
     assert cli.main(["plan", "--stack", "dev", "--out", str(out), "--against", str(old_plan),
                      "--allow-destroy", GHOST]) == 0
     assert "yes (--allow-destroy)" in (out / "steps.md").read_text()
+    assert (out / "steps.json").read_bytes() == first  # the same plans, the same steps, byte for byte
 
 
 def test_an_against_file_that_is_not_a_plan_is_one_sentence(tmp_path, capsys):
