@@ -304,6 +304,22 @@ def test_rotating_the_ssh_key_of_a_provisioned_stack_replaces_no_instance():
     assert [s.name for s in t.steps if s.op == "replace" and s.type == "command:remote:Command"] == []
 
 
+def test_moving_a_worker_from_an_esc_host_to_a_provisioned_one_drains_and_uninstalls_the_old_host_first():
+    """docs/operating.md "Switching a node from an existing host to a provisioned one"."""
+    t = transition.compute(plan("base"), plan("base", launched=True))
+    replaced = {s.name: s.delete_before_replace for s in t.steps if s.op == "replace"}
+    assert replaced == {f"{LAUNCHED}-install": True, f"{LAUNCHED}-membership": True}
+    created = {s.name for s in t.steps if s.op == "create"}
+    assert f"{LAUNCHED}-instance" in created and {s.type for s in t.steps if s.op == "create"} >= {
+        destructive.LAMBDA_INSTANCE, "pulumi-python:dynamic/lambda:SshKey", "pulumi-python:dynamic/lambda:FirewallRules"}
+    assert not any(s.op == "delete" or s.destructive for s in t.steps)  # the old host is never terminated
+    launch, drain, uninstall, install = _order(t, ("create", f"{LAUNCHED}-instance"),
+                                               ("delete-replaced", f"{LAUNCHED}-membership"),
+                                               ("delete-replaced", f"{LAUNCHED}-install"),
+                                               ("create-replacement", f"{LAUNCHED}-install"))
+    assert launch < drain < uninstall < install
+
+
 def test_removing_a_provisioned_worker_terminates_its_instance_and_is_blocked_without_allow_destroy():
     t = steps("add worker", "base", launched=True)
     instance = t.step(f"{NEW}-instance")
