@@ -25,7 +25,7 @@ import pulumi_kubernetes as k8s
 from sophia_infra.program.config import names
 from sophia_infra.program.config.stack import StackConfig
 from sophia_infra.program.platform import tls
-from sophia_infra.program.config.platform import gpu_quota, object_store_needed
+from sophia_infra.program.config.platform import gpu_quota, object_store_needed, postgres_clusters
 
 ALL = (names.APPS, names.MCP, names.DATA, names.MONITORING, names.ARGOCD, names.INGRESS, names.GPU, names.CERT_MANAGER)
 
@@ -225,7 +225,9 @@ def network_policies(cfg: StackConfig, ns: str) -> list[dict]:
             from urllib.parse import urlparse
             u = urlparse(backup.endpoint)
             port = u.port or (443 if u.scheme == "https" else 80)
-            pols.append(_policy(ns, "allow-backups-to-object-store", {"matchLabels": {"cnpg.io/cluster": cfg.platform.postgres.cluster_name}},
+            # Every cluster: each archives its WAL, and a recovering one reads the old archive.
+            clusters = {"matchExpressions": [{"key": "cnpg.io/cluster", "operator": "In", "values": sorted(postgres_clusters(cfg))}]}
+            pols.append(_policy(ns, "allow-backups-to-object-store", clusters,
                                 egress=[{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": _ports([port])}]))
     elif ns == names.MONITORING:
         pols.append(_policy(ns, "allow-same-namespace", everything, ingress=[{"from": same_ns}], egress=[{"to": same_ns}]))
