@@ -166,6 +166,9 @@ def required_flows(cfg: StackConfig, model: ClusterModel) -> list[Flow]:
     add("API server -> cert-manager webhook", api, app(CM, "webhook"), "https")
     add("cert-manager -> ACME server 443", cm_controller, internet, 443)
     add("cert-manager HTTP-01 self-check -> ingress controller", cm_controller, ingress, 80)
+    # The controller redirects HTTP to HTTPS for every host with TLS, the challenge path
+    # included, and the self-check follows the redirect (cert-manager pkg/issuer/acme/http).
+    add("cert-manager HTTP-01 self-check -> ingress controller https", cm_controller, ingress, 443)
     for ns in tls.solver_namespaces(cfg):
         add(f"ingress controller -> ACME solver in {ns}", ingress, pods(ns, tls.SOLVER_POD), tls.SOLVER_PORT)
     if cfg.platform.monitoring.grafana_host:
