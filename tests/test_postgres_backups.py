@@ -236,3 +236,22 @@ def test_valkey_keeps_its_data_on_the_volume(mode, line):
     single = v.valkey_values(parse_with("dev", lambda r: r["platform"].__setitem__("valkey", {"replicas": 0})))
     assert single["dataStorage"]["enabled"] is True and "appendonly yes" in single["valkeyConfig"]
     assert problems_of("dev", lambda r: r["platform"].__setitem__("valkey", {"persistence": "none"}))
+
+
+def test_the_documented_procedure_is_the_config_the_program_takes():
+    """docs/operating.md's step 2 is accepted as written, recovers beside the live cluster, and
+    its step 5 (the switch) is accepted too."""
+    from tests.conftest import ROOT
+
+    doc = (ROOT / "docs" / "operating.md").read_text()
+    section = doc[doc.index("### Point-in-time recovery of PostgreSQL"):doc.index("### Restoring etcd")]
+    block = section[section.index("```yaml") + len("```yaml"):]
+    documented = yaml.safe_load(block[:block.index("```")])["sophia:platform"]["postgres"]
+
+    def step(serve):
+        return lambda r: r["platform"].__setitem__("postgres", {**documented, "clusterName": serve})
+    cfg = parse_with("production", step("sophia-postgres"))
+    assert v.postgres_cluster(cfg, "sophia-postgres") == v.postgres_cluster(parse_with("production"))
+    assert "recovery" in v.postgres_cluster(cfg, "sophia-postgres-2")["spec"]["bootstrap"]
+    assert v.postgres_host(parse_with("production", step("sophia-postgres-2"))).startswith("sophia-postgres-2-rw.")
+    assert "clusterName: sophia-postgres-2" in section and "pulumi state unprotect" in section
