@@ -255,3 +255,12 @@ def test_the_documented_procedure_is_the_config_the_program_takes():
     assert "recovery" in v.postgres_cluster(cfg, "sophia-postgres-2")["spec"]["bootstrap"]
     assert v.postgres_host(parse_with("production", step("sophia-postgres-2"))).startswith("sophia-postgres-2-rw.")
     assert "clusterName: sophia-postgres-2" in section and "pulumi state unprotect" in section
+
+
+def test_every_cluster_reaches_the_object_store_and_only_the_apps_one_admits_the_backend():
+    from sophia_infra.program.platform.namespaces import network_policies
+
+    pols = {p["metadata"]["name"]: p["spec"] for p in network_policies(parse_with("production", _recover()), names.DATA)}
+    assert pols["allow-backups-to-object-store"]["podSelector"] == {"matchExpressions": [
+        {"key": "cnpg.io/cluster", "operator": "In", "values": ["sophia-postgres", "sophia-postgres-2"]}]}
+    assert pols["allow-backend-to-postgres"]["podSelector"] == {"matchLabels": {"cnpg.io/cluster": "sophia-postgres"}}
