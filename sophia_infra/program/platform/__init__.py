@@ -47,10 +47,15 @@ def cluster_suffix(cluster: str) -> str:
     return "" if cluster == DEFAULT_POSTGRES_CLUSTER else f"-{cluster}"
 
 
+def _store_kind(cfg: StackConfig, cluster: str, store: dict) -> str:
+    """The resource-name stem of one of a cluster's ObjectStores."""
+    return "object-store" if store["metadata"]["name"] == v.object_store_name(cfg, cluster) else "recovery-object-store"
+
+
 class Postgres(pulumi.ComponentResource):
     """CloudNativePG operator and the platform's PostgreSQL clusters (backups via Barman Cloud
     plugin): every cluster of sophia:platform.postgres.clusters, each with its ObjectStores,
-    PodMonitor and ScheduledBackup; in production Pulumi never deletes a Cluster."""
+    PodMonitor and ScheduledBackup; in production every Cluster is protected and retained on delete."""
 
     def __init__(self, name: str, cfg: StackConfig, provider: k8s.Provider, namespace: k8s.core.v1.Namespace,
                  app_secret: k8s.core.v1.Secret, backup_secret: Optional[k8s.core.v1.Secret],
@@ -65,35 +70,28 @@ class Postgres(pulumi.ComponentResource):
             # The plugin's chart creates a cert-manager Issuer and Certificates (its TLS to the operator).
             self.plugin = release(f"{name}-barman-plugin", cfg, "plugin-barman-cloud", v.BARMAN_RELEASE, names.DATA,
                                   v.barman_values(cfg), provider, self, depends_on=[self.operator, cert_manager])
+        # Production: Pulumi never deletes a database, neither by a replacement nor by a removal.
         keep = cfg.environment == "production"
+        plugin = [self.plugin] if self.plugin is not None else []
         self.clusters: dict[str, pulumi.Resource] = {}
         self.object_stores: list[pulumi.Resource] = []
-        self.scheduled_backups: dict[str, pulumi.Resource] = {}
         for cluster in postgres_clusters(cfg):
             sfx = cluster_suffix(cluster)
-            deps: list[pulumi.Resource] = [self.operator, app_secret]
-            for store in v.cluster_object_stores(cfg, cluster):
-                kind = "object-store" if store["metadata"]["name"] == v.object_store_name(cfg, cluster) else "recovery-object-store"
-                assert self.plugin is not None
-                deps.append(custom_resource(f"{name}-{kind}{sfx}", store, provider, self,
-                                            depends_on=[self.plugin] + ([backup_secret] if backup_secret else [])))
-                self.object_stores.append(deps[-1])
-            if self.plugin is not None:
-                deps.append(self.plugin)
-            self.clusters[cluster] = custom_resource(f"{name}-cluster{sfx}", v.postgres_cluster(cfg, cluster),
-                                                     provider, self, depends_on=deps, keep=keep)
+            stores = [custom_resource(f"{name}-{_store_kind(cfg, cluster, store)}{sfx}", store, provider, self,
+                                      depends_on=plugin + ([backup_secret] if backup_secret else []))
+                      for store in v.cluster_object_stores(cfg, cluster)]
+            self.object_stores += stores
+            self.clusters[cluster] = custom_resource(f"{name}-cluster{sfx}", v.postgres_cluster(cfg, cluster), provider,
+                                                     self, depends_on=[self.operator, app_secret, *plugin, *stores], keep=keep)
             custom_resource(f"{name}-pod-monitor{sfx}", v.postgres_pod_monitor(cfg, cluster), provider, self,
                             depends_on=[prometheus, self.clusters[cluster]])
             if postgres_backups(cfg):
-                self.scheduled_backups[cluster] = custom_resource(
-                    f"{name}-scheduled-backup{sfx}", v.scheduled_backup(cfg, cluster), provider, self,
-                    depends_on=[self.clusters[cluster]])
+                custom_resource(f"{name}-scheduled-backup{sfx}", v.scheduled_backup(cfg, cluster), provider, self,
+                                depends_on=[self.clusters[cluster]])
         if not postgres_backups(cfg) and cfg.environment == "production":
             pulumi.log.warn(f"PostgreSQL backups are off in this production stack "
                             f"(sophia:platform.postgres.backup.optOut: {cfg.platform.postgres.backup.opt_out})")
         self.cluster = self.clusters[cfg.platform.postgres.cluster_name]  # the one the apps use
-        self.object_store = self.object_stores[0] if self.object_stores else None
-        self.scheduled_backup = self.scheduled_backups.get(cfg.platform.postgres.cluster_name)
         self.host = v.postgres_host(cfg)
         self.register_outputs({"host": self.host})
 
