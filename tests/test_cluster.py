@@ -51,17 +51,25 @@ def test_one_control_plane_and_four_workers(production):
     assert types.count("kubernetes:core/v1:NodePatch") == 5
 
 
-def test_workers_wait_for_the_control_plane_but_not_for_each_other(production):
+def test_nodes_roll_one_at_a_time_servers_first_each_ready_at_the_pin(production):
+    """A K3s upgrade (or any change to the nodes' commands) goes one node at a time, the control
+    plane first, then the extra servers, then the agents (k3s-ansible's serial upgrade,
+    system-upgrade-controller's server plan before its agent plan): each node's first command
+    waits for the previous node's Ready wait, and that wait names the pinned version, so a new
+    pin re-runs it as an update and the rollout stops at a node that does not come back."""
     names = _by_name(production)
-    cp_install = names["sophia-control-install"].urn
-    workers = ["sophia-ai-core", "sophia-mcp", "sophia-data", "sophia-dev"]
-    for w in workers:
-        first = names[f"{w}-secrets"]
-        assert cp_install in first.dependencies
-        others = set().union(*(_urns_of(production, o) for o in workers if o != w))
-        for urn in _urns_of(production, w):
-            r = next(x for x in production.resources if x.urn == urn)
-            assert not set(r.dependencies) & others, (w, r.name)
+    cfg = production.cfg
+    chain = [n.name for n in cfg.workers if n.role == "control-plane"] + [n.name for n in cfg.workers if n.role == "worker"]
+    previous = names[f"{cfg.control_plane.name}-registered"]
+    for node in chain:
+        # (the firewall rules are added in parallel: nothing restarts for them)
+        assert previous.urn in names[f"{node}-secrets"].dependencies, (node, previous.name)
+        wait = names[f"{node}-membership"]
+        assert f"= {cfg.k3s.version}" in wait.inputs["create"] and wait.inputs["update"] == wait.inputs["create"]
+        previous = wait
+    assert f"= {cfg.k3s.version}" in names[f"{cfg.control_plane.name}-registered"].inputs["create"]
+    # a pinned version change touches the Ready waits' scripts, never their triggers (no drain)
+    assert cfg.k3s.version not in json.dumps(names[f"{chain[0]}-membership"].inputs.get("triggers"))
 
 
 def test_node_chain_order(production):

@@ -430,3 +430,17 @@ def test_an_installer_that_does_not_match_the_pinned_checksum_never_runs(tmp_pat
     # The installer that was pinned runs.
     proc = host.run(scripts.install_script(trusted, trusted.workers[0]))
     assert proc.returncode == 0 and "installer v1.34.2+k3s1 agent skip-start=true" in host.calls(), proc.stderr
+
+
+@requires_sandbox
+def test_the_ready_wait_waits_for_the_pinned_version(tmp_path):
+    """After an upgrade, the next node starts only once this one is Ready *and* its kubelet
+    reports the new version; an upgrade that did not take stops the rollout with one sentence."""
+    host = Host(tmp_path)
+    host.set("active", version="v1.34.2+k3s1")
+    ok = host.run(scripts.wait_registered_script("sophia-mcp", seconds=3, version="v1.34.2+k3s1"))
+    assert ok.returncode == 0 and "node sophia-mcp is Ready at v1.34.2+k3s1" in ok.stdout
+    (host.state / "kubelet_version").write_text("v1.33.5+k3s1\n")
+    stuck = host.run(scripts.wait_registered_script("sophia-mcp", seconds=3, version="v1.34.2+k3s1"))
+    assert stuck.returncode == 1
+    assert stuck.stderr.strip().splitlines()[-1] == "node sophia-mcp did not become Ready at v1.34.2+k3s1"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import bz2
 import functools
+import hashlib
 import re
 import shutil
 import subprocess
@@ -261,7 +262,8 @@ def test_nginx_crds_are_applied_before_the_chart_which_skips_its_own(stack):
     run = run_platform(stack)
     (crds,) = run.of_type(CONFIG_FILE)
     assert crds.name == "platform-nginx-ingress-crds"
-    assert crds.inputs == {"file": chart_crds.nginx_ingress_crds_url(parse_with(stack))}
+    # The bundle kept in this repository, not a URL fetched at deploy time.
+    assert crds.inputs == {"file": "sophia_infra/program/platform/crds/nginx-kubernetes-ingress-v5.5.4-crds.yaml"}
     assert crds.parent.endswith("sophia:platform:Platform::platform")
     assert crds.provider.startswith(run.urn("k8s"))  # the cluster's provider, not the default one
     ingress = run.named("platform-nginx-ingress")
@@ -269,6 +271,30 @@ def test_nginx_crds_are_applied_before_the_chart_which_skips_its_own(stack):
     assert ingress.inputs["skipCrds"] is True
     others = [r for r in run.of_type(RELEASE) if r.name != ingress.name]
     assert all(not r.inputs.get("skipCrds") for r in others)
+
+
+def test_the_kept_nginx_crd_bundle_is_the_pinned_charts_crds_with_the_pinned_checksum():
+    """Byte for byte the release's deploy/crds.yaml (its sha256); CRD for CRD the chart's crds/."""
+    for pin, app_version in chart_crds.NGINX_INGRESS_APP_VERSIONS.items():
+        path = ROOT / chart_crds.CRDS_DIR / f"nginx-kubernetes-ingress-v{app_version}-crds.yaml"
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == chart_crds.NGINX_INGRESS_CRDS_SHA256[app_version]
+        kept = {d["metadata"]["name"]: d for d in yaml.safe_load_all(path.read_text()) if d}
+        chart = {d["metadata"]["name"]: d for f in sorted((chart_src("nginx-ingress", pin) / "crds").glob("*.yaml"))
+                 for d in yaml.safe_load_all(f.read_text()) if d}
+        nap = {name for name in chart if name.split(".", 1)[1].startswith(("appprotect.", "appprotectdos."))}
+        assert kept == {name: crd for name, crd in chart.items() if name not in nap}
+        assert len(kept) == 6
+
+
+def test_a_changed_nginx_crd_bundle_is_refused(tmp_path, monkeypatch):
+    cfg = parse_with("production")
+    path = chart_crds.nginx_ingress_crds_file(cfg)
+    (tmp_path / path).parent.mkdir(parents=True)
+    (tmp_path / path).write_bytes((ROOT / path).read_bytes().replace(b"k8s.nginx.org", b"k8s.nginx.example", 1))
+    monkeypatch.setattr(chart_crds, "PROJECT_ROOT", tmp_path)
+    with pytest.raises(ValueError, match=rf"^{re.escape(path)} has sha256 [0-9a-f]{{64}}, not the pinned "
+                                         rf"{chart_crds.NGINX_INGRESS_CRDS_SHA256['5.5.4']}: restore it from "):
+        chart_crds.nginx_ingress_crds_file(cfg)
 
 
 def test_nginx_crds_the_bundle_leaves_out_are_not_needed():

@@ -129,39 +129,42 @@ def test_launch_sends_the_documented_body(fake, vt):
 
 # ----------------------------------------------------------------------------- instances
 
-def test_create_launches_waits_for_active_and_returns_the_address(fake, vt):
+def ready(vt: VirtualTime) -> provider.InstanceReadyProvider:
+    return provider.InstanceReadyProvider(sleep=vt.sleep, clock=vt.clock, throttle=throttle(vt))
+
+
+def ready_props(fake: FakeLambda, instance_id: str, **over) -> dict:
+    return {"api_key": API_KEY, "base_url": fake.base_url, "instance_id": instance_id, "wait_seconds": 60,
+            "poll_seconds": 5, **over}
+
+
+def test_create_launches_and_returns_at_once_and_ready_waits_for_the_address(fake, vt):
     with_key(fake)
     fake.boot_polls = 3
     result = instances(vt).create(instance_props(fake))
     inst = fake.instances[result.id]
-    assert inst["name"] == "sophia-ai-core" and inst["status"] == "active"
-    assert result.outs is not None and result.outs["ip"] == inst["ip"] and result.outs["status"] == "active"
+    assert inst["name"] == "sophia-ai-core" and result.outs is not None and result.outs["status"] == "booting"
+    assert fake.polls[result.id] == 0  # no boot wait in the create: it is recorded at once
+    booted = ready(vt).create(ready_props(fake, result.id))
+    assert booted.outs is not None and booted.outs["ip"] == inst["ip"] and booted.outs["status"] == "active"
+    assert booted.outs["private_ip"] == inst["private_ip"]
     assert vt.slept.count(5.0) == 3  # polled every poll_seconds until active
 
 
-def test_create_that_never_becomes_active_terminates_the_instance(fake, vt):
+def test_a_boot_that_never_ends_fails_and_leaves_the_instance_in_the_stack(fake, vt):
     with_key(fake)
     fake.boot_polls = None
+    created = instances(vt).create(instance_props(fake))
     with pytest.raises(api.LambdaCloudError) as err:
-        instances(vt).create(instance_props(fake))
-    (iid,) = fake.instances
-    assert fake.instances[iid]["status"] == "terminated" and not fake.running()
-    assert iid in str(err.value) and "was terminated" in str(err.value)
+        ready(vt).create(ready_props(fake, created.id))
+    assert fake.instances[created.id]["status"] == "booting"  # recorded, so not an orphan: the next up waits again
+    assert created.id in str(err.value) and "stays in the stack" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_create_whose_terminate_also_fails_names_the_instance_to_clean_up(fake, vt):
-    with_key(fake)
-    fake.boot_polls, fake.fail_terminate = None, True
-    with pytest.raises(api.LambdaCloudError) as err:
-        instances(vt).create(instance_props(fake))
-    (iid,) = fake.instances
-    assert f"terminating instance {iid} failed too" in str(err.value) and "console" in str(err.value)
-
-
-def test_create_of_an_instance_that_vanishes_while_booting_fails_clearly(fake, vt):
+def test_an_instance_that_vanishes_while_booting_fails_clearly(fake, vt):
     with_key(fake)
     fake.boot_polls = 5
-    prov = instances(vt)
+    created = instances(vt).create(instance_props(fake))
     real_get = fake._get
 
     def get_then_vanish(iid):
@@ -169,8 +172,8 @@ def test_create_of_an_instance_that_vanishes_while_booting_fails_clearly(fake, v
         return real_get(iid)
 
     fake._get = get_then_vanish  # type: ignore[method-assign]
-    with pytest.raises(api.LambdaCloudError, match="disappeared while booting"):
-        prov.create(instance_props(fake))
+    with pytest.raises(api.LambdaCloudError, match="disappeared while booting.*pulumi refresh"):
+        ready(vt).create(ready_props(fake, created.id))
 
 
 def test_create_without_capacity_launches_nothing(fake, vt):
@@ -185,6 +188,7 @@ def test_read_reports_current_state_and_a_gone_instance_as_deleted(fake, vt):
     prov = instances(vt)
     created = prov.create(instance_props(fake))
     assert created.outs is not None
+    ready(vt).create(ready_props(fake, created.id))
     read = prov.read(created.id, created.outs)
     assert read.id == created.id and read.outs is not None and read.outs["status"] == "active"
     fake.vanish.add(created.id)

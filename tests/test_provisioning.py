@@ -111,6 +111,10 @@ def test_provisioned_resources_carry_type_region_name_and_a_secret_key(plan):
     assert instances["sophia-ai-core"].inputs["region"] == "us-east-3"
     assert all(r.inputs["api_key"] == mocks.SECRET for r in instances.values())
     assert all(r.options.get("additionalSecretOutputs") == ["api_key"] for r in instances.values())
+    assert all(r.inputs["stack_tag"] == "sophia-infra-production" for r in instances.values())
+    # Each boot is awaited by a resource of its own, after its instance is recorded.
+    ready = {r.name: r for r in by_type["pulumi-python:dynamic/lambda:InstanceReady"]}
+    assert {n: r.inputs["instance_id"] for n, r in ready.items()} == {f"{n}-ready": f"{n}-instance-id" for n in ALL}
     (key,) = by_type["pulumi-python:dynamic/lambda:SshKey"]
     assert "PRIVATE" not in json.dumps(seen[f"{key.type}::{key.name}"].get("public_key"))
     (fw,) = by_type["pulumi-python:dynamic/lambda:FirewallRules"]
@@ -290,3 +294,41 @@ def test_capacity_with_a_wrong_key_exits_2_without_printing_it(monkeypatch, caps
     with FakeLambda() as fake:
         code, out, err = _capacity(monkeypatch, capsys, {"LAMBDA_API_KEY": "wrong-key-xyz", "LAMBDA_API_BASE_URL": fake.base_url})
     assert code == 2 and "wrong, revoked or missing" in err and "wrong-key-xyz" not in err + out
+
+
+# ----------------------------------------------------------------------------- regions without Lambda firewall rules
+
+def test_a_node_in_a_region_without_lambda_firewall_rules_is_warned_about(monkeypatch, caplog):
+    import logging
+    cfg, secrets = production_config(("sophia-mcp", "sophia-dev"))
+    nodes = json.loads(cfg["sophia:nodes"])
+    dev = next(i for i, n in enumerate(nodes) if n["name"] == "sophia-dev")
+    nodes[dev]["provision"]["region"] = "us-south-1"
+    cfg["sophia:nodes"] = json.dumps(nodes)
+    with caplog.at_level(logging.WARNING):
+        runner.run("production", config=cfg, secret_keys=secrets)
+    warned = [r.getMessage() for r in caplog.records if "firewall rules do not apply" in r.getMessage()]
+    assert warned == [f"sophia:nodes[{dev}].provision.region: Lambda's firewall rules do not apply in us-south-1, so "
+                      "node 'sophia-dev' is open on every port until its host firewall (ufw) is applied and is then "
+                      "protected by ufw alone; choose another region to have both."]
+
+
+# ----------------------------------------------------------------------------- both addresses of a launched host
+
+def test_both_addresses_of_every_launched_peer_are_admitted_and_node_ip_is_chosen_on_the_host(plan):
+    result, seen = plan(ALL)
+    public = {n: mocks.fake_instance_address(f"{n}-instance") for n in ALL}
+    private = {n: mocks.fake_instance_private_address(f"{n}-instance") for n in ALL}
+    firewall = _commands(seen, "-firewall")["sophia-control"]["create"]
+    for peer in ("sophia-ai-core", "sophia-mcp", "sophia-data", "sophia-dev"):
+        for addr in (public[peer], private[peer]):
+            assert f"from {addr} to any port 6443,10250" in firewall  # ufw: kubelet and API
+            assert f"from {addr} to any port 8472" in firewall or f"from {addr} to any port 51820" in firewall
+    (fw,) = [r for r in result.resources if r.type == "pulumi-python:dynamic/lambda:FirewallRules"]
+    sources = {(r["protocol"], r["port_range"][0], r["source_network"]) for r in fw.inputs["rules"]}
+    for n in ALL:
+        for addr in (public[n], private[n]):
+            assert ("tcp", 10250, f"{addr}/32") in sources  # the Lambda rules too
+    config = _commands(seen, "-config")["sophia-mcp"]["create"]
+    assert "node-ip:" not in config.split("SOPHIA_K3S_CONFIG")[1]  # not fixed in the file: chosen on the host
+    assert f"candidates=({public['sophia-mcp']} {private['sophia-mcp']})" in config

@@ -31,7 +31,11 @@ VARIANTS = {EVERYTHING: ("production", {
     "sophia:argocd": {"ingressHost": "cd.example.com"},
     "sophia:workloads": {"frontendHost": "app.example.com"},
 })}
-ALL_STACKS = (*STACKS, EVERYTHING)
+# Production with the Istio mesh: istio-base, istio-cni and istiod rendered, sidecars injected
+# into the app and MCP pods as istiod would (cluster_model), and the mesh's own flows.
+MESH = "production+istio"
+VARIANTS[MESH] = ("production", {"sophia:platform": {"istio": {"enabled": True}}})
+ALL_STACKS = (*STACKS, EVERYTHING, MESH)
 
 
 @functools.lru_cache(maxsize=None)
@@ -44,7 +48,7 @@ def _plan(stack: str):
     config, secret_keys = stack_config.load(base)
     config = dict(config)
     for key, value in changes.items():
-        merged = {**json.loads(config.get(key, "{}")), **value}
+        merged = {**json.loads(config.get(key, "{}")), **value}  # one level deep: the variants set whole sub-keys
         config[key] = json.dumps(merged)
     return runner.run(base, config=config, secret_keys=secret_keys)
 
@@ -292,6 +296,8 @@ def test_every_value_changes_the_rendered_output():
             seen.add(key)
             missing = set(r.missing_subcharts)
             for leaf in _leaves(r.spec.values):
+                if not leaf:
+                    continue  # a release given no values (istio-base): nothing to judge
                 if leaf[0] in missing:
                     continue  # values of a subchart the chart source lacks: reported below, not judged
                 jobs.append((r, leaf))
@@ -394,3 +400,40 @@ def test_the_first_certificate_of_every_host_can_be_issued_behind_nginx():
             assert cert["metadata"]["annotations"]["cert-manager.io/issue-temporary-certificate"] == "true", t
     results = {r.flow.name: r.status for r in _flows(EVERYTHING)[0]}
     assert results["cert-manager HTTP-01 self-check -> ingress controller https"] == "allowed"
+
+
+# ----------------------------------------------------------------------------- the mesh
+
+def test_the_mesh_injects_sidecars_that_meet_restricted_and_reach_istiod():
+    """With Istio on, every app and MCP pod runs istio-proxy and istio-validation (the CNI agent
+    does the redirect: no NET_ADMIN istio-init) and still meets its namespace's restricted level;
+    the sidecars reach istiod's xDS and the API server reaches istiod's webhooks; istio-system
+    denies by default, so nothing else reaches istiod."""
+    model = _model(MESH)
+    meshed = [w for w in model.workloads if w.namespace in ("sophia-apps", "sophia-mcp") and w.origin != "operator"]
+    assert len(meshed) == len(_plan(MESH).cfg.services)
+    for w in meshed:
+        assert [c["name"] for c in w.pod_spec["containers"]][-1] == "istio-proxy", w.description
+        assert [c["name"] for c in w.pod_spec["initContainers"]][0] == "istio-validation", w.description
+        assert pod_security.violations(w.pod_spec, "restricted", w.pod_metadata) == [], w.description
+    solvers = [w for w in model.workloads if w.name.startswith("cm-acme-http-solver")]
+    assert all("istio-proxy" not in str(w.pod_spec) for w in solvers)  # cert-manager opts its solvers out
+    results, ev = _flows(MESH)
+    by_name = {r.flow.name: r.status for r in results}
+    assert by_name["sophia-apps sidecars -> istiod xDS"] == by_name["sophia-mcp sidecars -> istiod xDS"] == "allowed"
+    assert by_name["API server -> istiod webhooks"] == "allowed"
+    assert flows.unexpected(results, ev) == []
+
+
+def test_without_the_mesh_nothing_is_injected():
+    assert not any(c.get("name") == "istio-proxy" for w in _model("production").workloads
+                   for c in w.pod_spec.get("containers") or [])
+
+
+def test_istio_system_without_its_policies_would_be_open():
+    """The mesh's default-deny is what keeps the internet and other namespaces off istiod."""
+    cfg, model = _plan(MESH).cfg, _model(MESH)
+    opened = copy.copy(model)
+    opened.policies = [p for p in model.policies if p["metadata"]["namespace"] != "istio-system"]
+    results, ev = flows.evaluate(cfg, opened)
+    assert any(e.startswith("internet") and "istio-system/istiod" in e for e in flows.unexpected(results, ev))

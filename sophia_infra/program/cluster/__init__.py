@@ -53,14 +53,17 @@ class Cluster(pulumi.ComponentResource):
         joined: dict[str, Worker] = {}
         server_stdin = pulumi.Output.secret(pulumi.Output.all(self.control_plane.join_token, agent_token)
                                             .apply(lambda v: scripts.secrets_stdin(v[0], v[1])))
-        for node in servers:  # extra servers join (and upgrade) before any agent
-            joined[node.name] = Worker(node.name, cfg, node, labels[node.name], server_stdin,
-                                       private_key, self.control_plane, opts=child, addresses=self.addresses)
-        server_installs = [joined[n.name].install for n in servers]
-        for node in agents:
-            joined[node.name] = Worker(node.name, cfg, node, labels[node.name], self.control_plane.agent_join_token,
-                                       private_key, self.control_plane, after=server_installs, opts=child,
-                                       addresses=self.addresses)
+        # One node at a time, servers first, each Ready at the pinned version before the next
+        # starts (the upgrade order of k3s-ansible's serial play and system-upgrade-controller's
+        # server plan before its agent plan): every node's commands wait for the previous
+        # node's Ready wait, which names the version, so a new pin re-runs it as an update and
+        # a node that does not come back stops the rollout there. (A first install is serial too.)
+        previous: pulumi.Resource = self.control_plane.registered
+        for node in [*servers, *agents]:
+            stdin = server_stdin if node.role == "control-plane" else self.control_plane.agent_join_token
+            joined[node.name] = Worker(node.name, cfg, node, labels[node.name], stdin, private_key,
+                                       self.control_plane, after=[previous], opts=child, addresses=self.addresses)
+            previous = joined[node.name].membership
         self.workers = joined
 
         endpoint = self.addresses.render(lambda h: scripts.api_endpoint(cfg, h))

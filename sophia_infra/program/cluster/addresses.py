@@ -1,8 +1,8 @@
-"""Where each node is reached: an address from ESC (`sophia:hosts`) or the address of the
-instance the stack launched (an Output, known only once the instance is up).
+"""Where each node is reached: an address from ESC (`sophia:hosts`) or the addresses of the
+instance the stack launched (Outputs, known only once the instance is up).
 
 The script builders take plain `Host`s; `render` runs a builder with every node's resolved
-address — at once when all are plain (an existing-hosts stack: the exact strings as before),
+addresses — at once when all are plain (an existing-hosts stack: the exact strings as before),
 inside `.apply` when some come from instances.
 """
 
@@ -14,19 +14,29 @@ import pulumi
 
 from sophia_infra.program.config.cluster import Host, Node
 from sophia_infra.program.config.stack import StackConfig
+from sophia_infra.program.lambda_cloud.resources import Launched
 
 T = TypeVar("T")
 
 
+class LaunchedHost(Host):
+    """A host the stack launched on Lambda Cloud. The API reports a public `ip` and a
+    `private_ip`, and does not document which of them the host carries on an interface, so
+    neither is K3s's node-ip here: the config script picks the one it finds on an interface
+    (scripts.node_ip_choice), and the firewalls admit both."""
+
+    launched_private_ip: Optional[str] = None
+
+
 class NodeAddresses:
-    def __init__(self, cfg: StackConfig, provisioned: Optional[Mapping[str, pulumi.Output[str]]] = None):
+    def __init__(self, cfg: StackConfig, provisioned: Optional[Mapping[str, Launched]] = None):
         self._hosts = dict(cfg.hosts)
         self._provisioned = dict(provisioned or {})
 
     def address(self, node: Node) -> pulumi.Input[str]:
         """The public address: what SSH, tls-san and the outputs use."""
         if node.name in self._provisioned:
-            return self._provisioned[node.name]
+            return self._provisioned[node.name].ip
         return self._hosts[node.name].address
 
     def private_address(self, node: Node) -> Optional[str]:
@@ -38,11 +48,13 @@ class NodeAddresses:
         if not self._provisioned:
             return build(self._hosts)
         names = list(self._provisioned)
+        outputs = [o for n in names for o in (self._provisioned[n].ip, self._provisioned[n].private_ip)]
 
-        def resolved(ips: list) -> T:
+        def resolved(values: list) -> T:
             hosts = dict(self._hosts)
-            for name, ip in zip(names, ips):
-                hosts[name] = Host.model_construct(address=ip, private_address=None, flannel_iface=None)
+            for i, name in enumerate(names):
+                hosts[name] = LaunchedHost.model_construct(address=values[2 * i], private_address=None,
+                                                           flannel_iface=None, launched_private_ip=values[2 * i + 1])
             return build(hosts)
 
-        return pulumi.Output.all(*[self._provisioned[n] for n in names]).apply(resolved)
+        return pulumi.Output.all(*outputs).apply(resolved)

@@ -107,7 +107,8 @@ class K3sNode(pulumi.ComponentResource):
         self.config_text = addresses.render(lambda h: scripts.render_config(scripts.k3s_config(cfg, node, labels, h)))
         self.config = _script_command(
             f"{name}-config", self.connection, addresses.render(lambda h: scripts.apply_config_script(
-                node, scripts.render_config(scripts.k3s_config(cfg, node, labels, h)))),
+                node, scripts.render_config(scripts.k3s_config(cfg, node, labels, h)),
+                scripts.node_ip_candidates(h[node.name]))),
             pulumi.ResourceOptions(parent=self, depends_on=[self.secrets]))
         self.install = _script_command(
             f"{name}-install", self.connection, scripts.install_script(cfg, node),
@@ -135,7 +136,7 @@ class ControlPlane(K3sNode):
         after_install = pulumi.ResourceOptions(parent=self, depends_on=[self.install])
         # The API answers before the node object exists: wait for it before labelling it.
         self.registered = _script_command(f"{name}-registered", self.connection,
-                                          scripts.wait_registered_script(node.name), after_install)
+                                          scripts.wait_registered_script(node.name, version=cfg.k3s.version), after_install)
         # The secure server token (K10<ca-hash>::server:<password>): for extra servers only.
         self.read_token = _script_command(f"{name}-{READ_TOKEN}", self.connection,
                                           scripts.read_file_script(scripts.SERVER_TOKEN_PATH),
@@ -178,7 +179,8 @@ class Worker(K3sNode):
         # replaced (delete first), the engine deletes this command first, so the old Node is
         # drained and deleted before its host is uninstalled and the new host joins.
         self.membership = _script_command(
-            f"{name}-membership", control_plane.connection, scripts.wait_registered_script(node.name),
+            f"{name}-membership", control_plane.connection,
+            scripts.wait_registered_script(node.name, version=cfg.k3s.version),
             pulumi.ResourceOptions(parent=self, depends_on=[self.install]),
             delete=scripts.drain_and_delete_script(node.name), replace_on=[address, self.install.id])
         self.register_outputs({"install": self.install.id})

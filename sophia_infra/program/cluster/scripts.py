@@ -16,12 +16,13 @@ and restart goes through `timeout`, every wait has a deadline, every download a
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Optional
 from urllib.parse import quote
 
 import yaml
 
+from sophia_infra.program.cluster.addresses import LaunchedHost
 from sophia_infra.program.config import names
 from sophia_infra.program.config.cluster import Host, Node
 from sophia_infra.program.config.stack import StackConfig
@@ -84,6 +85,22 @@ def node_labels(node: Node, extra: dict[str, str] | None = None) -> dict[str, st
 Hosts = Optional[Mapping[str, Host]]
 
 
+def peer_addresses(host: Host) -> list[str]:
+    """Every address a node's traffic may come from: its address, its private address, and a
+    launched host's private address (which of its two it carries is not documented)."""
+    launched = host.launched_private_ip if isinstance(host, LaunchedHost) else None
+    return list(dict.fromkeys(a for a in (host.address, host.private_address, launched) if a))
+
+
+def node_ip_candidates(host: Host) -> tuple[str, ...]:
+    """For a launched host, the addresses its config script chooses K3s's node-ip from, in order
+    of preference (the public one first: every peer reaches it, in any region); () when the
+    stack config says which address is which (ESC hosts)."""
+    if not isinstance(host, LaunchedHost):
+        return ()
+    return tuple(a for a in (host.address, host.launched_private_ip) if a)
+
+
 def server_url(cfg: StackConfig, hosts: Hosts = None) -> str:
     """How nodes reach the first server: its private address when it has one."""
     host = (hosts or cfg.hosts)[cfg.control_plane.name]
@@ -105,7 +122,7 @@ def k3s_config(cfg: StackConfig, node: Node, labels: dict[str, str], hosts: Host
             out["cluster-init"] = True
         else:
             out["server"] = server_url(cfg, hosts)
-        out["tls-san"] = [v for v in (host.address, host.private_address, k3s.api_dns_name) if v]
+        out["tls-san"] = [*peer_addresses(host), *([k3s.api_dns_name] if k3s.api_dns_name else [])]
         out["agent-token-file"] = AGENT_TOKEN_PATH  # every server: else it resets the agent password
         out["disable"] = ["traefik"]
         out["secrets-encryption"] = k3s.secrets_encryption
@@ -285,16 +302,49 @@ def _k3s_functions(node: Node) -> str:
 """
 
 
-def apply_config_script(node: Node, config_text: str) -> str:
+def _choose_node_ip(candidates: Sequence[str]) -> str:
+    """Shell that sets $node_ip to the first candidate on an interface of the host, or fails
+    in one sentence when none is."""
+    listed = " ".join(shlex.quote(c) for c in candidates)
+    return f"""if ! command -v ip >/dev/null 2>&1; then
+  echo "the ip command (iproute2) is missing, so the address for K3s's node-ip cannot be chosen; install iproute2" >&2
+  exit 1
+fi
+on_interfaces="$(ip -o addr show)"
+node_ip=""
+candidates=({listed})
+for candidate in "${{candidates[@]}}"; do
+  # `ip -o` prints "<n>: <dev>    inet <address>/<prefix> ...": the slash ends the address.
+  if printf '%s\n' "$on_interfaces" | grep -qF "inet $candidate/"; then
+    node_ip="$candidate"
+    break
+  fi
+done
+if [ -z "$node_ip" ]; then
+  echo "none of the instance's addresses ({', '.join(candidates)}) is on an interface of this host (ip -o addr show), so K3s would advertise an address the other nodes do not admit; check the host's network and run pulumi up again" >&2
+  exit 1
+fi
+"""
+
+
+def apply_config_script(node: Node, config_text: str, node_ip_from: Sequence[str] = ()) -> str:
     """Upload config.yaml; do nothing if unchanged; else restart K3s (when installed)
-    and roll back to the previous file if it does not come back."""
+    and roll back to the previous file if it does not come back. `node_ip_from`: a launched
+    host's addresses; the one on an interface becomes node-ip (the first one, its public
+    address, is then node-external-ip when it is not that one)."""
     svc = service_name(node)
-    return _PRELUDE + _k3s_functions(node) + f"""install -d -m 0700 {K3S_DIR}
+    choose = _choose_node_ip(node_ip_from) if node_ip_from else ""
+    append = f"""printf 'node-ip: %s\n' "$node_ip" >> "$tmp"
+if [ "$node_ip" != {shlex.quote(node_ip_from[0])} ]; then
+  printf 'node-external-ip: %s\n' {shlex.quote(node_ip_from[0])} >> "$tmp"
+fi
+""" if node_ip_from else ""
+    return _PRELUDE + _k3s_functions(node) + choose + f"""install -d -m 0700 {K3S_DIR}
 tmp="$(mktemp {K3S_DIR}/.config.XXXXXX)"
 cat > "$tmp" <<'SOPHIA_K3S_CONFIG'
 {config_text.rstrip()}
 SOPHIA_K3S_CONFIG
-chmod 0600 "$tmp"
+{append}chmod 0600 "$tmp"
 if cmp -s "$tmp" {CONFIG_PATH}; then
   rm -f "$tmp"
   echo "config unchanged"
@@ -419,18 +469,28 @@ rm -f {TOKEN_PATH} {AGENT_TOKEN_PATH} {S3_ENV_PATH}
 REGISTER_SECONDS = 600
 
 
-def wait_registered_script(node_name: str, seconds: int = REGISTER_SECONDS) -> str:
-    """On the control plane: wait until the node has registered and is Ready."""
+def wait_registered_script(node_name: str, seconds: int = REGISTER_SECONDS, version: Optional[str] = None) -> str:
+    """On the control plane: wait until the node has registered and is Ready and, with
+    `version`, until its kubelet reports that K3s version (an upgrade has really taken). The
+    version is part of the script, so a new pin re-runs this wait as an update: the next node's
+    upgrade waits for it (cluster/__init__.py chains them)."""
     node = shlex.quote(node_name)
+    check = f"k3s kubectl wait --for=condition=Ready node/{node} --timeout=10s >/dev/null 2>&1"
+    what = "become Ready"
+    if version:
+        want = shlex.quote(version)
+        check += (f" && [ \"$(k3s kubectl get node {node} -o 'jsonpath={{.status.nodeInfo.kubeletVersion}}' 2>/dev/null)\""
+                  f" = {want} ]")
+        what = f"become Ready at {version}"
     return _PRELUDE + f"""deadline=$((SECONDS + {seconds}))
-until k3s kubectl wait --for=condition=Ready node/{node} --timeout=10s >/dev/null 2>&1; do
+until {check}; do
   if [ "$SECONDS" -ge "$deadline" ]; then
-    echo "node {node_name} did not become Ready" >&2
+    echo "node {node_name} did not {what}" >&2
     exit 1
   fi
   sleep 5
 done
-echo "node {node_name} is Ready"
+echo "node {node_name} is Ready{f' at {version}' if version else ''}"
 """
 
 
@@ -483,10 +543,9 @@ def firewall_script(cfg: StackConfig, node: Node, hosts: Hosts = None) -> str:
     nodes; pod and service ranges."""
     k3s = cfg.k3s
     by_name = hosts or cfg.hosts
-    peers = sorted({a for n in cfg.nodes if n.name != node.name
-                    for a in (by_name[n.name].address, by_name[n.name].private_address) if a})
+    peers = sorted({a for n in cfg.nodes if n.name != node.name for a in peer_addresses(by_name[n.name])})
     servers = sorted({a for n in cfg.nodes if n.role == "control-plane" and n.name != node.name
-                      for a in (by_name[n.name].address, by_name[n.name].private_address) if a})
+                      for a in peer_addresses(by_name[n.name])})
     overlay = "51820/udp" if k3s.flannel_backend == "wireguard-native" else "8472/udp"
     lines = [
         "if ! command -v ufw >/dev/null 2>&1; then",

@@ -79,3 +79,19 @@ def cross_check(cfg: "StackConfig") -> list[str]:
             problems.append(f"sophia:hosts.{node.name}: node '{node.name}' is provisioned by the stack "
                             f"({path}.provision), so it has no address in ESC; remove sophia:hosts.{node.name}.")
     return problems
+
+
+# Lambda's account-wide firewall rules do not apply to instances in these regions (Lambda Cloud
+# API reference, "Firewall": "Firewall rules do not apply to the us-south-1 region").
+NO_FIREWALL_RULES_REGIONS = ("us-south-1",)
+
+
+def warnings(cfg: "StackConfig") -> list[str]:
+    """One sentence per provisioned node where the Lambda firewall rules do not apply: only the
+    host firewall (ufw, sophia:k3s.firewall, required for public nodes) filters its traffic,
+    and only from when its firewall command has run."""
+    return [f"sophia:nodes[{i}].provision.region: Lambda's firewall rules do not apply in {node.provision.region}, so "
+            f"node '{node.name}' is open on every port until its host firewall (ufw) is applied and is then "
+            "protected by ufw alone; choose another region to have both."
+            for i, node in enumerate(cfg.nodes)
+            if node.provision is not None and node.provision.region in NO_FIREWALL_RULES_REGIONS]

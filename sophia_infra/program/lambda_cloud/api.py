@@ -9,8 +9,10 @@ What it follows (Lambda Cloud API reference, https://docs-api.lambda.ai/api/clou
 - Limits: about one request per second; `/instance-operations/launch` one per 12 seconds
   (five a minute; older docs said 10 s). Past them the API answers 429.
 - Endpoints: `GET /instance-types` (price_cents_per_hour, regions_with_capacity_available),
-  `POST /instance-operations/launch` -> `{"instance_ids": [...]}`, `GET /instances/{id}`
-  (status booting|active|unhealthy|terminating|terminated, ip, private_ip),
+  `POST /instance-operations/launch` (`name`, `tags: [{key, value}]`, ...) ->
+  `{"instance_ids": [...]}`, `GET /instances` (every instance of the account, with `name` and
+  `tags`), `GET /instances/{id}` (status booting|active|unhealthy|terminating|terminated, ip,
+  private_ip),
   `POST /instance-operations/terminate` `{"instance_ids": [...]}`, `GET/POST /ssh-keys`,
   `DELETE /ssh-keys/{id}`, `GET/PUT /firewall-rules` (PUT replaces the whole account-wide
   list: `{"data": [{protocol, port_range, source_network, description}]}`).
@@ -38,6 +40,7 @@ INSUFFICIENT_CAPACITY = "instance-operations/launch/insufficient-capacity"
 INVALID_API_KEY = "global/invalid-api-key"
 NOT_FOUND = "global/object-does-not-exist"
 GONE_STATUSES = ("terminated",)
+ENDING_STATUSES = ("terminating", "terminated")
 
 
 class LambdaCloudError(Exception):
@@ -187,10 +190,13 @@ class Client:
         return out
 
     def launch(self, *, name: str, instance_type: str, region: str, ssh_key_name: str,
-               file_system_names: Optional[list[str]] = None, image_family: Optional[str] = None) -> str:
+               file_system_names: Optional[list[str]] = None, image_family: Optional[str] = None,
+               tags: Optional[dict[str, str]] = None) -> str:
         """Launch one instance; its id. No capacity: a CapacityError naming where there is some."""
         body: dict[str, Any] = {"region_name": region, "instance_type_name": instance_type,
                                 "ssh_key_names": [ssh_key_name], "quantity": 1, "name": name}
+        if tags:
+            body["tags"] = [{"key": k, "value": v} for k, v in sorted(tags.items())]
         if file_system_names:
             body["file_system_names"] = list(file_system_names)
         if image_family:
@@ -227,6 +233,10 @@ class Client:
             return self.request("GET", f"/instances/{instance_id}")
         except NotFound:
             return None
+
+    def instances(self) -> list[dict]:
+        """Every instance of the account that is not terminated, with its name and tags."""
+        return list(self.request("GET", "/instances") or [])
 
     def terminate(self, instance_ids: list[str]) -> None:
         try:

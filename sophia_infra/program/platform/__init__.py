@@ -171,8 +171,9 @@ class Platform(pulumi.ComponentResource):
                                                           self.monitoring])
         # The controller release's CRDs, applied before the chart, which then skips its crds/
         # (Helm would install those once and never upgrade them): see sophia_infra.program.config.chart_crds.
+        # From this repository, checked by sha256: nothing is fetched from a URL at deploy time.
         self.ingress_crds = k8s.yaml.v2.ConfigFile(
-            f"{name}-nginx-ingress-crds", file=chart_crds.nginx_ingress_crds_url(cfg),
+            f"{name}-nginx-ingress-crds", file=chart_crds.nginx_ingress_crds_file(cfg),
             opts=pulumi.ResourceOptions(parent=self, provider=provider))
         self.ingress = release(f"{name}-nginx-ingress", cfg, "nginx-ingress", v.INGRESS_RELEASE, names.INGRESS,
                                v.nginx_ingress_values(cfg), provider, self,

@@ -112,6 +112,11 @@ def _policy(ns: str, name: str, pod_selector: dict, ingress: Optional[list] = No
             "metadata": {"name": name, "namespace": ns, "labels": _labels()}, "spec": spec}
 
 
+def dns_rule() -> dict:
+    """Egress to K3s's CoreDNS, UDP and TCP 53."""
+    return {"to": [_ns_peer("kube-system", {"k8s-app": "kube-dns"})], "ports": _ports([53], "UDP") + _ports([53], "TCP")}
+
+
 def _labels() -> dict[str, str]:
     return {"app.kubernetes.io/part-of": "sophia-platform", "app.kubernetes.io/managed-by": "pulumi"}
 
@@ -168,9 +173,7 @@ def network_policies(cfg: StackConfig, ns: str) -> list[dict]:
     everything: dict = {}
     pols = [
         _policy(ns, "default-deny", everything, ingress=[], egress=[]),
-        _policy(ns, "allow-dns", everything, egress=[{
-            "to": [_ns_peer("kube-system", {"k8s-app": "kube-dns"})],
-            "ports": _ports([53], "UDP") + _ports([53], "TCP")}]),
+        _policy(ns, "allow-dns", everything, egress=[dns_rule()]),
     ]
     from_prometheus = [_ns_peer(names.MONITORING, PROMETHEUS_POD)]
     apps, mcps = _services(cfg, "app"), _services(cfg, "mcp")
@@ -371,3 +374,7 @@ class Namespaces(pulumi.ComponentResource):
                                     opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[res])))
             self.policies[ns] = children
         self.register_outputs({"namespaces": {ns: r.metadata["name"] for ns, r in self.namespaces.items()}})
+
+
+# The policy builders other platform modules (istio.py) share.
+policy, namespace_peer, ports, api_server_rule = _policy, _ns_peer, _ports, _api_server

@@ -122,7 +122,8 @@ def _cnpg_instances(obj: dict) -> list[Workload]:
 # cert-manager v1.21 (pkg/issuer/acme/http/pod.go): an HTTP-01 challenge of a Certificate
 # starts an acmesolver pod in the Certificate's namespace, labelled
 # acme.cert-manager.io/http01-solver=true, serving 8089 ("http"), non-root with seccomp
-# RuntimeDefault, a read-only root, no privilege escalation and every capability dropped.
+# RuntimeDefault, a read-only root, no privilege escalation and every capability dropped,
+# annotated sidecar.istio.io/inject: "false" so that a mesh never delays the challenge.
 def _acme_solver(obj: dict) -> Workload:
     sc = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
     pod = {"securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
@@ -130,7 +131,8 @@ def _acme_solver(obj: dict) -> Workload:
                            "ports": [{"name": "http", "containerPort": 8089}]}]}
     ns = obj["metadata"]["namespace"]
     return Workload("Pod", ns, f"cm-acme-http-solver-{obj['metadata']['name']}",
-                    {"labels": {"acme.cert-manager.io/http01-solver": "true"}}, pod, "operator")
+                    {"labels": {"acme.cert-manager.io/http01-solver": "true"},
+                     "annotations": {"sidecar.istio.io/inject": "false"}}, pod, "operator")
 
 
 # K3s ships CoreDNS in kube-system (manifests/coredns.yaml): k8s-app=kube-dns, dns 53/UDP, dns-tcp 53/TCP.
@@ -138,6 +140,63 @@ KUBE_DNS = Workload("Deployment", "kube-system", "coredns", {"labels": {"k8s-app
     {"name": "coredns", "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
                                   {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
                                   {"name": "metrics", "containerPort": 9153}]}]}, "k3s")
+
+
+# Istio 1.28 sidecar injection (istiod chart files/injection-template.yaml, which istiod executes
+# at admission with the `values` of the rendered istio-sidecar-injector ConfigMap): a pod created
+# in a namespace labelled istio-injection=enabled, unless annotated sidecar.istio.io/inject
+# "false", gains the istio-proxy container (port 15090 http-envoy-prom) and, with the CNI node
+# agent (pilot.cni.enabled), the istio-validation init container instead of the NET_ADMIN
+# istio-init. With CNI and global.proxy.privileged false both run as 1337, non-root, read-only
+# root, no privilege escalation, every capability dropped, and take global.proxy.seccompProfile
+# (empty: none of their own, so the pod's decides). Whether istio-proxy is a native sidecar
+# (an init container with restartPolicy Always) does not change what Pod Security sees.
+INJECTOR_CONFIGMAP = "istio-sidecar-injector"
+
+
+def _sidecar_containers(values: dict) -> tuple[dict, Optional[dict]]:
+    """(istio-proxy, the init container) as the injection template writes them for `values`."""
+    proxy_values = (values.get("global") or {}).get("proxy") or {}
+    privileged = bool(proxy_values.get("privileged"))
+    cni = bool(((values.get("pilot") or {}).get("cni") or {}).get("enabled"))
+    sc: dict = {"allowPrivilegeEscalation": privileged, "privileged": privileged,
+                "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True,
+                "runAsNonRoot": True, "runAsUser": 1337, "runAsGroup": 1337}
+    if proxy_values.get("seccompProfile"):
+        sc["seccompProfile"] = proxy_values["seccompProfile"]
+    proxy = {"name": "istio-proxy", "securityContext": sc,
+             "ports": [{"containerPort": 15090, "protocol": "TCP", "name": "http-envoy-prom"}]}
+    if cni:
+        init = {"name": "istio-validation", "securityContext": dict(sc)}
+    else:  # istio-init rewrites iptables itself: root with NET_ADMIN and NET_RAW
+        init = {"name": "istio-init", "securityContext": {
+            "allowPrivilegeEscalation": privileged, "privileged": privileged, "readOnlyRootFilesystem": False,
+            "runAsNonRoot": False, "runAsUser": 0, "runAsGroup": 0,
+            "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]}}}
+    return proxy, init
+
+
+def _inject_sidecars(workloads: list[Workload], namespaces: dict[str, dict[str, str]], objects: list[dict]) -> list[Workload]:
+    import json
+
+    injector = next((o for o in objects if o.get("kind") == "ConfigMap"
+                     and (o.get("metadata") or {}).get("name") == INJECTOR_CONFIGMAP), None)
+    if injector is None:
+        return workloads  # no istiod, no webhook: nothing is injected
+    proxy, init = _sidecar_containers(json.loads((injector.get("data") or {}).get("values") or "{}"))
+    out = []
+    for w in workloads:
+        annotations = w.pod_metadata.get("annotations") or {}
+        if (namespaces.get(w.namespace) or {}).get("istio-injection") != "enabled" or w.origin == "k3s" \
+                or str(annotations.get("sidecar.istio.io/inject", "")).lower() == "false":
+            out.append(w)
+            continue
+        spec = dict(w.pod_spec)
+        spec["containers"] = [*(spec.get("containers") or []), proxy]
+        spec["initContainers"] = [init, *(spec.get("initContainers") or [])] if init else spec.get("initContainers")
+        meta = {**w.pod_metadata, "labels": {**w.labels, "security.istio.io/tlsMode": "istio"}}
+        out.append(Workload(w.kind, w.namespace, w.name, meta, spec, w.origin))
+    return out
 
 
 def _derived(objects: Iterable[dict]) -> list[Workload]:
@@ -191,6 +250,7 @@ def build(rendered: Iterable[Rendered], direct: Iterable[dict]) -> ClusterModel:
         namespaces.setdefault(w.namespace, {})
     for name, labels in namespaces.items():
         labels.setdefault("kubernetes.io/metadata.name", name)
+    workloads = _inject_sidecars(workloads, namespaces, objects)
     policies = [o for o in objects if o.get("kind") == "NetworkPolicy"]
     unrendered = {r.spec.release: r.missing_subcharts for r in rendered if r.missing_subcharts}
     return ClusterModel(namespaces, workloads, policies, objects, unrendered)

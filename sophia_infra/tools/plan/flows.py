@@ -196,6 +196,18 @@ def required_flows(cfg: StackConfig, model: ClusterModel) -> list[Flow]:
             add(f"Argo CD {name} -> API server", src, api, 6443)
         add("Argo CD repo-server -> git over 443", repo, internet, 443)
         add("Argo CD application controller -> git over 443", controller, internet, 443)
+    # The Istio mesh: sidecars fetch config and certificates from istiod, the API server calls
+    # its injection and validation webhooks, istiod and the CNI node agent watch the API.
+    if cfg.platform.istio.enabled:
+        from sophia_infra.program.platform import istio, namespaces as platform_namespaces
+
+        istiod = pods(names.ISTIO, platform_namespaces.ISTIOD_POD)
+        for ns in platform_namespaces.MESHED:
+            if any(w.namespace == ns for w in model.workloads):
+                add(f"{ns} sidecars -> istiod xDS", End(ns), istiod, platform_namespaces.ISTIOD_XDS_PORT)
+        add("API server -> istiod webhooks", api, istiod, istio.ISTIOD_WEBHOOK_PORT)
+        add("istiod -> API server", istiod, api, 6443)
+        add("istio-cni node agent -> API server", pods(names.ISTIO, {"k8s-app": "istio-cni-node"}), api, 6443)
     flows += scrape_flows(model)
     return flows
 

@@ -61,11 +61,17 @@ def default_command_stdout(name: str, inputs: dict) -> str:
 
 # Dynamic resources register as pulumi-python:dynamic/<module>:<name> (lambda_cloud/resources.py).
 LAMBDA_INSTANCE = "pulumi-python:dynamic/lambda:Instance"
+LAMBDA_INSTANCE_READY = "pulumi-python:dynamic/lambda:InstanceReady"
 
 
 def fake_instance_address(name: str) -> str:
     """A stable address in 203.0.113.0/24 (TEST-NET-3) for an instance the plan launches."""
     return f"203.0.113.{100 + int(_digest(name, 'ip', n=8), 16) % 100}"
+
+
+def fake_instance_private_address(name: str) -> str:
+    """A stable private-side address in 192.0.2.0/24 (TEST-NET-1) for a launched instance."""
+    return f"192.0.2.{100 + int(_digest(name, 'private-ip', n=8), 16) % 100}"
 
 
 class PlanMocks(pulumi_mocks.Mocks):
@@ -79,8 +85,12 @@ class PlanMocks(pulumi_mocks.Mocks):
             state.setdefault("stdout", self.command_stdout(name, args.inputs))
             state.setdefault("stderr", "")
         elif typ == LAMBDA_INSTANCE:
-            # A booted Lambda instance: active, with an address from a documentation range.
-            state.update(ip=fake_instance_address(name), private_ip=None, status="active", hostname=None)
+            state.update(ip=None, private_ip=None, status="booting", hostname=None)
+        elif typ == LAMBDA_INSTANCE_READY:
+            # The booted instance: active, with an address from a documentation range.
+            instance = name.removesuffix("-ready") + "-instance"
+            state.update(ip=fake_instance_address(instance), private_ip=fake_instance_private_address(instance),
+                         status="active", hostname=None)
         elif typ == "random:index/randomPassword:RandomPassword":
             length = int(args.inputs.get("length", 32))
             state["result"] = (_digest(name, "password", n=64) * 4)[:length]
