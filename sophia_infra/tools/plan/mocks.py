@@ -158,8 +158,6 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             options["replaceOnChanges"] = list(request.replaceOnChanges)
         if list(request.additionalSecretOutputs):
             options["additionalSecretOutputs"] = list(request.additionalSecretOutputs)
-        if request.protect:
-            options["protect"] = True
         if request.retainOnDelete:
             options["retainOnDelete"] = True
         if request.deletedWith:
