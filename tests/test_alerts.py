@@ -17,7 +17,8 @@ from tests.platform_helpers import crd_errors
 # CloudNativePG "Monitoring" (predefined pg_stat_archiver queries, cnpg_collector_*),
 # plugin-barman-cloud "Observability", docs.k3s.io/reference/metrics (etcd snapshot
 # histograms with a status label), cert-manager "Prometheus Metrics".
-_PROMQL_WORDS = {"time", "max", "by", "sum", "increase", "or", "vector", "and", "pod", "status", "value", "namespace"}
+_PROMQL_WORDS = {"time", "max", "by", "sum", "increase", "or", "vector", "and", "pod", "status", "value", "namespace",
+                 "label_replace", "cluster"}
 
 
 def _metrics(expr: str) -> set[str]:
@@ -77,3 +78,13 @@ def test_thresholds_follow_the_schedules():
                                             ("0 0 0,12 * * *", 12), ("0 0 12 * * 1-5", 72), ("*/15 * * * *", 0.25)])
 def test_longest_gap_of_a_schedule(schedule, hours):
     assert backups.longest_gap_hours(schedule) == pytest.approx(hours)
+
+
+def test_a_cluster_restored_beside_the_live_one_is_watched_too():
+    both = {"sophia-postgres": {}, "sophia-postgres-2": {"recovery": {"serverName": "sophia-postgres"}}}
+    r = _rules(parse_with("production", lambda raw: raw["platform"]["postgres"].update(clusters=both)))
+    for alert in ("PostgresBaseBackupTooOld", "PostgresWalArchivingFailing"):
+        assert 'pod=~"(sophia-postgres|sophia-postgres-2)-[0-9]+"' in r[alert]["expr"], alert
+    # Per cluster: the live cluster's fresh backup never hides the other's missing one.
+    assert r["PostgresBaseBackupTooOld"]["expr"].startswith("time() - max by (cluster) (label_replace(")
+    assert 'pod=~"sophia-postgres-[0-9]+"' in _rules(parse_with("production"))["PostgresWalArchivingFailing"]["expr"]

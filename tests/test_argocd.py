@@ -404,3 +404,73 @@ def test_the_policy_pack_still_checks_multi_source_applications():
     broken["spec"]["sources"][0]["helm"]["valuesObject"]["image"]["tag"] = "latest"
     found = {rule for rule, _ in rules.evaluate(APPLICATION, broken)}
     assert {"images-pinned"} <= found and len(found) >= 2, found
+
+
+# ----------------------------------------------------------------------------- cert-manager in the frontend Ingress
+
+def _with_frontend_host(r):
+    r["workloads"] = {"frontendHost": "app.example.com"}
+
+
+def _challenge(ingress: dict, token: str = "Xk3_token-1") -> dict:
+    """The Ingress as cert-manager leaves it while it solves HTTP-01 in place
+    (pkg/issuer/acme/http/ingress.go addChallengePathToIngress): the solver's path first in the
+    host's rule, ImplementationSpecific, to its Service on 8089."""
+    live = json.loads(json.dumps(ingress))
+    path = {"path": f"/.well-known/acme-challenge/{token}", "pathType": "ImplementationSpecific",
+            "backend": {"service": {"name": "cm-acme-http-solver-4xk2p", "port": {"number": 8089}}}}
+    rule = next(r for r in live["spec"]["rules"] if r["host"] == "app.example.com")
+    rule["http"]["paths"].insert(0, path)
+    return live
+
+
+def _argo_cd_normalizes(obj: dict, expressions: list[str]) -> dict:
+    """What Argo CD diffs: each jqPathExpression deleted, del(<expression>), by a real jq (libjq)."""
+    import jq
+
+    for expression in expressions:
+        obj = jq.compile(f"del({expression})").input_value(obj).first()
+    return obj
+
+
+@needs_crds
+def test_argo_cd_leaves_cert_managers_challenge_paths_in_the_frontend_ingress():
+    from sophia_infra.program.services import application_metadata, application_spec
+    from sophia_infra.program.services.values import service_values, structural_values
+    from tests.test_chart import HELM, by_kind, render
+
+    if HELM is None:
+        pytest.skip("helm is not on PATH (make test puts .tools/bin on PATH)")
+    cfg = parse_with("production", _with_frontend_host)
+    frontend = next(s for s in cfg.services if s.name == "frontend")
+    spec = application_spec(cfg, frontend, structural_values(cfg, frontend), "production")
+    app = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+           "metadata": application_metadata(cfg, frontend), "spec": spec}
+    crd_validator("argoproj.io_application.yaml").validate(app)
+    assert crd_errors(app) == []
+    assert spec["syncPolicy"]["syncOptions"].count("RespectIgnoreDifferences=true") == 1
+    (entry,) = [d for d in spec["ignoreDifferences"] if d["kind"] == "Ingress"]
+
+    (ingress,) = by_kind(render("frontend", namespace(frontend), service_values(cfg, frontend)), "Ingress")
+    assert (entry["group"], entry["name"]) == (ingress["apiVersion"].split("/")[0], ingress["metadata"]["name"])
+    live = _challenge(ingress)
+    assert live != ingress
+    # The challenge path, and nothing else: the rendered Ingress is what remains of the live one,
+    # and an Ingress without a challenge is left as it is.
+    assert _argo_cd_normalizes(live, entry["jqPathExpressions"]) == ingress
+    assert _argo_cd_normalizes(ingress, entry["jqPathExpressions"]) == ingress
+    other = json.loads(json.dumps(ingress))
+    other["spec"]["rules"][0]["http"]["paths"].append({"path": "/.well-known/security.txt", "pathType": "Exact",
+                                                       "backend": ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]})
+    assert _argo_cd_normalizes(other, entry["jqPathExpressions"]) == other
+
+
+def test_only_a_workload_with_an_ingress_ignores_challenge_paths():
+    cfg = parse_with("production", _with_frontend_host)
+    from sophia_infra.program.services import application_spec
+    from sophia_infra.program.services.values import structural_values
+
+    for svc in cfg.services:
+        spec = application_spec(cfg, svc, structural_values(cfg, svc), "production")
+        kinds = [d["kind"] for d in spec.get("ignoreDifferences", [])]
+        assert ("Ingress" in kinds) == (svc.name == "frontend"), svc.name

@@ -144,7 +144,7 @@ def test_removing_a_worker_plans_drain_node_deletion_and_uninstall(production):
     smaller = _run("production", drop)
     before = _by_name(production)
     removed = set(before) - set(_by_name(smaller))
-    assert removed == {"sophia-dev", "sophia-dev-firewall", "sophia-dev-secrets", "sophia-dev-config",
+    assert removed == {"sophia-dev", "sophia-dev-authorized-keys", "sophia-dev-firewall", "sophia-dev-secrets", "sophia-dev-config",
                        "sophia-dev-install", "sophia-dev-membership", "sophia-dev-labels"}
     # What the engine runs for the removed resources, from their last state:
     membership, install = before["sophia-dev-membership"], before["sophia-dev-install"]

@@ -444,3 +444,43 @@ def test_the_ready_wait_waits_for_the_pinned_version(tmp_path):
     stuck = host.run(scripts.wait_registered_script("sophia-mcp", seconds=3, version="v1.34.2+k3s1"))
     assert stuck.returncode == 1
     assert stuck.stderr.strip().splitlines()[-1] == "node sophia-mcp did not become Ready at v1.34.2+k3s1"
+
+
+def test_authorized_keys_hold_exactly_the_stack_keys_and_rewrite_only_on_change(tmp_path):
+    """The file the stack owns: the connecting key first, then sophia:sshAuthorizedKeys, once
+    each, 0600 in a 0700 .ssh; a key that is no longer listed (the old key after a rotation)
+    is gone; a second run changes nothing."""
+    from sophia_infra.program import ssh_keys
+
+    current = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMcurrentkeymaterial0000000000000000000000000 ops@a"
+    nxt = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINnextkeymaterial000000000000000000000000000000 ops@b"
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".ssh").mkdir()
+    (home / ".ssh" / "authorized_keys").write_text("ssh-rsa AAAAB3Nzaold launch-time key\n")
+
+    def run(keys):
+        script = ssh_keys.authorized_keys_script("ubuntu", keys, home=str(home))
+        return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+
+    keys = ssh_keys.authorized_keys(current, [nxt, current + " duplicate"])
+    assert keys == [current, nxt]
+    first = run(keys)
+    assert first.returncode == 0 and "written (2 key(s))" in first.stdout, first.stderr
+    text = (home / ".ssh" / "authorized_keys").read_text()
+    assert text.splitlines()[1:] == [current, nxt] and "launch-time" not in text
+    assert oct((home / ".ssh" / "authorized_keys").stat().st_mode & 0o777) == "0o600"
+    assert oct((home / ".ssh").stat().st_mode & 0o777) == "0o700"
+    assert run(keys).stdout.strip() == "authorized keys unchanged"
+    # After the rotation the stack connects with the next key; the old one is not authorized.
+    assert run(ssh_keys.authorized_keys(nxt, [])).returncode == 0
+    assert current not in (home / ".ssh" / "authorized_keys").read_text()
+
+
+def test_authorized_keys_script_is_shellcheck_clean():
+    from sophia_infra.program import ssh_keys
+
+    script = ssh_keys.authorized_keys_script("ubuntu", ["ssh-ed25519 AAAAC3Nza x"])
+    proc = subprocess.run(["shellcheck", "--shell=bash", "--severity=style", "-"], input=script, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout

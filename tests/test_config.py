@@ -169,6 +169,19 @@ def test_ordinary_ssh_users_are_kept(user):
     assert parse_with("dev", lambda r: r.update(sshUser=user)).ssh_user == user
 
 
+@pytest.mark.parametrize("key", ["AAAAC3NzaC1lZDI1NTE5AAAAI", "ssh-ed25519", "-----BEGIN OPENSSH PRIVATE KEY-----",
+                                 "ssh-ed25519 AAAA$(reboot)"])
+def test_an_authorized_key_that_is_not_a_public_key_is_refused(key):
+    msg = _only(problems_of("dev", lambda r: r.update(sshAuthorizedKeys=[key])))
+    assert msg.startswith("sophia:sshAuthorizedKeys[0]: ") and "is not an OpenSSH public key" in msg
+    assert "PRIVATE" not in msg and "reboot" not in msg  # never echoed: a private key pasted by mistake stays out of logs
+
+
+def test_authorized_public_keys_are_kept():
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB0xnext ops@laptop"
+    assert parse_with("dev", lambda r: r.update(sshAuthorizedKeys=[key])).ssh_authorized_keys == [key]
+
+
 @pytest.mark.parametrize("host,field", [({"address": "2001:db8::10"}, "address"),
                                         ({"address": "203.0.113.10", "privateAddress": "2001:db8::10"}, "privateAddress")])
 def test_an_ipv6_control_plane_in_an_ipv4_cluster_is_refused(host, field):

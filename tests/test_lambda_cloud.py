@@ -198,15 +198,18 @@ def test_read_reports_current_state_and_a_gone_instance_as_deleted(fake, vt):
     assert prov.read(created.id, created.outs).id == ""
 
 
-def test_diff_replaces_on_type_region_key_image_and_updates_the_key_in_place(fake):
+def test_diff_replaces_on_type_region_image_and_updates_the_keys_in_place(fake):
     prov = provider.InstanceProvider()
     olds = {**instance_props(fake), "ip": "198.51.100.7"}
     for key, value in (("instance_type", "gpu_1x_a100"), ("region", "us-east-1"),
-                       ("ssh_key_name", "other"), ("image_family", "lambda-stack-22-04")):
+                       ("image_family", "lambda-stack-22-04")):
         d = prov.diff("i-1", olds, instance_props(fake, **{key: value}))
         assert d.replaces == [key] and d.delete_before_replace and d.changes
-    rotated = prov.diff("i-1", olds, instance_props(fake, api_key="new-key"))
-    assert rotated.changes and not rotated.replaces
+    # The API key and the SSH key (a rotation: Lambda puts it on the host at launch only) never
+    # replace a host.
+    for key, value in (("api_key", "new-key"), ("ssh_key_name", "sophia-infra-production-0123456789ab")):
+        rotated = prov.diff("i-1", olds, instance_props(fake, **{key: value}))
+        assert rotated.changes and not rotated.replaces, key
     assert not prov.diff("i-1", olds, instance_props(fake)).changes
     updated = prov.update("i-1", olds, instance_props(fake, api_key="new-key"))
     assert updated.outs is not None and updated.outs["ip"] == "198.51.100.7" and updated.outs["api_key"] == "new-key"

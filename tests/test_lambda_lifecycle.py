@@ -300,3 +300,14 @@ def test_an_error_reaches_the_engine_as_one_last_line_sentence_without_the_key(f
     assert last.startswith("sophia_infra.program.lambda_cloud.api.AuthError: the Lambda Cloud API refused the API key")
     assert wrong not in err.value.details
     assert "During handling of the above exception" not in err.value.details  # one exception, not a chain
+
+
+def test_rotating_the_ssh_key_replaces_no_host_and_registers_the_new_key_first(servicer):
+    """A new key has a new name (its fingerprint): the key is replaced create-first, so the
+    stack's key is never missing, and the instances only record the new name (Lambda puts the
+    key on a host at launch only; the hosts' authorized_keys carry the rotation)."""
+    resp = servicer.diff(provider.InstanceProvider(), INSTANCE, {**INSTANCE, "ssh_key_name": "sophia-production-0123456789ab"})
+    assert diff_kind(resp) == "some" and list(resp.replaces) == []
+    new_key = {**KEY, "name": "sophia-production-0123456789ab", "public_key": "ssh-ed25519 BBBB next"}
+    resp = servicer.diff(provider.SshKeyProvider(), KEY, new_key)
+    assert sorted(resp.replaces) == ["name", "public_key"] and not resp.deleteBeforeReplace

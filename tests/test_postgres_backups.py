@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from sophia_infra.program.config import names
 from sophia_infra.program.platform import values as v
 from sophia_infra.program.config.platform import postgres_backups
 from sophia_infra.tools.plan import runner, stack_config
 from tests.conftest import parse_with, problems_of
-from tests.platform_helpers import chart_defaults, crd_errors, schema_errors, unknown_keys
+from tests.platform_helpers import CRDS, chart_defaults, crd_errors, run_platform, schema_errors, unknown_keys
 
 RECOVERY = {"serverName": "sophia-postgres", "targetTime": "2026-11-23T10:30:00Z"}
 
@@ -21,9 +22,10 @@ def _backup(**settings):
     return lambda r: r["platform"]["postgres"]["backup"].update(settings)
 
 
-def _recover(recovery=RECOVERY, cluster="sophia-postgres-2"):
+def _recover(recovery=RECOVERY, cluster="sophia-postgres-2", serve="sophia-postgres"):
+    """The documented PITR, step 2: a recovery cluster beside the current one, which stays listed."""
     def change(r):
-        r["platform"]["postgres"].update(clusterName=cluster, recovery=recovery)
+        r["platform"]["postgres"].update(clusterName=serve, clusters={"sophia-postgres": {}, cluster: {"recovery": recovery}})
     return change
 
 
@@ -87,7 +89,7 @@ def test_an_opt_out_needs_a_one_line_reason(reason):
 
 def test_recovery_bootstraps_from_the_backup_instead_of_initdb():
     cfg = parse_with("production", _recover())
-    spec = v.postgres_cluster(cfg)["spec"]
+    spec = v.postgres_cluster(cfg, "sophia-postgres-2")["spec"]
     assert "initdb" not in spec["bootstrap"]
     assert spec["bootstrap"]["recovery"] == {"source": "origin", "database": "sophia", "owner": "sophia",
                                              "secret": {"name": "postgres-app"},
@@ -95,35 +97,132 @@ def test_recovery_bootstraps_from_the_backup_instead_of_initdb():
     assert spec["externalClusters"] == [{"name": "origin", "plugin": {
         "name": "barman-cloud.cloudnative-pg.io",
         "parameters": {"barmanObjectName": "sophia-postgres-2-backups", "serverName": "sophia-postgres"}}}]
-    # The new cluster archives its own WALs under its own name.
+    # The new cluster archives its own WALs under its own name; the current one is untouched.
     assert spec["plugins"][0]["parameters"] == {"barmanObjectName": "sophia-postgres-2-backups"}
-    assert crd_errors(v.postgres_cluster(cfg)) == []
-    no_time = v.postgres_cluster(parse_with("production", _recover({"serverName": "sophia-postgres"})))
+    assert v.postgres_cluster(cfg, "sophia-postgres") == v.postgres_cluster(parse_with("production"))
+    for name in ("sophia-postgres", "sophia-postgres-2"):
+        assert crd_errors(v.postgres_cluster(cfg, name)) == []
+        assert crd_errors(v.scheduled_backup(cfg, name)) == []
+    no_time = v.postgres_cluster(parse_with("production", _recover({"serverName": "sophia-postgres"})), "sophia-postgres-2")
     assert "recoveryTarget" not in no_time["spec"]["bootstrap"]["recovery"]
+
+
+def test_every_cluster_is_awaited_until_cnpg_says_ready():
+    """pulumi-kubernetes awaits a custom resource only when told how (pulumi.com/waitFor, as
+    kubectl wait's --for): CNPG's Cluster reports readiness as the condition Ready."""
+    cfg = parse_with("production", _recover())
+    for name in ("sophia-postgres", "sophia-postgres-2"):
+        meta = v.postgres_cluster(cfg, name)["metadata"]
+        assert meta["annotations"]["pulumi.com/waitFor"] == "condition=Ready"
+        assert int(meta["annotations"]["pulumi.com/timeoutSeconds"]) >= 1800  # WAL replay takes its time
+    # The condition lives where the CRD says a Cluster's conditions are.
+    crd = yaml.safe_load((CRDS / "postgresql.cnpg.io_clusters.yaml").read_text())
+    status = next(ver for ver in crd["spec"]["versions"] if ver["name"] == "v1")["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert set(status["properties"]["conditions"]["items"]["required"]) >= {"type", "status"}
 
 
 def test_recovery_from_another_bucket_reads_a_store_of_its_own():
     cfg = parse_with("production", _recover({"serverName": "sophia-postgres", "bucket": "old-backups", "path": "pg"}))
     stores = v.object_stores(cfg)
-    assert [s["metadata"]["name"] for s in stores] == ["sophia-postgres-2-backups", "sophia-postgres-2-recovery-source"]
-    assert stores[1]["spec"]["configuration"]["destinationPath"] == "s3://old-backups/pg"
-    assert "retentionPolicy" not in stores[1]["spec"]  # never prunes the old cluster's backups
+    assert [s["metadata"]["name"] for s in stores] == ["sophia-postgres-backups", "sophia-postgres-2-backups",
+                                                       "sophia-postgres-2-recovery-source"]
+    assert stores[2]["spec"]["configuration"]["destinationPath"] == "s3://old-backups/pg"
+    assert "retentionPolicy" not in stores[2]["spec"]  # never prunes the old cluster's backups
     for s in stores:
         assert crd_errors(s) == []
-    ext = v.postgres_cluster(cfg)["spec"]["externalClusters"][0]["plugin"]["parameters"]
+    ext = v.postgres_cluster(cfg, "sophia-postgres-2")["spec"]["externalClusters"][0]["plugin"]["parameters"]
     assert ext["barmanObjectName"] == "sophia-postgres-2-recovery-source"
 
 
 def test_recovery_into_the_same_cluster_name_is_refused():
-    (msg,) = problems_of("production", _recover(cluster="sophia-postgres"))
-    assert msg.startswith("sophia:platform.postgres.recovery.serverName: is the cluster's own name (sophia-postgres)")
+    (msg,) = problems_of("production", _recover(cluster="sophia-postgres", serve="sophia-postgres"))
+    assert msg.startswith("sophia:platform.postgres.clusters.sophia-postgres.recovery.serverName: is the cluster's own name (sophia-postgres)")
     assert "sophia-postgres-2" in msg
+
+
+def test_the_old_rename_and_recover_form_is_refused_with_where_it_moved():
+    """clusterName: new + recovery: the documented PITR that made Pulumi delete the live cluster."""
+    def old_form(r):
+        r["platform"]["postgres"].update(clusterName="sophia-postgres-2", recovery=RECOVERY)
+    (msg,) = problems_of("production", old_form)
+    assert msg.startswith("sophia:platform.postgres.recovery: a recovery now restores into a cluster of its own beside the current one")
+    assert "sophia:platform.postgres.clusters.<new name>.recovery" in msg
+
+
+def test_the_apps_must_use_a_listed_cluster():
+    (msg,) = problems_of("production", _recover(serve="sophia-postgres-3"))
+    assert msg.startswith("sophia:platform.postgres.clusterName: 'sophia-postgres-3' is not one of sophia:platform.postgres.clusters")
+    problems = problems_of("production", lambda r: r["platform"]["postgres"].update(clusters={}))
+    assert any(p.startswith("sophia:platform.postgres.clusters:") for p in problems)
+    problems = problems_of("production", lambda r: r["platform"]["postgres"].update(clusters={"Sophia_PG": {}}))
+    assert any(p.startswith("sophia:platform.postgres.clusters:") and "DNS-1035" in p for p in problems)
+
+
+CLUSTER = "kubernetes:postgresql.cnpg.io/v1:Cluster"
+
+
+def _postgres(**settings):
+    """A change of the flat stack config (what run_platform takes): sophia:platform.postgres keys."""
+    def change(config):
+        platform = json.loads(config["sophia:platform"])
+        platform["postgres"].update(settings)
+        config["sophia:platform"] = json.dumps(platform)
+    return change
+
+
+def _clusters(run) -> dict[str, object]:
+    return {r.inputs["metadata"]["name"]: r for r in run.of_type(CLUSTER)}
+
+
+def _backend_policy(run) -> dict:
+    (pol,) = [r for r in run.resources if r.name.endswith("sophia-data-networkpolicy-allow-backend-to-postgres")]
+    return pol.inputs["spec"]["podSelector"]
+
+
+def test_the_documented_pitr_never_lets_pulumi_touch_the_live_cluster():
+    """docs/operating.md, step by step, under the mock monitor with the real registration
+    options: restore beside, switch, and each step leaves the live cluster's resource as it was."""
+    both = {"sophia-postgres": {}, "sophia-postgres-2": {"recovery": RECOVERY}}
+    before = run_platform("production")
+    beside = run_platform("production", _postgres(clusters=both))
+    switched = run_platform("production", _postgres(clusters=both, clusterName="sophia-postgres-2"))
+
+    live = _clusters(before)["sophia-postgres"]
+    assert live.options == {"protect": True, "retainOnDelete": True}
+    for later in (beside, switched):
+        same = _clusters(later)["sophia-postgres"]
+        assert (same.urn, same.inputs, same.options) == (live.urn, live.inputs, live.options)
+    # The recovery is a resource of its own, protected in turn, and never renames the first.
+    new = _clusters(beside)["sophia-postgres-2"]
+    assert new.urn != live.urn and new.name == "platform-postgres-cluster-sophia-postgres-2"
+    assert new.options == {"protect": True, "retainOnDelete": True}
+    assert "recovery" in new.inputs["spec"]["bootstrap"]
+    assert (new.urn, new.inputs) == ((s := _clusters(switched)["sophia-postgres-2"]).urn, s.inputs)
+    # The apps move only at the switch: the output, the backend's policies.
+    assert before.platform.outputs["postgresHost"] == beside.platform.outputs["postgresHost"] \
+        == "sophia-postgres-rw.sophia-data.svc.cluster.local"
+    assert switched.platform.outputs["postgresHost"] == "sophia-postgres-2-rw.sophia-data.svc.cluster.local"
+    assert _backend_policy(beside) == {"matchLabels": {"cnpg.io/cluster": "sophia-postgres"}}
+    assert _backend_policy(switched) == {"matchLabels": {"cnpg.io/cluster": "sophia-postgres-2"}}
+    # Each cluster keeps its own ObjectStore, PodMonitor and ScheduledBackup, named after it.
+    names = {r.name for r in beside.resources}
+    for sfx in ("", "-sophia-postgres-2"):
+        assert {f"platform-postgres-object-store{sfx}", f"platform-postgres-pod-monitor{sfx}",
+                f"platform-postgres-scheduled-backup{sfx}"} <= names
+    kept = {r.name: r for r in before.resources if r.name.startswith("platform-postgres-")}
+    assert all((r.urn, r.inputs) == (kept[r.name].urn, kept[r.name].inputs)
+               for r in switched.resources if r.name in kept), "a resource of the live cluster changed"
+
+
+def test_dev_clusters_are_not_protected():
+    (cluster,) = run_platform("dev").of_type(CLUSTER)
+    assert cluster.name == "platform-postgres-cluster" and cluster.options == {}
 
 
 @pytest.mark.parametrize("when", ["2026-11-23 10:30:00", "yesterday", "2026-13-01T00:00:00Z", "2026-11-23T10:30:00"])
 def test_target_time_is_rfc3339_with_a_zone(when):
     problems = problems_of("production", _recover({"serverName": "sophia-postgres", "targetTime": when}))
-    assert any(p.startswith("sophia:platform.postgres.recovery.targetTime:") for p in problems)
+    assert any(p.startswith("sophia:platform.postgres.clusters.sophia-postgres-2.recovery.targetTime:") for p in problems), problems
 
 
 @pytest.mark.parametrize("mode,line", [("aof", "appendonly yes"), ("rdb", "save 900 1")])
@@ -137,3 +236,31 @@ def test_valkey_keeps_its_data_on_the_volume(mode, line):
     single = v.valkey_values(parse_with("dev", lambda r: r["platform"].__setitem__("valkey", {"replicas": 0})))
     assert single["dataStorage"]["enabled"] is True and "appendonly yes" in single["valkeyConfig"]
     assert problems_of("dev", lambda r: r["platform"].__setitem__("valkey", {"persistence": "none"}))
+
+
+def test_the_documented_procedure_is_the_config_the_program_takes():
+    """docs/operating.md's step 2 is accepted as written, recovers beside the live cluster, and
+    its step 5 (the switch) is accepted too."""
+    from tests.conftest import ROOT
+
+    doc = (ROOT / "docs" / "operating.md").read_text()
+    section = doc[doc.index("### Point-in-time recovery of PostgreSQL"):doc.index("### Restoring etcd")]
+    block = section[section.index("```yaml") + len("```yaml"):]
+    documented = yaml.safe_load(block[:block.index("```")])["sophia:platform"]["postgres"]
+
+    def step(serve):
+        return lambda r: r["platform"].__setitem__("postgres", {**documented, "clusterName": serve})
+    cfg = parse_with("production", step("sophia-postgres"))
+    assert v.postgres_cluster(cfg, "sophia-postgres") == v.postgres_cluster(parse_with("production"))
+    assert "recovery" in v.postgres_cluster(cfg, "sophia-postgres-2")["spec"]["bootstrap"]
+    assert v.postgres_host(parse_with("production", step("sophia-postgres-2"))).startswith("sophia-postgres-2-rw.")
+    assert "clusterName: sophia-postgres-2" in section and "pulumi state unprotect" in section
+
+
+def test_every_cluster_reaches_the_object_store_and_only_the_apps_one_admits_the_backend():
+    from sophia_infra.program.platform.namespaces import network_policies
+
+    pols = {p["metadata"]["name"]: p["spec"] for p in network_policies(parse_with("production", _recover()), names.DATA)}
+    assert pols["allow-backups-to-object-store"]["podSelector"] == {"matchExpressions": [
+        {"key": "cnpg.io/cluster", "operator": "In", "values": ["sophia-postgres", "sophia-postgres-2"]}]}
+    assert pols["allow-backend-to-postgres"]["podSelector"] == {"matchLabels": {"cnpg.io/cluster": "sophia-postgres"}}

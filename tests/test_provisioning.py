@@ -332,3 +332,22 @@ def test_both_addresses_of_every_launched_peer_are_admitted_and_node_ip_is_chose
     config = _commands(seen, "-config")["sophia-mcp"]["create"]
     assert "node-ip:" not in config.split("SOPHIA_K3S_CONFIG")[1]  # not fixed in the file: chosen on the host
     assert f"candidates=({public['sophia-mcp']} {private['sophia-mcp']})" in config
+
+
+def test_the_ssh_key_is_named_by_its_fingerprint_and_only_the_control_planes_host_is_protected(plan):
+    """Instances take the key's name from config (its fingerprint), not from the key resource:
+    a rotated key is never an unknown that the engine re-diffs them with. The control plane's
+    host (etcd) is protected: no change replaces it without an operator's explicit unprotect."""
+    from sophia_infra.program import ssh_keys
+
+    result, seen = plan(ALL)
+    (key,) = [r for r in result.resources if r.type == "pulumi-python:dynamic/lambda:SshKey"]
+    public = seen[f"{key.type}::{key.name}"]["public_key"]
+    assert key.inputs["name"] == f"sophia-infra-production-{ssh_keys.fingerprint(public)}"
+    instances = {r.inputs["name"]: r for r in result.resources if r.type == "pulumi-python:dynamic/lambda:Instance"}
+    for name, inst in instances.items():
+        assert inst.inputs["ssh_key_name"] == key.inputs["name"]
+        # registered after the key through its component's depends_on, never a property dependency
+        component = next(r for r in result.resources if r.urn == inst.parent)
+        assert key.urn in component.dependencies and key.urn not in inst.dependencies
+        assert bool(inst.options.get("protect")) is (name == result.cfg.control_plane.name), name

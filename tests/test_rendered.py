@@ -379,6 +379,29 @@ def test_every_grafana_dashboard_is_where_grafana_looks(stack):
     assert [d for d in dashboards if d[1] != "monitoring"] == []
 
 
+# ----------------------------------------------------------------------------- the first certificate
+
+def test_the_first_certificate_of_every_host_can_be_issued_behind_nginx():
+    """F5 NGINX rejects the TLS handshake of a host whose Secret is missing and redirects its
+    HTTP, the challenge path included, to HTTPS (ssl-redirect, on unless the controller's
+    ConfigMap turns it off): every TLS Secret a rendered Ingress names must come from a
+    Certificate that writes a temporary certificate first, and the self-check must reach 443."""
+    model = _model(EVERYTHING)
+    config = [o for o in model.of_kind("ConfigMap") if o["metadata"]["namespace"] == "nginx-ingress"
+              and o["metadata"]["name"].startswith("nginx-ingress")]
+    assert config and all((c.get("data") or {}).get("ssl-redirect", "True").lower() == "true" for c in config)
+    certificates = {(c["metadata"]["namespace"], c["spec"]["secretName"]): c for c in model.of_kind("Certificate")}
+    ingresses = [i for i in model.of_kind("Ingress") if i["spec"].get("tls")]
+    hosts = {h for i in ingresses for t in i["spec"]["tls"] for h in t["hosts"]}
+    assert hosts == {"app.example.com", "cd.example.com", "grafana.example.com"}
+    for ing in ingresses:
+        for t in ing["spec"]["tls"]:
+            cert = certificates[(ing["metadata"]["namespace"], t["secretName"])]
+            assert cert["metadata"]["annotations"]["cert-manager.io/issue-temporary-certificate"] == "true", t
+    results = {r.flow.name: r.status for r in _flows(EVERYTHING)[0]}
+    assert results["cert-manager HTTP-01 self-check -> ingress controller https"] == "allowed"
+
+
 # ----------------------------------------------------------------------------- the mesh
 
 def test_the_mesh_injects_sidecars_that_meet_restricted_and_reach_istiod():

@@ -202,16 +202,15 @@ HOSTILE = {
 
 @pytest.mark.parametrize("name", HOSTILE)
 def test_hostile_yaml_fails_at_once_with_one_located_line(tmp_path, name):
-    import time
     import tracemalloc
     text, where, what = HOSTILE[name]
     root = _project(tmp_path, text, "values: {}\n")
-    start = time.monotonic()
     with pytest.raises(stack_config.StackFileSyntaxError) as err:
         stack_config.load("t", root)
-    assert time.monotonic() - start < 1.0
+    # "At once": the location is where the bound was crossed, not the end of the input (no
+    # wall-clock bound here: it would measure the machine's load, not the reader).
     assert str(err.value) == f"{root / 'Pulumi.t.yaml'}:{where}: {what}"
-    if "alias" in what:  # the memory an alias could cost is the threat: measure it
+    if "alias" in what or "nested" in what:  # the memory an alias or a deep nest could cost: measure it
         tracemalloc.start()
         with pytest.raises(stack_config.StackFileSyntaxError):
             stack_config.load("t", root)

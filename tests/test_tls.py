@@ -52,6 +52,9 @@ def test_issuer_and_certificates_validate_against_the_crds():
     assert by_host["cd.example.com"]["spec"]["secretName"] == "argocd-server-tls"
     assert all(c["spec"]["issuerRef"] == {"group": "cert-manager.io", "kind": "ClusterIssuer", "name": "letsencrypt"}
                for c in certs)
+    # A self-signed Secret before the first order: F5 NGINX rejects the handshake of a host
+    # without one, and the challenge is redirected to HTTPS.
+    assert all(c["metadata"]["annotations"] == {"cert-manager.io/issue-temporary-certificate": "true"} for c in certs)
 
 
 def test_staging_server_is_selectable():
@@ -82,6 +85,12 @@ def test_cert_manager_namespace_is_restricted_and_isolated():
     assert pols["allow-webhooks"]["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 10250}]
     acme = pols["allow-acme"]["spec"]["egress"]
     assert {p["port"] for p in acme[0]["ports"]} == {80, 443}
+    # The HTTP-01 self-check to the controller's pods, and after its redirect to HTTPS.
+    assert acme[1]["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": names.INGRESS}},
+                              "podSelector": {"matchLabels": {"app.kubernetes.io/name": "nginx-ingress"}}}]
+    assert {p["port"] for p in acme[1]["ports"]} == {80, 443}
+    ingress = {p["metadata"]["name"]: p for p in network_policies(cfg, names.INGRESS)}
+    assert {p["port"] for p in ingress["allow-acme-self-check"]["spec"]["ingress"][0]["ports"]} == {80, 443}
     # The solver pods are reachable from the ingress controller only, on 8089.
     apps = {p["metadata"]["name"]: p for p in network_policies(cfg, names.APPS)}
     rule = apps["allow-ingress-to-acme-solver"]["spec"]

@@ -26,7 +26,7 @@ Change = Callable[[dict], None]
 WORKER = "sophia-mcp"
 NEW = "sophia-new"
 LAUNCHED = "sophia-data"  # the provisioned variant launches this worker on Lambda Cloud
-NODE_COMMANDS = ("firewall", "secrets", "config", "install", "membership")
+NODE_COMMANDS = ("authorized-keys", "firewall", "secrets", "config", "install", "membership")
 
 
 def _json(key: str, edit: Callable[[dict], None]) -> Change:
@@ -56,6 +56,10 @@ def _set(**values: str) -> Change:
     return lambda cfg: cfg.update({f"sophia:{k}": v for k, v in values.items()})
 
 
+NEXT_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJ5dGVzLW9mLXRoZS1uZXh0LWtleS1mb3ItdGVzdHM= next"
+PITR_RESTORE = {"clusterName": "sophia-postgres", "clusters": {
+    "sophia-postgres": {},
+    "sophia-postgres-2": {"recovery": {"serverName": "sophia-postgres", "targetTime": "2026-11-23T10:30:00Z"}}}}
 NEW_NODE = {"name": NEW, "role": "worker", "arch": "amd64", "gpu": {"type": "A10", "count": 1, "sharing": 4}}
 NEW_LAUNCHED = {**NEW_NODE, "provision": {"provider": "lambda", "instanceType": "gpu_1x_a10", "region": "us-east-1"}}
 
@@ -65,15 +69,20 @@ CHANGES: dict[str, Change] = {
                        _json("sophia:hosts", lambda h: h.update({NEW: {"address": "203.0.113.15"}}))),
     "move worker": _json("sophia:hosts", lambda h: h.update({WORKER: {"address": "198.51.100.77"}})),
     "ssh key": _set(sshPrivateKey="placeholder-rotated-ssh-private-key"),
+    # docs/operating.md "Rotating the SSH key", step 1: authorize the next key first.
+    "ssh authorize": lambda cfg: cfg.update({"sophia:sshAuthorizedKeys": json.dumps([NEXT_PUBLIC_KEY])}),
     "etcd keys": _set(etcdS3AccessKey="placeholder-rotated-access-key", etcdS3SecretKey="placeholder-rotated-secret-key"),
     "k3s": _json("sophia:k3s", lambda k: k.update(version="v1.34.3+k3s1", installerSha256="a" * 64)),
     "chart": _json("sophia:charts", lambda c: c["valkey"].update(version="0.11.1")),
     "tls": _all(_json("sophia:workloads", lambda w: w.update(frontendHost="app.example.com")),
                 _json("sophia:argocd", lambda a: a.update(ingressHost="cd.example.com")),
                 _json("sophia:platform", lambda p: p.setdefault("monitoring", {}).update(grafanaHost="grafana.example.com"))),
-    # docs/operating.md "Point-in-time recovery of PostgreSQL", step 2, verbatim.
-    "pitr": _json("sophia:platform", lambda p: p["postgres"].update(
-        clusterName="sophia-postgres-2", recovery={"serverName": "sophia-postgres", "targetTime": "2026-11-23T10:30:00Z"})),
+    # docs/operating.md "Point-in-time recovery of PostgreSQL": step 2 (restore beside the live
+    # cluster), step 5 (switch the apps), step 6 (retire the old cluster), verbatim.
+    "pitr restore": _json("sophia:platform", lambda p: p["postgres"].update(PITR_RESTORE)),
+    "pitr switch": _json("sophia:platform", lambda p: p["postgres"].update(PITR_RESTORE, clusterName="sophia-postgres-2")),
+    "pitr retire": _json("sophia:platform", lambda p: p["postgres"].update(
+        clusterName="sophia-postgres-2", clusters={"sophia-postgres-2": PITR_RESTORE["clusters"]["sophia-postgres-2"]})),
     # What ./deploy.sh rollback --emergency backend 3 production records.
     "rollback": _json("sophia:argocd", lambda a: a.setdefault("rollbacks", {}).update(backend="3")),
 }
@@ -151,14 +160,21 @@ def test_a_workers_new_address_replaces_its_install_and_membership_delete_first(
         ("delete-replaced", f"{WORKER}-membership"), ("delete-replaced", f"{WORKER}-install"),
         ("create-replacement", f"{WORKER}-install"), ("create-replacement", f"{WORKER}-membership")]
     # The moved node's own commands run again on the new host; the others admit the new address.
-    assert _node_updates_only(t, ("-firewall", f"{WORKER}-secrets", f"{WORKER}-config")) == []
+    assert _node_updates_only(t, ("-firewall", f"{WORKER}-authorized-keys", f"{WORKER}-secrets", f"{WORKER}-config")) == []
+
+
+def test_authorizing_the_next_ssh_key_rewrites_authorized_keys_only():
+    t = steps("base", "ssh authorize")
+    assert t.changes() and all(n.endswith("-authorized-keys") and op == "update" for n, op in t.changes().items())
 
 
 def test_rotating_the_ssh_key_updates_every_command_in_place():
     t = steps("base", "ssh key")
     commands = {s.name for s in t.steps if s.type == "command:remote:Command"}
     assert t.changes() == {name: "update" for name in commands}
-    assert all(t.step(n).keys == ["connection"] for n in commands)
+    # Every command connects with the new key; each host's authorized_keys is rewritten with it.
+    assert {n: t.step(n).keys for n in commands if t.step(n).keys != ["connection"]} == {
+        n: ["connection", "create", "update"] for n in commands if n.endswith("-authorized-keys")}
 
 
 def test_rotating_the_etcd_s3_keys_rewrites_the_control_planes_secrets_only():
@@ -213,16 +229,41 @@ def test_enabling_tls_hosts_adds_certificates_and_upgrades_releases_without_repl
     assert {"services-argo-cd", "platform-kube-prometheus-stack"} <= {s.name for s in t.steps if s.op == "update"}
 
 
-@pytest.mark.xfail(strict=True, reason="program defect (sophia_infra/program/platform/): the CloudNativePG Cluster "
-                   "is one resource whose metadata.name follows postgres.clusterName, so the PITR the README "
-                   "describes replaces it and deletes the old cluster sophia-postgres with its volumes at the end "
-                   "of the update; the README promises a new cluster beside the old, nothing deleted")
-def test_point_in_time_recovery_as_the_readme_says_deletes_nothing():
-    t = steps("base", "pitr")
-    # The recovered cluster is there; the old one is not deleted (or stays behind, retainOnDelete).
-    assert any(r["type"] == destructive.CNPG_CLUSTER and r["inputs"]["metadata"]["name"] == "sophia-postgres-2"
-               for r in plan("pitr")["resources"])
-    assert [s.name for s in t.steps if s.destructive] == []
+def _postgres(t: transition.Transition) -> dict[str, str]:
+    return {n: op for n, op in t.changes().items() if n.startswith("platform-postgres")}
+
+
+def test_point_in_time_recovery_restores_beside_the_live_cluster_and_deletes_nothing():
+    t = steps("base", "pitr restore")
+    new = "sophia-postgres-2"
+    assert _postgres(t) == {f"platform-postgres-{what}-{new}": "create"
+                            for what in ("cluster", "object-store", "pod-monitor", "scheduled-backup")}
+    assert not any(s.op in ("replace", "delete") or s.destructive for s in t.steps)
+    created = next(s for s in t.steps if s.name == f"platform-postgres-cluster-{new}")
+    assert created.type == destructive.CNPG_CLUSTER
+
+
+def test_switching_the_apps_to_the_recovered_cluster_changes_neither_cluster():
+    t = steps("pitr restore", "pitr switch")
+    assert {s.op for s in t.steps} <= {"update", "same"}
+    assert not any(s.type == destructive.CNPG_CLUSTER for s in t.steps if s.op != "same")
+    # The NetworkPolicies that admit the backend follow the cluster.
+    assert "platform-namespaces-sophia-data-networkpolicy-allow-backend-to-postgres" in t.changes()
+
+
+@pytest.mark.xfail(strict=True, reason="program defect (sophia_infra/program/services/values.py): the backend gets "
+                   "POSTGRES_DB and POSTGRES_USER but no POSTGRES_HOST, so the switch docs/operating.md describes "
+                   "(step 5: the backend's POSTGRES_HOST moves to sophia-postgres-2) changes nothing the backend reads")
+def test_switching_the_apps_to_the_recovered_cluster_moves_the_backend():
+    t = steps("pitr restore", "pitr switch")
+    assert t.changes().get("services-app-backend") == "update"
+
+
+def test_retiring_the_old_cluster_stops_at_its_protection_and_would_not_delete_its_data():
+    t = steps("pitr switch", "pitr retire")
+    old = t.step("platform-postgres-cluster")
+    assert old.op == "delete" and old.protected and not old.destructive  # retained on delete
+    assert [s.name for s in transition_report.blocked(t.steps, [])] == ["platform-postgres-cluster"]
 
 
 # ----------------------------------------------------------------------------- app releases
@@ -299,6 +340,9 @@ def test_a_new_instance_type_drains_and_uninstalls_the_old_host_before_terminati
 def test_rotating_the_ssh_key_of_a_provisioned_stack_replaces_no_instance():
     t = steps("base", "ssh key", launched=True)
     assert not any(s.op == "replace" and s.type == destructive.LAMBDA_INSTANCE for s in t.steps)
+    # The new Lambda key is registered before the old one is deleted.
+    key = next(s for s in t.steps if s.type == "pulumi-python:dynamic/lambda:SshKey")
+    assert key.op == "replace" and not key.delete_before_replace
     assert not any(s.destructive for s in t.steps)
     # Nor is any host reinstalled: the launched host's address is known through the rotation.
     assert [s.name for s in t.steps if s.op == "replace" and s.type == "command:remote:Command"] == []

@@ -25,6 +25,7 @@ from typing import Any, Optional, Sequence
 import pulumi
 from pulumi_command import remote
 
+from sophia_infra.program import ssh_keys
 from sophia_infra.program.cluster import scripts
 from sophia_infra.program.cluster.addresses import NodeAddresses
 from sophia_infra.program.config.cluster import Node
@@ -96,6 +97,11 @@ class K3sNode(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
 
         first: list[pulumi.Resource] = list(after)
+        # Exactly the connecting key and sophia:sshAuthorizedKeys may log in (ssh_keys.py): a
+        # key rotation goes through this file, never through a new host.
+        keys = pulumi.Output.unsecret(pulumi.Output.from_input(private_key).apply(ssh_keys.public_key_of)).apply(
+            lambda public: ssh_keys.authorized_keys_script(cfg.ssh_user, ssh_keys.authorized_keys(public, cfg.ssh_authorized_keys)))
+        self.authorized_keys = _script_command(f"{name}-authorized-keys", self.connection, keys, child)
         if cfg.k3s.firewall:
             self.firewall = _script_command(f"{name}-firewall", self.connection,
                                             addresses.render(lambda h: scripts.firewall_script(cfg, node, h)), child)

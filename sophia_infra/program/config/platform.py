@@ -232,9 +232,23 @@ class PostgresRecovery(Strict):
         return v
 
 
+class PostgresCluster(Strict):
+    """One CloudNativePG cluster the stack keeps (`sophia:platform.postgres.clusters.<name>`):
+    initdb, or with `recovery` restored from the backups of another cluster."""
+
+    recovery: Optional[PostgresRecovery] = None
+
+
+DEFAULT_POSTGRES_CLUSTER = "sophia-postgres"
+
+
 class Postgres(Strict):
+    # The cluster the apps use (postgresHost, the backend's POSTGRES_HOST and NetworkPolicies).
     # CNPG's webhook: a DNS-1035 label of at most 50 (it adds -rw, -ro, -r, -1, ... to it).
-    cluster_name: str = Field(default="sophia-postgres", alias="clusterName")
+    cluster_name: str = Field(default=DEFAULT_POSTGRES_CLUSTER, alias="clusterName")
+    # Every cluster the stack keeps, by name; unset = clusterName alone. A cluster is only ever
+    # removed by taking it out of this map (production: after `pulumi state unprotect`).
+    clusters: Optional[dict[str, PostgresCluster]] = None
     instances: StrictInt = Field(default=2, ge=1, le=9)
     # The application database and its owner: plain config (they are names, not credentials),
     # in the CNPG Cluster's bootstrap and the backend's environment; the password is a secret.
@@ -245,6 +259,8 @@ class Postgres(Strict):
     resources: Resources = Field(default_factory=lambda: _res("500m", "1Gi", "2", "4Gi"))
     operator_resources: Resources = Field(default_factory=lambda: _res("100m", "128Mi", "500m", "512Mi"), alias="operatorResources")
     backup: PostgresBackup = Field(default_factory=PostgresBackup)
+    # The old form (a recovery of clusterName itself), refused with where it moved: together with a
+    # new clusterName it made Pulumi delete the live cluster.
     recovery: Optional[PostgresRecovery] = None
 
     _q = field_validator("storage_size")(classmethod(lambda cls, v: _quantity(v)))
@@ -253,6 +269,21 @@ class Postgres(Strict):
     @classmethod
     def _cluster_name(cls, v: str) -> str:
         return check.dns1035_label(v, "CloudNativePG cluster name", check.CNPG_CLUSTER_NAME_MAX)
+
+    @field_validator("clusters")
+    @classmethod
+    def _clusters(cls, v: Optional[dict[str, PostgresCluster]]) -> Optional[dict[str, PostgresCluster]]:
+        if v is not None and not v:
+            raise ValueError("an empty map would leave no PostgreSQL cluster; list the clusters to keep, or leave clusters out for clusterName alone")
+        for name in v or {}:
+            check.dns1035_label(name, "CloudNativePG cluster name", check.CNPG_CLUSTER_NAME_MAX)
+        return v
+
+    def all_clusters(self) -> dict[str, Optional[PostgresRecovery]]:
+        """CNPG cluster name -> its recovery (None: initdb), the serving cluster included."""
+        if self.clusters is None:
+            return {self.cluster_name: None}
+        return {name: c.recovery for name, c in self.clusters.items()}
 
     @field_validator("database")
     @classmethod
@@ -430,9 +461,14 @@ def postgres_backups(cfg: "StackConfig") -> bool:
     return cfg.environment == "production" and b.opt_out is None
 
 
+def postgres_clusters(cfg: "StackConfig") -> dict[str, Optional[PostgresRecovery]]:
+    """Every CloudNativePG cluster of the stack -> its recovery (None: initdb)."""
+    return cfg.platform.postgres.all_clusters()
+
+
 def object_store_needed(cfg: "StackConfig") -> bool:
     """Backups, or a recovery that reads the backup's object store (and its keys)."""
-    return postgres_backups(cfg) or cfg.platform.postgres.recovery is not None
+    return postgres_backups(cfg) or any(r is not None for r in postgres_clusters(cfg).values())
 
 
 def tls_hosts(cfg: "StackConfig") -> dict[str, str]:
@@ -527,9 +563,21 @@ def backup_problems(cfg: "StackConfig") -> list[str]:
         if "plugin-barman-cloud" not in cfg.charts:
             problems.append(f"sophia:charts.plugin-barman-cloud: {why} but the Barman Cloud plugin chart is not pinned; add it to sophia:charts.")
     if recovery is not None:
-        same_store = (recovery.bucket or backup.bucket) == backup.bucket and (recovery.path or backup.path) == backup.path
-        if recovery.server_name == pg.cluster_name and same_store and on:
-            problems.append(f"sophia:platform.postgres.recovery.serverName: is the cluster's own name ({pg.cluster_name}), whose WAL archive the recovered cluster would write into; recover into a new sophia:platform.postgres.clusterName (e.g. {pg.cluster_name}-2).")
+        # The old form renamed the one cluster: Pulumi then replaced it (.metadata.name is
+        # force-new), deleting the live cluster and its volumes in the same `up`.
+        problems.append(f"sophia:platform.postgres.recovery: a recovery now restores into a cluster of its own beside the current one; "
+                        f"move it to sophia:platform.postgres.clusters.<new name>.recovery and list the current cluster there too "
+                        f"(clusters: {{{pg.cluster_name}: {{}}, {pg.cluster_name}-2: {{recovery: ...}}}}), see docs/operating.md.")
+    clusters = postgres_clusters(cfg)
+    if pg.clusters is not None and pg.cluster_name not in clusters:
+        problems.append(f"sophia:platform.postgres.clusterName: '{pg.cluster_name}' is not one of sophia:platform.postgres.clusters "
+                        f"({', '.join(clusters)}); name the cluster the apps use, or add it to clusters.")
+    for name, r in clusters.items():
+        if r is None:
+            continue
+        same_store = (r.bucket or backup.bucket) == backup.bucket and (r.path or backup.path) == backup.path
+        if r.server_name == name and same_store and on:
+            problems.append(f"sophia:platform.postgres.clusters.{name}.recovery.serverName: is the cluster's own name ({name}), whose WAL archive the recovered cluster would write into; recover into a cluster of a new name (e.g. {name}-2).")
     return problems
 
 

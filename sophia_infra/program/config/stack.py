@@ -15,10 +15,10 @@ import json
 import types
 import typing
 from collections import Counter
-from typing import Any, Callable, Iterable, Literal, Optional
+from typing import Annotated, Any, Callable, Iterable, Literal, Optional
 
 import pulumi
-from pydantic import BaseModel, Field, PrivateAttr, StrictFloat, StrictInt, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, StrictFloat, StrictInt, ValidationError, field_validator
 
 from sophia_infra.program.config import platform as platform_settings, services as service_settings
 from sophia_infra.program.config import validators as check
@@ -194,6 +194,10 @@ class StackConfig(_Strict):
     # Addresses of the existing hosts; a provisioned node has none (its instance's is used).
     hosts: dict[str, Host] = Field(default_factory=dict)
     ssh_user: str = Field(alias="sshUser")
+    # Public keys authorized on every host besides the one the stack connects with (a rotation's
+    # next key, an operator's own): ~sshUser/.ssh/authorized_keys holds exactly these and that one.
+    ssh_authorized_keys: list[Annotated[str, AfterValidator(check.ssh_public_key)]] = Field(
+        default_factory=list, alias="sshAuthorizedKeys")
     charts: dict[str, ChartPin] = Field(default_factory=dict)
     services: list[Service] = Field(default_factory=list)
     delivery: Literal["helm", "argocd"] = "helm"
@@ -257,7 +261,7 @@ class StackConfig(_Strict):
 
 # Top-level config keys and whether they hold structured (object/array) values.
 TOP_LEVEL_KEYS = {
-    "environment": False, "k3s": True, "nodes": True, "hosts": True, "sshUser": False,
+    "environment": False, "k3s": True, "nodes": True, "hosts": True, "sshUser": False, "sshAuthorizedKeys": True,
     "charts": True, "services": True, "delivery": False,
     "platform": True, "argocd": True, "backups": True, "workloads": True,
 }

@@ -156,6 +156,20 @@ def login_name(value: str) -> str:
     return value
 
 
+# OpenSSH public key types (ssh-keygen -t, sshd's PubkeyAcceptedAlgorithms defaults).
+SSH_PUBLIC_KEY = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|"
+                            r"sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,2}( [^\n]*)?")
+
+
+def ssh_public_key(value: str) -> str:
+    """One OpenSSH public key line (type, base64 material, optional comment)."""
+    if not SSH_PUBLIC_KEY.fullmatch(value.strip()):
+        # Never echo it: a private key pasted here by mistake must not reach a log.
+        raise ValueError("is not an OpenSSH public key; give one line as ssh-keygen writes it to the .pub file "
+                         "(ssh-ed25519 AAAA... comment)")
+    return value.strip()
+
+
 def env_var_name(value: str) -> str:
     if not _ENV_NAME.fullmatch(value):
         raise _fail(value, "an environment variable name; use upper-case letters, digits and '_', not a digit first")

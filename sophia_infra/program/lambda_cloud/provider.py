@@ -44,9 +44,12 @@ from pulumi.runtime import rpc
 from sophia_infra.program.lambda_cloud import api
 
 # Inputs whose change replaces the instance (a new host: a new launch, the old one terminated).
-INSTANCE_REPLACE_KEYS = ("name", "instance_type", "region", "ssh_key_name", "image_family", "file_system_names")
-# Bookkeeping inputs: changed in place, the host stays.
-INSTANCE_UPDATE_KEYS = ("api_key", "base_url", "wait_seconds", "poll_seconds", "stack_tag")
+INSTANCE_REPLACE_KEYS = ("name", "instance_type", "region", "image_family", "file_system_names")
+# Bookkeeping inputs: changed in place, the host stays. The SSH key is one of them: Lambda puts
+# it on the host at launch only, so a rotated key changes nothing on a running host (the
+# cluster layer keeps its authorized_keys, cluster/ssh_keys.py); replacing a GPU host for it
+# would lose its disk and, for the control plane, etcd.
+INSTANCE_UPDATE_KEYS = ("api_key", "base_url", "wait_seconds", "poll_seconds", "stack_tag", "ssh_key_name")
 READY_UPDATE_KEYS = ("api_key", "base_url", "wait_seconds", "poll_seconds")
 WAIT_SECONDS = 1200  # Lambda: "instances might take several minutes to launch"
 POLL_SECONDS = 10.0
@@ -270,7 +273,10 @@ class SshKeyProvider(_Provider):
         return ReadResult(id_, props) if key else ReadResult("", {})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        return diff_inputs(olds, news, ("name", "public_key"), ("api_key", "base_url"), _equal)
+        # A new key has a new name (its fingerprint, resources.py): it is registered before the
+        # old one is deleted, so there is never a moment without the stack's key.
+        result = diff_inputs(olds, news, ("name", "public_key"), ("api_key", "base_url"), _equal)
+        return DiffResult(changes=result.changes, replaces=result.replaces, delete_before_replace=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         return UpdateResult({**news, "adopted": olds.get("adopted", False)})

@@ -18,6 +18,7 @@ import pulumi.dynamic
 
 from sophia_infra.program.config.cluster import Node
 from sophia_infra.program.config.stack import StackConfig
+from sophia_infra.program import ssh_keys
 from sophia_infra.program.lambda_cloud import provider
 from sophia_infra.program.config.provision import API_KEY_SECRET, provisioned, warnings
 
@@ -26,25 +27,8 @@ ANYWHERE = "0.0.0.0/0"
 _SECRET_OUTPUTS = pulumi.ResourceOptions(additional_secret_outputs=["api_key"])
 
 
-def public_key_of(private_key: str) -> str:
-    """The OpenSSH public key of an OpenSSH or PEM private key (without passphrase)."""
-    if private_key.startswith("placeholder-"):
-        # The offline plan runs on ESC's placeholders, which are not keys.
-        return f"ssh-ed25519 {private_key}"
-    from cryptography.hazmat.primitives import serialization
-
-    data = private_key.encode()
-    try:
-        try:
-            key: Any = serialization.load_ssh_private_key(data, password=None)
-        except ValueError:
-            key = serialization.load_pem_private_key(data, password=None)
-        return key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                             serialization.PublicFormat.OpenSSH).decode()
-    except (ValueError, TypeError, AttributeError):
-        raise pulumi.RunError("sophia:sshPrivateKey: is not an OpenSSH or PEM private key without a passphrase, so "
-                              "its public key cannot be registered with Lambda Cloud; store the unencrypted private "
-                              "key in ESC (sophia.infrastructure.lambda_labs.ssh_private_key).") from None
+# Kept here too: states and tests that reach it by this module's path.
+public_key_of = ssh_keys.public_key_of
 
 
 class _InstanceResource(pulumi.dynamic.Resource, module="lambda", name="Instance"):
@@ -69,10 +53,10 @@ class _FirewallRulesResource(pulumi.dynamic.Resource, module="lambda", name="Fir
 
 class SshKey(pulumi.ComponentResource):
     def __init__(self, name: str, api_key: pulumi.Input[str], public_key: pulumi.Input[str],
-                 opts: Optional[pulumi.ResourceOptions] = None):
+                 key_name: pulumi.Input[str], opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("sophia:lambda:SshKey", name, None, opts)
         self.key = _SshKeyResource(provider.SshKeyProvider(), name, {
-            "api_key": api_key, "name": name, "public_key": public_key, "adopted": None,
+            "api_key": api_key, "name": key_name, "public_key": public_key, "adopted": None,
         }, pulumi.ResourceOptions.merge(_SECRET_OUTPUTS, pulumi.ResourceOptions(parent=self)))
         self.key_name = self.key.name
         self.register_outputs({"name": self.key_name})
@@ -171,8 +155,19 @@ def provision(cfg: StackConfig, private_key: pulumi.Output[str],
 
     api_key = secret(API_KEY_SECRET)
     tag = f"{pulumi.get_project()}-{pulumi.get_stack()}"
-    key = SshKey(tag, api_key, pulumi.Output.unsecret(private_key.apply(public_key_of)), opts=opts)
-    instances = {n.name: Instance(n, api_key, key.key_name, tag, opts=opts) for n in nodes}
+    public_key = pulumi.Output.unsecret(private_key.apply(ssh_keys.public_key_of))
+    # The key's name follows its fingerprint, so a rotated key is registered beside the old one
+    # before the old one goes (create-before-delete), and it is known from config alone: the
+    # instances never take an unknown key name from a key being replaced.
+    key_name = public_key.apply(lambda k: f"{tag}-{ssh_keys.fingerprint(k)}")
+    key = SshKey(tag, api_key, public_key, key_name, opts=opts)
+    instances = {}
+    for n in nodes:
+        # The control plane's host holds etcd: no change may replace it without an operator
+        # first removing the protection (docs/operating.md).
+        protect = n.name == cfg.control_plane.name
+        instances[n.name] = Instance(n, api_key, key_name, tag, opts=pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(depends_on=[key], protect=protect or None)))
     fixed: dict[str, Sequence[Optional[str]]] = {n.name: [cfg.hosts[n.name].address]
                                                  for n in cfg.nodes if n.name in cfg.hosts}
     names = list(instances)

@@ -19,7 +19,7 @@ from sophia_infra.program import secrets as stack_secrets
 from sophia_infra.program.config.stack import StackConfig
 from sophia_infra.program.platform import alerts, tls
 from sophia_infra.program.platform import values as v
-from sophia_infra.program.config.platform import postgres_backups
+from sophia_infra.program.config.platform import DEFAULT_POSTGRES_CLUSTER, postgres_backups, postgres_clusters
 from sophia_infra.program.platform.helm import config_map, custom_resource, release
 from sophia_infra.program.platform.namespaces import Namespaces
 
@@ -39,8 +39,23 @@ class PlatformSecrets(pulumi.ComponentResource):
         self.register_outputs({})
 
 
+def cluster_suffix(cluster: str) -> str:
+    """The suffix of a CNPG cluster's Pulumi resource names. A pure function of that cluster's
+    name, so adding or retiring a cluster never renames another (a renamed Cluster is replaced,
+    and a replaced Cluster is a deleted database); the default cluster keeps the names every
+    stack was deployed with."""
+    return "" if cluster == DEFAULT_POSTGRES_CLUSTER else f"-{cluster}"
+
+
+def _store_kind(cfg: StackConfig, cluster: str, store: dict) -> str:
+    """The resource-name stem of one of a cluster's ObjectStores."""
+    return "object-store" if store["metadata"]["name"] == v.object_store_name(cfg, cluster) else "recovery-object-store"
+
+
 class Postgres(pulumi.ComponentResource):
-    """CloudNativePG operator and the platform's PostgreSQL cluster (backups via Barman Cloud plugin)."""
+    """CloudNativePG operator and the platform's PostgreSQL clusters (backups via Barman Cloud
+    plugin): every cluster of sophia:platform.postgres.clusters, each with its ObjectStores,
+    PodMonitor and ScheduledBackup; in production every Cluster is protected and retained on delete."""
 
     def __init__(self, name: str, cfg: StackConfig, provider: k8s.Provider, namespace: k8s.core.v1.Namespace,
                  app_secret: k8s.core.v1.Secret, backup_secret: Optional[k8s.core.v1.Secret],
@@ -50,33 +65,33 @@ class Postgres(pulumi.ComponentResource):
         # The operator's PodMonitor needs the monitoring CRDs.
         self.operator = release(f"{name}-operator", cfg, "cloudnative-pg", v.CNPG_RELEASE, names.DATA,
                                 v.cnpg_values(cfg), provider, self, depends_on=[namespace, prometheus])
-        cluster_deps: list[pulumi.Resource] = [self.operator, app_secret]
-        self.plugin = self.scheduled_backup = None
-        self.object_stores: list[pulumi.Resource] = []
-        stores = v.object_stores(cfg)
-        if stores:
+        self.plugin = None
+        if v.object_stores(cfg):
             # The plugin's chart creates a cert-manager Issuer and Certificates (its TLS to the operator).
             self.plugin = release(f"{name}-barman-plugin", cfg, "plugin-barman-cloud", v.BARMAN_RELEASE, names.DATA,
                                   v.barman_values(cfg), provider, self, depends_on=[self.operator, cert_manager])
-            for store in stores:
-                suffix = "object-store" if store["metadata"]["name"] == v.object_store_name(cfg) else "recovery-object-store"
-                self.object_stores.append(custom_resource(
-                    f"{name}-{suffix}", store, provider, self,
-                    depends_on=[self.plugin] + ([backup_secret] if backup_secret else [])))
-            cluster_deps += [self.plugin, *self.object_stores]
-        self.object_store = self.object_stores[0] if self.object_stores else None
-        self.cluster = custom_resource(
-            f"{name}-cluster",
-            v.postgres_cluster(cfg),
-            provider, self, depends_on=cluster_deps)
-        self.pod_monitor = custom_resource(f"{name}-pod-monitor", v.postgres_pod_monitor(cfg), provider, self,
-                                           depends_on=[prometheus, self.cluster])
-        if postgres_backups(cfg):
-            self.scheduled_backup = custom_resource(f"{name}-scheduled-backup", v.scheduled_backup(cfg), provider,
-                                                    self, depends_on=[self.cluster])
-        elif cfg.environment == "production":
+        # Production: Pulumi never deletes a database, neither by a replacement nor by a removal.
+        keep = cfg.environment == "production"
+        plugin = [self.plugin] if self.plugin is not None else []
+        self.clusters: dict[str, pulumi.Resource] = {}
+        self.object_stores: list[pulumi.Resource] = []
+        for cluster in postgres_clusters(cfg):
+            sfx = cluster_suffix(cluster)
+            stores = [custom_resource(f"{name}-{_store_kind(cfg, cluster, store)}{sfx}", store, provider, self,
+                                      depends_on=plugin + ([backup_secret] if backup_secret else []))
+                      for store in v.cluster_object_stores(cfg, cluster)]
+            self.object_stores += stores
+            self.clusters[cluster] = custom_resource(f"{name}-cluster{sfx}", v.postgres_cluster(cfg, cluster), provider,
+                                                     self, depends_on=[self.operator, app_secret, *plugin, *stores], keep=keep)
+            custom_resource(f"{name}-pod-monitor{sfx}", v.postgres_pod_monitor(cfg, cluster), provider, self,
+                            depends_on=[prometheus, self.clusters[cluster]])
+            if postgres_backups(cfg):
+                custom_resource(f"{name}-scheduled-backup{sfx}", v.scheduled_backup(cfg, cluster), provider, self,
+                                depends_on=[self.clusters[cluster]])
+        if not postgres_backups(cfg) and cfg.environment == "production":
             pulumi.log.warn(f"PostgreSQL backups are off in this production stack "
                             f"(sophia:platform.postgres.backup.optOut: {cfg.platform.postgres.backup.opt_out})")
+        self.cluster = self.clusters[cfg.platform.postgres.cluster_name]  # the one the apps use
         self.host = v.postgres_host(cfg)
         self.register_outputs({"host": self.host})
 

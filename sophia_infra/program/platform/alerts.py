@@ -28,7 +28,7 @@ from typing import Any
 from sophia_infra.program.platform import backup_schedule as backups
 from sophia_infra.program.config import names
 from sophia_infra.program.config.stack import StackConfig
-from sophia_infra.program.config.platform import postgres_backups
+from sophia_infra.program.config.platform import postgres_backups, postgres_clusters
 
 RULE_NAME = "data-safety-alerts"
 CERT_EXPIRY_DAYS = 14
@@ -50,18 +50,24 @@ def _hours(h: float) -> str:
 
 def rules(cfg: StackConfig) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    cluster = cfg.platform.postgres.cluster_name
-    sel = f'namespace="{names.DATA}", pod=~"{cluster}-[0-9]+"'
+    # Every cluster of sophia:platform.postgres.clusters: a recovered one archives and is backed
+    # up from its first minute, long before the apps switch to it.
+    clusters = sorted(postgres_clusters(cfg))
+    pods = clusters[0] if len(clusters) == 1 else f"({'|'.join(clusters)})"
+    sel = f'namespace="{names.DATA}", pod=~"{pods}-[0-9]+"'
+    # Each instance pod is <cluster>-<n>: the cluster, as a label to group the timestamps by.
+    per_cluster = '"cluster", "$1", "pod", "(.+)-[0-9]+"'
     if postgres_backups(cfg):
         allowed = backups.postgres_allowed_age_hours(cfg)
         out.append({
             "alert": "PostgresBaseBackupTooOld",
             # max over the instances: only the primary reports the plugin's backup timestamp.
-            "expr": f"time() - max(barman_cloud_cloudnative_pg_io_last_available_backup_timestamp{{{sel}}}) > {int(allowed * 3600)}",
+            "expr": (f"time() - max by (cluster) (label_replace(barman_cloud_cloudnative_pg_io_last_available_backup_timestamp{{{sel}}}, "
+                     f"{per_cluster})) > {int(allowed * 3600)}"),
             "for": "15m",
             "labels": {"severity": "critical"},
             "annotations": {
-                "summary": f"No successful PostgreSQL base backup of {cluster} for more than {allowed:g} h",
+                "summary": f"No successful PostgreSQL base backup of {{{{ $labels.cluster }}}} for more than {allowed:g} h",
                 "description": f"The ScheduledBackup runs on '{cfg.platform.postgres.backup.schedule}'; the newest base "
                                "backup in the object store is older than that allows. Check `kubectl -n sophia-data get backups` "
                                "and the plugin sidecar's logs.",

@@ -43,15 +43,20 @@ def release(resource_name: str, cfg: StackConfig, chart: str, release_name: str,
 
 
 def custom_resource(resource_name: str, manifest: dict, provider: k8s.Provider, parent: pulumi.Resource,
-                    depends_on: Sequence[pulumi.Resource] = ()) -> k8s.apiextensions.CustomResource:
-    """A custom resource from a manifest dict (apiVersion, kind, metadata, spec)."""
+                    depends_on: Sequence[pulumi.Resource] = (), keep: bool = False) -> k8s.apiextensions.CustomResource:
+    """A custom resource from a manifest dict (apiVersion, kind, metadata, spec).
+
+    `keep`: Pulumi never deletes it, neither by a replacement nor by a removal (protect: the
+    engine refuses to, preview included, until `pulumi state unprotect`; retain_on_delete: even
+    then it only leaves the state, and the object stays in the cluster)."""
     extra = set(manifest) - {"apiVersion", "kind", "metadata", "spec"}
     if extra:
         raise ValueError(f"{manifest['kind']} {manifest['metadata']['name']}: only spec is supported, not {sorted(extra)}")
     return k8s.apiextensions.CustomResource(
         resource_name, api_version=manifest["apiVersion"], kind=manifest["kind"],
         metadata=manifest["metadata"], spec=manifest.get("spec"),
-        opts=pulumi.ResourceOptions(parent=parent, provider=provider, depends_on=list(depends_on)),
+        opts=pulumi.ResourceOptions(parent=parent, provider=provider, depends_on=list(depends_on),
+                                    protect=keep or None, retain_on_delete=keep or None),
     )
 
 

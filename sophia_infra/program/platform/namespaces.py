@@ -9,7 +9,8 @@ creates them. Network policy: every namespace denies all traffic, then allows ex
   - apps and MCP servers -> the internet on 443 (SaaS and LLM APIs; private ranges excluded);
   - Argo CD, the operators and node agents -> the API server; Argo CD -> git/Helm repos;
   - the API server -> admission webhooks (CNPG, prometheus-operator, cert-manager);
-  - cert-manager -> Let's Encrypt (443) and its HTTP-01 self-check through the ingress (80);
+  - cert-manager -> Let's Encrypt (443) and its HTTP-01 self-check through the ingress (80, and
+    443 where the controller redirects it);
     the ingress controller -> cert-manager's HTTP-01 solver pods in namespaces with a Certificate;
   - traffic inside data, monitoring, argocd and cert-manager (replication, operator <-> instances).
 """
@@ -25,7 +26,7 @@ import pulumi_kubernetes as k8s
 from sophia_infra.program.config import names
 from sophia_infra.program.config.stack import StackConfig
 from sophia_infra.program.platform import tls
-from sophia_infra.program.config.platform import gpu_quota, object_store_needed
+from sophia_infra.program.config.platform import gpu_quota, object_store_needed, postgres_clusters
 
 ALL = (names.APPS, names.MCP, names.DATA, names.MONITORING, names.ARGOCD, names.INGRESS, names.GPU, names.CERT_MANAGER)
 
@@ -228,7 +229,9 @@ def network_policies(cfg: StackConfig, ns: str) -> list[dict]:
             from urllib.parse import urlparse
             u = urlparse(backup.endpoint)
             port = u.port or (443 if u.scheme == "https" else 80)
-            pols.append(_policy(ns, "allow-backups-to-object-store", {"matchLabels": {"cnpg.io/cluster": cfg.platform.postgres.cluster_name}},
+            # Every cluster: each archives its WAL, and a recovering one reads the old archive.
+            clusters = {"matchExpressions": [{"key": "cnpg.io/cluster", "operator": "In", "values": sorted(postgres_clusters(cfg))}]}
+            pols.append(_policy(ns, "allow-backups-to-object-store", clusters,
                                 egress=[{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": _ports([port])}]))
     elif ns == names.MONITORING:
         pols.append(_policy(ns, "allow-same-namespace", everything, ingress=[{"from": same_ns}], egress=[{"to": same_ns}]))
@@ -271,20 +274,22 @@ def network_policies(cfg: StackConfig, ns: str) -> list[dict]:
         if cfg.platform.monitoring.grafana_host:
             pols.append(_policy(ns, "allow-to-grafana", everything, egress=[{
                 "to": [_ns_peer(names.MONITORING, GRAFANA_POD)], "ports": _ports([GRAFANA_PORT])}]))
-        # cert-manager's HTTP-01 self-check reaches the controller through the node address (80).
+        # cert-manager's HTTP-01 self-check reaches the controller through the node address (80),
+        # and follows the controller's redirect of every TLS host to HTTPS (443).
         pols.append(_policy(ns, "allow-acme-self-check", everything, ingress=[{
-            "from": [_ns_peer(names.CERT_MANAGER, CERT_MANAGER_POD)], "ports": _ports([80])}]))
+            "from": [_ns_peer(names.CERT_MANAGER, CERT_MANAGER_POD)], "ports": _ports(tls.SELF_CHECK_PORTS)}]))
     elif ns == names.CERT_MANAGER:
         pols.append(_policy(ns, "allow-same-namespace", everything, ingress=[{"from": same_ns}], egress=[{"to": same_ns}]))
         pols.append(_policy(ns, "allow-api-server", everything, egress=[_api_server(cfg)]))
         pols.append(_policy(ns, "allow-webhooks", {"matchLabels": CERT_MANAGER_WEBHOOK_POD},
                             ingress=[{"from": [{"ipBlock": {"cidr": c}} for c in node_cidrs(cfg)] + [{"ipBlock": {"cidr": cfg.k3s.cluster_cidr}}],
                                       "ports": _ports([tls.WEBHOOK_PORT])}]))
-        # The ACME API (443) and the HTTP-01 self-check (80), to the ingress controller's pods
-        # when the node address is translated to them, else to the public address.
+        # The ACME API (443) and the HTTP-01 self-check (80, then 443 after the redirect), to the
+        # ingress controller's pods when the node address is translated to them, else to the
+        # public address.
         pols.append(_policy(ns, "allow-acme", {"matchLabels": CERT_MANAGER_POD}, egress=[
             _internet([80, 443]),
-            {"to": [_ns_peer(names.INGRESS, INGRESS_POD)], "ports": _ports([80])}]))
+            {"to": [_ns_peer(names.INGRESS, INGRESS_POD)], "ports": _ports(tls.SELF_CHECK_PORTS)}]))
         pols.append(_policy(ns, "allow-prometheus", everything, ingress=[{"from": from_prometheus, "ports": _ports(METRICS_PORT_NAMES[ns])}]))
     if ns in tls.solver_namespaces(cfg):
         # cert-manager's HTTP-01 solver pods answer Let's Encrypt through the ingress controller.

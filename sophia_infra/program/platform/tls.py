@@ -9,6 +9,17 @@ F5's NGINX Ingress Controller gives a host to the oldest Ingress that names it (
 "Host and Listener collisions"), so a separate solver Ingress for a host that already has an
 Ingress would never be served: the solver for a known host edits that Ingress in place
 (`http01.ingress.name`); any other name falls back to a solver Ingress of the class.
+
+The first certificate of a host. The controller (nginx/kubernetes-ingress,
+internal/configs/version1/nginx.ingress.tmpl) renders a server whose TLS Secret does not exist
+with `ssl_reject_handshake on`, and, with `ssl-redirect` on by default (docs.nginx.com, ConfigMap
+resource), answers every HTTP request of a TLS host, the challenge path included, with a
+redirect to HTTPS. Let's Encrypt and cert-manager's self-check both follow it (cert-manager
+pkg/issuer/acme/http/http.go, testReachability: redirects followed, the certificate not
+verified), and the handshake is refused. So every Certificate asks for a temporary certificate
+(`cert-manager.io/issue-temporary-certificate`, cert-manager pkg/apis/certmanager/v1/types.go):
+the Secret exists, self-signed, before the ACME order, NGINX serves it and the redirected
+challenge is answered; and cert-manager may reach the controller on 443 as well as 80.
 """
 
 from __future__ import annotations
@@ -29,6 +40,8 @@ ACME_SERVERS = {
 SOLVER_POD = {"acme.cert-manager.io/http01-solver": "true"}
 SOLVER_PORT = 8089
 WEBHOOK_PORT = 10250  # the chart's webhook.securePort, which the API server calls
+SELF_CHECK_PORTS = (80, 443)  # the HTTP-01 self-check to the controller, and where it is redirected
+TEMPORARY_CERTIFICATE = {"cert-manager.io/issue-temporary-certificate": "true"}
 PART_OF = {"app.kubernetes.io/part-of": "sophia-platform"}
 
 
@@ -87,7 +100,9 @@ def certificates(cfg: StackConfig) -> list[dict[str, Any]]:
     for host, ns, ingress, secret in certificate_targets(cfg):
         out.append({
             "apiVersion": "cert-manager.io/v1", "kind": "Certificate",
-            "metadata": {"name": ingress, "namespace": ns, "labels": dict(PART_OF)},
+            "metadata": {"name": ingress, "namespace": ns, "labels": dict(PART_OF),
+                         # The Secret exists before the first ACME order (see the module's docstring).
+                         "annotations": dict(TEMPORARY_CERTIFICATE)},
             "spec": {"secretName": secret, "dnsNames": [host],
                      "issuerRef": {"group": "cert-manager.io", "kind": "ClusterIssuer", "name": CLUSTER_ISSUER},
                      "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"}},

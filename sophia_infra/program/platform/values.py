@@ -12,7 +12,7 @@ from typing import Any, Optional
 from sophia_infra.program.config import names
 from sophia_infra.program.config.stack import StackConfig
 from sophia_infra.program.platform.tls import grafana_ingress_values
-from sophia_infra.program.config.platform import Resources, object_store_needed, postgres_backups
+from sophia_infra.program.config.platform import Resources, object_store_needed, postgres_backups, postgres_clusters
 
 # Release names (also the prefixes of the Services the charts create).
 PROMETHEUS_RELEASE = "kube-prometheus-stack"
@@ -149,27 +149,40 @@ def barman_values(cfg: StackConfig) -> dict[str, Any]:
     return {"resources": cfg.platform.postgres.operator_resources.k8s()}
 
 
-def object_store_name(cfg: StackConfig) -> str:
-    return f"{cfg.platform.postgres.cluster_name}-backups"
+def object_store_name(cfg: StackConfig, cluster: Optional[str] = None) -> str:
+    """The ObjectStore a cluster archives into (and reads a recovery from, when in the same place)."""
+    return f"{cluster or cfg.platform.postgres.cluster_name}-backups"
 
 
 RECOVERY_SOURCE = "origin"  # the externalClusters entry a recovery bootstraps from
 
+# Ask pulumi-kubernetes (>= 4.18, pulumi/pulumi-kubernetes#3134) to wait, as `kubectl wait
+# --for=condition=Ready` does, for CNPG's Ready condition (cloudnative-pg api/v1
+# cluster_types.go: ConditionClusterReady = "Ready"): custom resources are otherwise not awaited,
+# and a recovery would be "created" before a single WAL is replayed. A recovery replays WAL for
+# as long as it takes: an hour before `pulumi up` gives up (the next `up` waits again).
+CLUSTER_AWAIT = {"pulumi.com/waitFor": "condition=Ready", "pulumi.com/timeoutSeconds": "3600"}
 
-def recovery_object_store_name(cfg: StackConfig) -> str:
+
+def _recovery(cfg: StackConfig, cluster: str):
+    return postgres_clusters(cfg).get(cluster)
+
+
+def recovery_object_store_name(cfg: StackConfig, cluster: Optional[str] = None) -> str:
     """The ObjectStore a recovery reads: the backup's own, unless the old backups lie elsewhere."""
-    r = cfg.platform.postgres.recovery
+    cluster = cluster or cfg.platform.postgres.cluster_name
+    r = _recovery(cfg, cluster)
     b = cfg.platform.postgres.backup
     if r is None or ((r.bucket or b.bucket) == b.bucket and (r.path or b.path) == b.path):
-        return object_store_name(cfg)
-    return f"{cfg.platform.postgres.cluster_name}-recovery-source"
+        return object_store_name(cfg, cluster)
+    return f"{cluster}-recovery-source"
 
 
-def _bootstrap(cfg: StackConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _bootstrap(cfg: StackConfig, cluster: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(bootstrap, externalClusters): initdb, or recovery from the Barman Cloud plugin's archive."""
     p = cfg.platform.postgres
     owner = {"database": p.database, "owner": p.owner, "secret": {"name": POSTGRES_APP_SECRET}}
-    r = p.recovery
+    r = _recovery(cfg, cluster)
     if r is None:
         return {"initdb": owner}, []
     recovery: dict[str, Any] = {"source": RECOVERY_SOURCE, **owner}
@@ -177,16 +190,17 @@ def _bootstrap(cfg: StackConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         recovery["recoveryTarget"] = {"targetTime": r.target_time}
     external = [{"name": RECOVERY_SOURCE, "plugin": {
         "name": BARMAN_PLUGIN,
-        "parameters": {"barmanObjectName": recovery_object_store_name(cfg), "serverName": r.server_name}}}]
+        "parameters": {"barmanObjectName": recovery_object_store_name(cfg, cluster), "serverName": r.server_name}}}]
     return {"recovery": recovery}, external
 
 
-def postgres_cluster(cfg: StackConfig) -> dict[str, Any]:
-    """The CNPG `Cluster`. The database and owner are plain config names
-    (sophia:platform.postgres.database/owner); the owner's password is in POSTGRES_APP_SECRET.
-    With sophia:platform.postgres.recovery it bootstraps from the backups instead of initdb."""
+def postgres_cluster(cfg: StackConfig, cluster: Optional[str] = None) -> dict[str, Any]:
+    """One CNPG `Cluster` (default: the one the apps use). The database and owner are plain
+    config names (sophia:platform.postgres.database/owner); the owner's password is in
+    POSTGRES_APP_SECRET. A cluster with a recovery bootstraps from the backups instead of initdb."""
     p = cfg.platform.postgres
-    bootstrap, external = _bootstrap(cfg)
+    cluster = cluster or p.cluster_name
+    bootstrap, external = _bootstrap(cfg, cluster)
     spec: dict[str, Any] = {
         "instances": p.instances,
         "storage": {"size": p.storage_size, "storageClass": p.storage_class},
@@ -199,16 +213,16 @@ def postgres_cluster(cfg: StackConfig) -> dict[str, Any]:
     if external:
         spec["externalClusters"] = external
     if postgres_backups(cfg):
-        # WAL archiving through the plugin, into <path>/<clusterName>/ of the object store.
+        # WAL archiving through the plugin, into <path>/<cluster name>/ of the object store.
         spec["plugins"] = [{"name": BARMAN_PLUGIN, "isWALArchiver": True,
-                            "parameters": {"barmanObjectName": object_store_name(cfg)}}]
+                            "parameters": {"barmanObjectName": object_store_name(cfg, cluster)}}]
     return {"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
-            "metadata": {"name": p.cluster_name, "namespace": names.DATA}, "spec": spec}
+            "metadata": {"name": cluster, "namespace": names.DATA, "annotations": dict(CLUSTER_AWAIT)}, "spec": spec}
 
 
-def postgres_pod_monitor(cfg: StackConfig) -> dict[str, Any]:
+def postgres_pod_monitor(cfg: StackConfig, cluster: Optional[str] = None) -> dict[str, Any]:
     """PodMonitor for the instances (the Cluster's enablePodMonitor is deprecated in CNPG 1.30)."""
-    name = cfg.platform.postgres.cluster_name
+    name = cluster or cfg.platform.postgres.cluster_name
     return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
             "metadata": {"name": name, "namespace": names.DATA, "labels": {"release": PROMETHEUS_RELEASE}},
             "spec": {"selector": {"matchLabels": {"cnpg.io/cluster": name, "cnpg.io/podRole": "instance"}},
@@ -237,27 +251,36 @@ def _object_store(name: str, bucket: str, path: str, cfg: StackConfig, retention
             "metadata": {"name": name, "namespace": names.DATA}, "spec": spec}
 
 
-def object_stores(cfg: StackConfig) -> list[dict[str, Any]]:
-    """The ObjectStores: the backups' (retention from config), and a recovery source elsewhere."""
-    b, r = cfg.platform.postgres.backup, cfg.platform.postgres.recovery
-    if not object_store_needed(cfg):
-        return []
-    out = [_object_store(object_store_name(cfg), b.bucket or "", b.path, cfg, b.retention)]
-    if r is not None and recovery_object_store_name(cfg) != object_store_name(cfg):
+def cluster_object_stores(cfg: StackConfig, cluster: str) -> list[dict[str, Any]]:
+    """The ObjectStores of one cluster: its backups' (retention from config), and the source of
+    its recovery when the old backups lie elsewhere."""
+    b, r = cfg.platform.postgres.backup, _recovery(cfg, cluster)
+    out = []
+    if postgres_backups(cfg) or r is not None:
+        out.append(_object_store(object_store_name(cfg, cluster), b.bucket or "", b.path, cfg, b.retention))
+    if r is not None and recovery_object_store_name(cfg, cluster) != object_store_name(cfg, cluster):
         # Read only: no retention policy, so the recovery never prunes the old cluster's backups.
-        out.append(_object_store(recovery_object_store_name(cfg), r.bucket or b.bucket or "", r.path or b.path, cfg, None))
+        out.append(_object_store(recovery_object_store_name(cfg, cluster), r.bucket or b.bucket or "", r.path or b.path, cfg, None))
     return out
+
+
+def object_stores(cfg: StackConfig) -> list[dict[str, Any]]:
+    """Every ObjectStore of the stack, the serving cluster's first."""
+    serving = cfg.platform.postgres.cluster_name
+    order = [serving] + [c for c in postgres_clusters(cfg) if c != serving]
+    return [store for c in order for store in cluster_object_stores(cfg, c)]
 
 
 def object_store(cfg: StackConfig) -> dict[str, Any]:
     return object_stores(cfg)[0]
 
 
-def scheduled_backup(cfg: StackConfig) -> dict[str, Any]:
+def scheduled_backup(cfg: StackConfig, cluster: Optional[str] = None) -> dict[str, Any]:
     p = cfg.platform.postgres
+    cluster = cluster or p.cluster_name
     return {"apiVersion": "postgresql.cnpg.io/v1", "kind": "ScheduledBackup",
-            "metadata": {"name": f"{p.cluster_name}-scheduled", "namespace": names.DATA},
-            "spec": {"schedule": p.backup.schedule, "cluster": {"name": p.cluster_name},
+            "metadata": {"name": f"{cluster}-scheduled", "namespace": names.DATA},
+            "spec": {"schedule": p.backup.schedule, "cluster": {"name": cluster},
                      "method": "plugin", "pluginConfiguration": {"name": BARMAN_PLUGIN},
                      "backupOwnerReference": "self", "immediate": True}}
 

@@ -46,6 +46,10 @@ IN_CLUSTER = "https://kubernetes.default.svc"
 PROJECT = "sophia"
 # On an Application whose auto-sync is paused for a rollback: what it was rolled back to.
 ROLLBACK_ANNOTATION = "sophia.ai/rollback"
+# cert-manager's HTTP-01 paths in an Ingress it edits in place (pkg/issuer/acme/http/ingress.go:
+# `/.well-known/acme-challenge/<token>`), as a jq path: Argo CD deletes what it selects,
+# del(<expression>), from live and desired before diffing (util/argo/normalizers/diff_normalizer.go).
+ACME_CHALLENGE_PATHS = '.spec.rules[]?.http.paths[]? | select((.path // "") | startswith("/.well-known/acme-challenge/"))'
 # The Argo CD repository Secret (argocd.argoproj.io/secret-type: repository) for this repo.
 REPOSITORY_SECRET = "sophia-infra-repository"
 # Resource kinds charts/sophia-service renders: all the AppProject lets Applications create.
@@ -184,10 +188,21 @@ def application_spec(cfg: StackConfig, svc, values: dict[str, Any], stack: str,
     if release_file:
         spec["sources"].append({"repoURL": cfg.argocd.repo_url, "targetRevision": cfg.argocd.release_branch,
                                 "ref": releases.VALUES_REF})
+    ignore: list[dict[str, Any]] = []
     if has_hpa(svc):
         # The HPA owns the replica count: neither report drift nor reset it on sync.
-        spec["ignoreDifferences"] = [{"group": "apps", "kind": "Deployment", "name": svc.name,
-                                      "jsonPointers": ["/spec/replicas"]}]
+        ignore.append({"group": "apps", "kind": "Deployment", "name": svc.name, "jsonPointers": ["/spec/replicas"]})
+    if (values.get("ingress") or {}).get("enabled"):
+        # cert-manager solves HTTP-01 in this Ingress (the ClusterIssuer's http01.ingress.name):
+        # it prepends /.well-known/acme-challenge/<token> to the host's paths and removes it when
+        # done. Ingress rules are an atomic list to server-side apply, so self-heal would revert
+        # the path mid-challenge: its diff ignores those paths, and the sync keeps their live values
+        # (argo-cd controller/sync.go normalizeTargetResources: for an Ingress the patch carries
+        # the whole live `rules`, so a rules change from git lands once the challenge is over).
+        ignore.append({"group": "networking.k8s.io", "kind": "Ingress", "name": svc.name,
+                       "jqPathExpressions": [ACME_CHALLENGE_PATHS]})
+    if ignore:
+        spec["ignoreDifferences"] = ignore
         sync_options.append("RespectIgnoreDifferences=true")
     return spec
 

@@ -87,7 +87,11 @@ def required_flows(cfg: StackConfig, model: ClusterModel) -> list[Flow]:
     ingress = app(ING, "nginx-ingress")
     prometheus = app(MON, "prometheus")
     api, internet, nodes = OUTSIDE[API_SERVER], OUTSIDE[INTERNET], OUTSIDE[NODES]
-    pg = pods(D, {"cnpg.io/cluster": cfg.platform.postgres.cluster_name})
+    from sophia_infra.program.config.platform import postgres_clusters
+
+    pg = pods(D, {"cnpg.io/cluster": cfg.platform.postgres.cluster_name})  # the cluster the apps use
+    all_pg = {c: pods(D, {"cnpg.io/cluster": c}) for c in postgres_clusters(cfg)}
+    other_pg = {c: end for c, end in all_pg.items() if end != pg}
     apps = {s.name: s for s in cfg.services if s.kind == "app"}
     mcps = [s for s in cfg.services if s.kind == "mcp"]
     flows: list[Flow] = []
@@ -121,6 +125,7 @@ def required_flows(cfg: StackConfig, model: ClusterModel) -> list[Flow]:
         ("Prometheus (service discovery)", prometheus),
         ("CloudNativePG operator", app(D, "cloudnative-pg")),
         ("PostgreSQL instance manager", pg),
+        *((f"PostgreSQL instance manager of {c}", end) for c, end in other_pg.items()),
         ("NGINX ingress controller", ingress),
         ("device plugin (per-node config)", app(GPU, "nvidia-device-plugin")),
         ("dcgm-exporter (pod labels)", app(GPU, "dcgm-exporter")),
@@ -133,14 +138,18 @@ def required_flows(cfg: StackConfig, model: ClusterModel) -> list[Flow]:
     # Operators' webhooks, called by the API server; operators reaching their instances.
     add("API server -> CloudNativePG webhook", api, app(D, "cloudnative-pg"), "webhook-server")
     add("API server -> prometheus-operator webhook", api, pods(MON, {"app": "kube-prometheus-stack-operator"}), "https")
-    add("CloudNativePG operator -> instance status", app(D, "cloudnative-pg"), pg, "status")
-    add("PostgreSQL replication", pg, pg, "postgresql")
+    for c, end in all_pg.items():
+        of = "" if end == pg else f" of {c}"
+        add(f"CloudNativePG operator -> instance status{of}", app(D, "cloudnative-pg"), end, "status")
+        add(f"PostgreSQL replication{of}", end, end, "postgresql")
     if cfg.platform.valkey.replicas > 0:
         add("Valkey replica -> primary", app(D, "valkey"), app(D, "valkey"), 6379)
     from sophia_infra.program.config.platform import object_store_needed
 
     if object_store_needed(cfg):
-        add("PostgreSQL WAL archive -> object store", pg, internet, _endpoint_port(cfg.platform.postgres.backup.endpoint))
+        for c, end in all_pg.items():
+            of = "" if end == pg else f" of {c}"
+            add(f"PostgreSQL WAL archive -> object store{of}", end, internet, _endpoint_port(cfg.platform.postgres.backup.endpoint))
         # CNPG-I: the operator calls the Barman Cloud plugin's gRPC Service.
         add("CloudNativePG operator -> Barman Cloud plugin", app(D, "cloudnative-pg"), app(D, "plugin-barman-cloud"), 9090)
         add("Barman Cloud plugin -> API server", app(D, "plugin-barman-cloud"), api, 6443)
@@ -157,6 +166,9 @@ def required_flows(cfg: StackConfig, model: ClusterModel) -> list[Flow]:
     add("API server -> cert-manager webhook", api, app(CM, "webhook"), "https")
     add("cert-manager -> ACME server 443", cm_controller, internet, 443)
     add("cert-manager HTTP-01 self-check -> ingress controller", cm_controller, ingress, 80)
+    # The controller redirects HTTP to HTTPS for every host with TLS, the challenge path
+    # included, and the self-check follows the redirect (cert-manager pkg/issuer/acme/http).
+    add("cert-manager HTTP-01 self-check -> ingress controller https", cm_controller, ingress, 443)
     for ns in tls.solver_namespaces(cfg):
         add(f"ingress controller -> ACME solver in {ns}", ingress, pods(ns, tls.SOLVER_POD), tls.SOLVER_PORT)
     if cfg.platform.monitoring.grafana_host:

@@ -207,6 +207,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         inputs = json_format.MessageToDict(request.object, preserving_proto_field_name=True)
         response = self._register(request, inputs)
         options = {}
+        if request.protect:
+            options["protect"] = True
         if request.deleteBeforeReplace:
             options["deleteBeforeReplace"] = True
         if list(request.ignoreChanges):
