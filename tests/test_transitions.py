@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import shutil
-from typing import Callable, Optional
+from typing import Callable
 
 import pytest
 

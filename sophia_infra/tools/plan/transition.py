@@ -23,9 +23,11 @@ the engine runs them. The engine's rules modelled here, from pulumi/pulumi
 
 Not modelled: the outputs of an *updated* resource are taken as unchanged (a preview may show
 more unknowns), except the outputs a dynamic resource's provider fills in, which a preview does
-not know (see `compute`; plan.json records them as `outputs`); `pulumi refresh` drift; the children a remote component (yaml/v2) or a Helm
-Release creates inside the cluster (a Release's changes are one `helm upgrade`); parallelism:
-the order below is one valid sequential order, and `waits_for` says what truly waits for what.
+not know (`_Engine._hide_filled_outputs`; plan.json records them as `outputs`); `pulumi
+refresh` drift; the children a remote component (yaml/v2) or a Helm Release creates inside the
+cluster (a Release's changes are one `helm upgrade`); parallelism: the order below is one valid
+sequential order, and `waits_for` says what truly waits for what. docs/architecture.md ("The
+transition preview") has the whole list.
 """
 
 from __future__ import annotations
