@@ -9,10 +9,13 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="$root/.tools/bin"
 
 # promtool (`promtool check rules`, `promtool test rules` in tests/test_promtool.py) comes from
-# Debian's prometheus package; CI runs as root and installs it, elsewhere its tests skip.
+# Debian's prometheus package; CI (root, or passwordless sudo) installs it, elsewhere its tests skip.
 if ! command -v promtool >/dev/null 2>&1; then
-  if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  as_root=()
+  [[ "$(id -u)" -eq 0 ]] || as_root=(sudo -n)
+  if command -v apt-get >/dev/null 2>&1 && "${as_root[@]}" true 2>/dev/null; then
+    "${as_root[@]}" apt-get update -qq
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
     promtool --version | head -1
   else
     echo "install-tools: promtool is missing (apt-get install prometheus, as root); its tests will skip" >&2

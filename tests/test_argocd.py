@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -24,6 +25,8 @@ from tests.test_services import APPLICATION, APPPROJECT, RELEASE, SECRET, SECRET
 
 CRDS = SHARED / "crds"
 ARGO_CHART = SHARED / "charts" / "argo-cd-10.1.1"
+# The chart's own Chart.yaml, read independently of the program (sophia_infra.program.chart_revision).
+CHART_YAML = Path(__file__).resolve().parents[1] / "charts" / "sophia-service" / "Chart.yaml"
 needs_crds = pytest.mark.skipif(not CRDS.is_dir(), reason=f"{CRDS} is absent: the upstream CRDs are not available here")
 needs_chart = pytest.mark.skipif(not ARGO_CHART.is_dir(), reason=f"{ARGO_CHART} is absent: the argo-cd chart's values.yaml is not available here")
 
@@ -80,7 +83,7 @@ def test_applications_sync_automatically_from_the_pinned_chart_and_the_release_b
         assert "source" not in spec
         chart, values = spec["sources"]
         assert chart["repoURL"] == values["repoURL"] == cfg.argocd.repo_url
-        assert chart["targetRevision"] == cfg.argocd.target_revision != "HEAD"
+        assert chart["targetRevision"] == f"sophia-service-{yaml.safe_load(CHART_YAML.read_text())['version']}"
         assert chart["path"] == "charts/sophia-service"
         assert chart["helm"]["releaseName"] == name
         # The release file, from the release branch: the only place the image tag is.
@@ -211,7 +214,7 @@ def test_every_argo_cd_component_has_requests_and_limits():
 
 
 def test_app_project_spec_follows_settings():
-    cfg = parse_with("production", lambda raw: raw.update(argocd={"repoUrl": "https://git.example.com/sophia/infra.git", "targetRevision": "v0.3.1"}))
+    cfg = parse_with("production", lambda raw: raw.update(argocd={"repoUrl": "https://git.example.com/sophia/infra.git"}))
     assert app_project_spec(cfg)["sourceRepos"] == ["https://git.example.com/sophia/infra.git"]
 
 

@@ -249,7 +249,7 @@ def test_help_lists_every_command_on_one_line(monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     lines = cli.build_parser().format_help().splitlines()
     commands = _subcommands()
-    assert len(commands) == 9
+    assert len(commands) == 10
     for name, summary in commands.items():
         assert summary and len(summary) <= cli.SUMMARY_MAX
         assert any(re.fullmatch(rf"    {re.escape(name)} +{re.escape(summary)}", line) for line in lines), name

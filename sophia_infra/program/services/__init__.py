@@ -33,6 +33,7 @@ import pulumi_random as random
 
 from sophia_infra.program.config import names
 from sophia_infra.program import releases
+from sophia_infra.program.chart_revision import chart_tag
 from sophia_infra.program.config.stack import StackConfig
 from sophia_infra.program.secrets import secret
 from sophia_infra.program.config.services import ARGOCD_CHART, REPO_CREDENTIAL_SECRETS, workloads
@@ -171,7 +172,8 @@ def application_spec(cfg: StackConfig, svc, values: dict[str, Any], stack: str,
         "project": PROJECT,
         "sources": [{
             "repoURL": cfg.argocd.repo_url,
-            "targetRevision": cfg.argocd.target_revision,
+            # The tag of Chart.yaml's version, created by `chart-tag` before `pulumi up`.
+            "targetRevision": chart_tag(),
             "path": CHART_REPO_PATH,
             "helm": {"releaseName": svc.name,
                      **({"valueFiles": [releases.value_file(stack, svc.name)]} if release_file else {}),
