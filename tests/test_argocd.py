@@ -89,7 +89,7 @@ def test_applications_sync_automatically_from_the_pinned_chart_and_the_release_b
         # The release file, from the release branch: the only place the image tag is.
         assert values == {"repoURL": cfg.argocd.repo_url, "targetRevision": "main", "ref": "values"}
         assert chart["helm"]["valueFiles"] == [f"$values/releases/production/{name}.yaml"]
-        assert chart["helm"]["valuesObject"]["image"] == {"repository": svc.image.repository, "pullPolicy": "IfNotPresent"}
+        assert chart["helm"]["valuesObject"]["image"] == {"repository": svc.image.repository}
         assert spec["destination"] == {"server": "https://kubernetes.default.svc", "namespace": namespace(svc)}
         policy = spec["syncPolicy"]
         assert policy["automated"] == {"prune": True, "selfHeal": True}
@@ -276,11 +276,22 @@ def test_preview_warns_which_workloads_are_paused_and_how_to_resume(caplog):
     build = run_services.__wrapped__  # run_services is cached: build again so the warning is logged here
     with caplog.at_level(logging.WARNING):
         build("production", None, ROLLBACK)
-    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [text]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "auto-sync" in r.getMessage()] == [text]
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         build("production")
     assert not [r for r in caplog.records if "auto-sync is paused" in r.getMessage()]
+
+
+def test_preview_warns_of_production_workloads_run_by_tag_only(caplog):
+    from sophia_infra.program import releases
+
+    cfg = parse_with("production")
+    text = releases.tag_only_warning(cfg, "production", releases.for_stack(cfg, "production"))
+    assert text is not None
+    with caplog.at_level(logging.WARNING):
+        run_services.__wrapped__("production")
+    assert [r.getMessage() for r in caplog.records if "by image tag only" in r.getMessage()] == [text]
 
 
 @pytest.mark.parametrize("change,message", [

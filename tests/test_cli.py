@@ -199,7 +199,8 @@ def test_stale_backups_are_a_failed_check(monkeypatch, capsys):
 def test_policy_violations_fail_the_plan(monkeypatch, tmp_path, capsys):
     from sophia_infra.tools.plan import report
 
-    monkeypatch.setattr(report, "policy_violations", lambda result: [("urn:x", "pinned-images", "-/x: unpinned")])
+    monkeypatch.setattr(report, "policy_violations",
+                        lambda result, advisory=False: [] if advisory else [("urn:x", "pinned-images", "-/x: unpinned")])
     assert cli.main(["plan", "--stack", "dev", "--out", str(tmp_path / "out")]) == 1
     assert (tmp_path / "out" / "plan.json").is_file()  # the artefacts are still written, for review
     assert "[pinned-images] -/x: unpinned" in capsys.readouterr().out

@@ -350,7 +350,7 @@ def test_dev_installs_the_release_files_image():
         svc = next(s for s in run.cfg.services if s.name == name)
         assert svc.image.tag is None, f"{name}: a tag in Pulumi.dev.yaml as well as in its release file"
         assert releases.read("dev", name) is not None
-        assert run.raw[reg.name]["values"]["image"] == {"repository": svc.image.repository, "pullPolicy": "IfNotPresent",
+        assert run.raw[reg.name]["values"]["image"] == {"repository": svc.image.repository,
                                                         "tag": releases.read("dev", name).tag}
 
 
@@ -359,7 +359,7 @@ def test_values_merge_the_release_into_the_structural_values():
     backend = next(s for s in cfg.services if s.name == "backend")
     release = releases.Release("1.4.2", "sha256:" + "ab" * 32)
     full = service_values(cfg, backend, release)
-    assert full["image"] == {"repository": "docker.io/scoobyjava15/sophia-backend", "pullPolicy": "IfNotPresent",
+    assert full["image"] == {"repository": "docker.io/scoobyjava15/sophia-backend",
                              "tag": "1.4.2", "digest": "sha256:" + "ab" * 32}
     structural = structural_values(cfg, backend)
     assert "tag" not in structural["image"] and "digest" not in structural["image"]

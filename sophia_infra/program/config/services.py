@@ -189,8 +189,8 @@ def cross_check(cfg: "StackConfig") -> list[str]:
     problems: list[str] = []
     argo = cfg.argocd
     if cfg.delivery == "argocd":
-        rev, tag = argo.target_revision, chart_tag()
-        if rev is not None and rev != tag:
+        rev = argo.target_revision
+        if rev is not None and rev != (tag := chart_tag()):
             problems.append(f"sophia:argocd.targetRevision: {rev!r} is not {tag}, the tag of the chart version in charts/sophia-service/Chart.yaml that Argo CD must read for the values this program writes; remove the key (pulumi config rm --path sophia:argocd.targetRevision), the program derives it.")
         url_is_ssh = bool(_SSH_URL.match(argo.repo_url))
         if argo.repo_credentials == "sshKey" and not url_is_ssh:

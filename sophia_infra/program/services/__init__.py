@@ -238,6 +238,9 @@ class Services(pulumi.ComponentResource):
         self._stack = pulumi.get_stack()
         # Every workload's release (its release file, checked: one sentence per problem).
         self.release_of: dict[str, releases.Release] = releases.for_stack(cfg, self._stack)
+        tag_only = releases.tag_only_warning(cfg, self._stack, self.release_of)
+        if tag_only:
+            pulumi.log.warn(tag_only)
         settings = workloads(cfg)
 
         # What each workload renders with (structural values + its release) in both modes.
