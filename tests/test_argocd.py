@@ -93,7 +93,8 @@ def test_applications_sync_automatically_from_the_pinned_chart_and_the_release_b
         assert spec["destination"] == {"server": "https://kubernetes.default.svc", "namespace": namespace(svc)}
         policy = spec["syncPolicy"]
         assert policy["automated"] == {"prune": True, "selfHeal": True}
-        assert policy["syncOptions"][:2] == ["CreateNamespace=true", "ServerSideApply=true"]
+        # No CreateNamespace: Argo CD manages nothing cluster-scoped (the platform creates the namespaces).
+        assert policy["syncOptions"][0] == "ServerSideApply=true" and "CreateNamespace=true" not in policy["syncOptions"]
         assert policy["retry"]["backoff"] == {"duration": "10s", "factor": 2, "maxDuration": "3m"}
         if has_hpa(svc):
             assert spec["ignoreDifferences"] == [{"group": "apps", "kind": "Deployment", "name": name, "jsonPointers": ["/spec/replicas"]}]
@@ -133,7 +134,7 @@ def test_app_project_limits_sources_and_destinations():
         assert all(src["repoURL"] in spec["sourceRepos"] for src in app["spec"]["sources"])
     assert sorted(d["namespace"] for d in spec["destinations"]) == sorted([names.APPS, names.MCP])
     assert all(d["server"] == "https://kubernetes.default.svc" for d in spec["destinations"])
-    assert spec["clusterResourceWhitelist"] == [{"group": "", "kind": "Namespace"}]
+    assert spec["clusterResourceWhitelist"] == []
     kinds = {k["kind"] for k in spec["namespaceResourceWhitelist"]}
     assert {"Deployment", "Service", "HorizontalPodAutoscaler", "NetworkPolicy", "Ingress"} <= kinds
 
