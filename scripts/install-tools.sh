@@ -22,6 +22,12 @@ if ! command -v promtool >/dev/null 2>&1; then
   fi
 fi
 
+# checkov (tests/test_checkov.py) in a virtualenv of its own, pinned in requirements-checkov.txt.
+if [[ ! -x "$root/.tools/checkov-venv/bin/checkov" ]]; then
+  python3 -m venv "$root/.tools/checkov-venv"
+  "$root/.tools/checkov-venv/bin/pip" install --quiet -r "$root/requirements-checkov.txt"
+fi
+
 if [[ -x "$bin/helm" ]]; then
   exit 0
 fi
