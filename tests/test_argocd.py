@@ -25,7 +25,7 @@ from tests.test_services import APPLICATION, APPPROJECT, RELEASE, SECRET, SECRET
 
 CRDS = SHARED / "crds"
 ARGO_CHART = SHARED / "charts" / "argo-cd-10.1.1"
-# The chart's own Chart.yaml, read independently of the program (sophia_infra.program.chart_revision).
+# The chart's own Chart.yaml, read independently of the program (sophia_infra.program.config.chart_revision).
 CHART_YAML = Path(__file__).resolve().parents[1] / "charts" / "sophia-service" / "Chart.yaml"
 needs_crds = pytest.mark.skipif(not CRDS.is_dir(), reason=f"{CRDS} is absent: the upstream CRDs are not available here")
 needs_chart = pytest.mark.skipif(not ARGO_CHART.is_dir(), reason=f"{ARGO_CHART} is absent: the argo-cd chart's values.yaml is not available here")

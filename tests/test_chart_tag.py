@@ -17,7 +17,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from sophia_infra.program.chart_revision import CHART_PATH, ROOT, ChartTagError, chart_tag, decide
+from sophia_infra.program.config.chart_revision import CHART_PATH, ROOT, ChartTagError, chart_tag, decide
 from sophia_infra.tools import chart_tag as tool
 from sophia_infra.tools.plan import render
 from tests.test_argocd import applications

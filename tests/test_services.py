@@ -18,7 +18,7 @@ import pytest
 from pulumi.runtime import rpc
 from pulumi.runtime import settings as pulumi_settings
 
-from sophia_infra.program.chart_revision import chart_tag
+from sophia_infra.program.config.chart_revision import chart_tag
 from sophia_infra.program.config import names, services as service_settings
 from sophia_infra.program import releases
 from sophia_infra.program.config.stack import ConfigError, StackConfig

@@ -7,7 +7,7 @@ with --remote, on the remote), and then:
 - the tag holds another chart: refuse (exit 1), the version needs a bump;
 - no tag: create it at HEAD (and push it with --push), unless --check.
 
-The decision is sophia_infra.program.chart_revision.decide; this module is the git wiring.
+The decision is sophia_infra.program.config.chart_revision.decide; this module is the git wiring.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Optional
 
 import yaml
 
-from sophia_infra.program.chart_revision import CHART_PATH, ROOT, ChartTagError, TagDecision, chart_tag, decide
+from sophia_infra.program.config.chart_revision import CHART_PATH, ROOT, ChartTagError, TagDecision, chart_tag, decide
 
 
 class GitError(Exception):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from pydantic import Field, StrictInt, field_validator
 
-from sophia_infra.program.chart_revision import chart_tag
+from sophia_infra.program.config.chart_revision import chart_tag
 from sophia_infra.program.config import validators as check
 from sophia_infra.program.config.models import Resources, Strict
 
@@ -45,7 +45,7 @@ class ArgoCDSettings(Strict):
     # The git repository that holds charts/sophia-service (this repository).
     repo_url: str = Field(default="https://github.com/sophia-ai/sophia-infra.git", alias="repoUrl")
     # Derived, not chosen: Applications read charts/sophia-service at the tag of its version,
-    # sophia-service-<Chart.yaml version> (sophia_infra.program.chart_revision), which the deploy
+    # sophia-service-<Chart.yaml version> (sophia_infra.program.config.chart_revision), which the deploy
     # workflow creates (`python -m sophia_infra chart-tag --push`). Left unset; a value other
     # than that tag is refused.
     target_revision: Optional[str] = Field(default=None, alias="targetRevision")

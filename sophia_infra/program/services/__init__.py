@@ -33,7 +33,7 @@ import pulumi_random as random
 
 from sophia_infra.program.config import names
 from sophia_infra.program import releases
-from sophia_infra.program.chart_revision import chart_tag
+from sophia_infra.program.config.chart_revision import chart_tag
 from sophia_infra.program.services import argocd_scope
 from sophia_infra.program.config.stack import StackConfig
 from sophia_infra.program.secrets import secret

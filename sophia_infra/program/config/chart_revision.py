@@ -18,7 +18,7 @@ from typing import Optional
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CHART_PATH = "charts/sophia-service"
 TAG_PREFIX = "sophia-service-"
 
