@@ -170,3 +170,23 @@ def test_postgres_alerts_read_metrics_cloudnative_pg_exports():
     exported |= {"cnpg_collector_pg_wal_archive_status", "cnpg_collector_up"}
     used = {m for r in alerts.rules(cfg) for m in metric_names(r["expr"]) if m.startswith("cnpg_")}
     assert used and used <= exported, f"not exported by CloudNativePG: {sorted(used - exported)}"
+
+
+def test_k3s_snapshot_metrics_are_scraped_through_the_apiserver_service_monitor():
+    """K3s registers its etcd snapshot metrics in the Kubernetes legacy registry
+    (k3s-io/k3s pkg/metrics: DefaultRegisterer = legacyregistry.Registerer()), which the API
+    server's /metrics serves; kube-prometheus-stack's `apiserver` ServiceMonitor scrapes it, as
+    long as it is on and its relabelings keep the k3s_etcd_snapshot_* series."""
+    cfg = parse_with("production")
+    objects = _render_one("kube-prometheus-stack", v.PROMETHEUS_RELEASE, names.MONITORING, v.kube_prometheus_stack_values(cfg))
+    (sm,) = [o for o in objects if o.get("kind") == "ServiceMonitor" and o["metadata"]["name"].endswith("-apiserver")]
+    (endpoint,) = sm["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https" and sm["spec"]["selector"]["matchLabels"]["component"] == "apiserver"
+    for relabel in endpoint.get("metricRelabelings") or []:
+        if relabel.get("action") in ("drop", "keep") and relabel.get("sourceLabels") in (["__name__"], ["__name__", "le"]):
+            name = "k3s_etcd_snapshot_save_duration_seconds_count"
+            joined = name if relabel["sourceLabels"] == ["__name__"] else f"{name};"
+            matches = re.fullmatch(relabel["regex"], joined) is not None
+            assert matches == (relabel["action"] == "keep"), relabel
+    used = {m for r in alerts.rules(cfg) for m in metric_names(r["expr"]) if m.startswith("k3s_")}
+    assert used == {"k3s_etcd_snapshot_save_duration_seconds_count"}
