@@ -242,7 +242,7 @@ cmd_resume() {
   run pulumi config rm --path "sophia:argocd.rollbacks.$service" --stack "$stack"
   # The same policy the program renders without a rollback, so `pulumi up` finds nothing to undo.
   run argocd app set "argocd/$service" --sync-policy automated --auto-prune --self-heal
-  note "auto-sync of '$service' is on again and syncs it to sophia:argocd.targetRevision and releases/$stack/$service.yaml on sophia:argocd.releaseBranch; commit and push Pulumi.$stack.yaml."
+  note "auto-sync of '$service' is on again and syncs it to the chart at its version tag (sophia-service-VERSION) and releases/$stack/$service.yaml on sophia:argocd.releaseBranch; commit and push Pulumi.$stack.yaml."
 }
 
 cmd_logs() {

@@ -1,4 +1,4 @@
-"""sophia-infra policy pack: `pulumi preview --policy-pack policy`. Every rule is mandatory."""
+"""sophia-infra policy pack: `pulumi preview --policy-pack policy`. Every rule is mandatory but the advisory ones (rules.py)."""
 
 from pulumi_policy import EnforcementLevel, PolicyPack
 

@@ -1,6 +1,6 @@
 """The rules of rules.py as pulumi-policy resource validation policies."""
 
-from pulumi_policy import Policy, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
+from pulumi_policy import EnforcementLevel, Policy, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 
 from rules import RULES, Rule
 
@@ -12,4 +12,7 @@ def _validator(rule: Rule):
     return validate
 
 
-POLICIES: list[Policy] = [ResourceValidationPolicy(name=r.name, description=r.description, validate=_validator(r)) for r in RULES]
+# The pack is mandatory (__main__.py); an advisory rule reports without blocking.
+POLICIES: list[Policy] = [ResourceValidationPolicy(name=r.name, description=r.description, validate=_validator(r),
+                                                   enforcement_level=EnforcementLevel.ADVISORY if r.advisory else None)
+                          for r in RULES]

@@ -1,4 +1,5 @@
-"""The platform's mandatory rules, as pure functions over a resource's type and inputs.
+"""The platform's rules, as pure functions over a resource's type and inputs (mandatory,
+except those marked advisory: reported, not blocking).
 
 Standard library only: the policy pack (`__main__.py`, run by `pulumi preview
 --policy-pack policy`) and the offline plan (`python -m sophia_infra plan`) both
@@ -10,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 INGRESS_NAMESPACE = "nginx-ingress"
@@ -28,6 +30,8 @@ class Rule:
     name: str
     description: str
     check: Callable[[str, dict], list[str]]
+    # Advisory: pulumi-policy reports it without blocking; the offline plan lists it apart.
+    advisory: bool = False
 
 
 def kind_of(resource_type: str) -> str:
@@ -150,6 +154,38 @@ def images_are_pinned(resource_type: str, props: dict) -> list[str]:
     return out
 
 
+# This repository (policy/..): where an Application's release files ($values/releases/...) live.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# A digest in a release file as `python -m sophia_infra release` writes it.
+_DIGEST_LINE = re.compile(r'^\s+digest:\s*["\']?sha256:[a-f0-9]{64}["\']?\s*$', re.M)
+
+
+def images_by_digest(resource_type: str, props: dict, root: Path | None = None) -> list[str]:
+    """Argo CD Applications (production's delivery) of the service chart run their image by digest:
+    a digest in valuesObject, a sha256 tag, or a digest in every release file they read."""
+    if kind_of(resource_type) != "Application":
+        return []
+    values = service_chart_values(resource_type, props)
+    if values is None:
+        return []
+    image = values.get("image") or {}
+    if image.get("digest") or str(image.get("tag") or "").startswith("sha256:"):
+        return []
+    spec = props.get("spec") or {}
+    files = [str(f) for s in spec.get("sources") or [] for f in (s.get("helm") or {}).get("valueFiles") or []
+             if str(f).startswith("$")]
+    if not files:
+        return [f"{_service(props, values)}: image tag '{image.get('tag')}' has no digest; release it with --digest"]
+    out = []
+    for f in files:
+        path = (root or REPO_ROOT) / f.split("/", 1)[1]
+        text = path.read_text() if path.is_file() else ""
+        if not _DIGEST_LINE.search(text):
+            out.append(f"{_service(props, values)}: {f.split('/', 1)[1]} names an image tag without a digest; "
+                       "release it with python -m sophia_infra release ... --digest sha256:...")
+    return out
+
+
 def _service_types(values: Any, path: str = "") -> Iterator[str]:
     if isinstance(values, dict):
         for k, v in values.items():
@@ -213,6 +249,8 @@ RULES = [
     Rule("gpu-pods-use-nvidia-runtime", "GPU pods set runtimeClassName nvidia and select a gpu-type node.",
          gpu_pods_use_nvidia_runtime_and_gpu_type),
     Rule("images-pinned", "Every image is pinned to a tag or digest, never latest.", images_are_pinned),
+    Rule("images-by-digest", "Argo CD workloads (production) run their image by digest, not by tag alone.",
+         images_by_digest, advisory=True),
     Rule("no-load-balancer-but-ingress", "Only the ingress controller is a LoadBalancer Service.",
          no_load_balancer_but_ingress),
     Rule("no-secrets-in-configmaps", "ConfigMaps carry no secret-looking keys.", no_secret_looking_keys_in_configmaps),
@@ -220,6 +258,6 @@ RULES = [
 ]
 
 
-def evaluate(resource_type: str, props: dict) -> list[tuple[str, str]]:
-    """(rule name, message) for every violation of every rule."""
-    return [(rule.name, msg) for rule in RULES for msg in rule.check(resource_type, props)]
+def evaluate(resource_type: str, props: dict, advisory: bool = False) -> list[tuple[str, str]]:
+    """(rule name, message) for every violation of every mandatory rule (advisory=True: of the advisory ones)."""
+    return [(rule.name, msg) for rule in RULES if rule.advisory == advisory for msg in rule.check(resource_type, props)]

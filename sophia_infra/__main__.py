@@ -42,7 +42,8 @@ exit codes:
      namespace's Pod Security level rejects, with --against a destructive step no
      --allow-destroy names; each is listed at the end), backups (stale
      or missing), audit (address literals found), capacity (no capacity for a
-     provisioned node's type in its region)
+     provisioned node's type in its region), chart-tag (the chart's version tag holds
+     another chart: bump its version)
   2  could not check: bad input (a stack or ESC file that is not valid YAML, an invalid
      configuration, an unknown stack, service, key or path) or something missing to run
      (the Pulumi CLI, S3 credentials, a reachable endpoint)
@@ -120,6 +121,20 @@ def _charts(args: argparse.Namespace) -> int:
         return _fail(err)
     print("\n".join(lines))
     return OK if complete else COULD_NOT_CHECK
+
+
+def _chart_tag(args: argparse.Namespace) -> int:
+    from sophia_infra.tools import chart_tag
+
+    try:
+        outcome = chart_tag.run(remote=args.remote, check=args.check, push=args.push)
+    except chart_tag.ChartTagError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return CHECK_FAILED
+    except chart_tag.GitError as err:
+        return _fail(err)
+    print(outcome.message())
+    return OK
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -434,6 +449,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "2 not checked: invalid configuration, no provisioned node, no LAMBDA_API_KEY, the API refused the key or could not be reached")
     cap.add_argument("--stack", required=True)
     cap.set_defaults(func=_capacity)
+    tag = _command(sub, "chart-tag", "create the sophia-service-<version> tag Argo CD reads",
+                   "make the revision Argo CD reads charts/sophia-service at exist: tag HEAD sophia-service-<version> "
+                   "(Chart.yaml's version) when that tag is new; refuse when it holds another chart",
+                   "0 the tag holds HEAD's chart (or was created, or with --check does not exist yet); 1 the tag holds "
+                   "another chart (bump the version); 2 not checked: not a git checkout, git missing, remote unreachable")
+    tag.add_argument("--check", action="store_true", help="only check; create nothing (pull requests)")
+    tag.add_argument("--remote", help="also look for the tag on this remote (e.g. origin)")
+    tag.add_argument("--push", action="store_true", help="push a created tag to --remote (default origin)")
+    tag.set_defaults(func=_chart_tag)
     return parser
 
 

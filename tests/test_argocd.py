@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -24,6 +25,8 @@ from tests.test_services import APPLICATION, APPPROJECT, RELEASE, SECRET, SECRET
 
 CRDS = SHARED / "crds"
 ARGO_CHART = SHARED / "charts" / "argo-cd-10.1.1"
+# The chart's own Chart.yaml, read independently of the program (sophia_infra.program.config.chart_revision).
+CHART_YAML = Path(__file__).resolve().parents[1] / "charts" / "sophia-service" / "Chart.yaml"
 needs_crds = pytest.mark.skipif(not CRDS.is_dir(), reason=f"{CRDS} is absent: the upstream CRDs are not available here")
 needs_chart = pytest.mark.skipif(not ARGO_CHART.is_dir(), reason=f"{ARGO_CHART} is absent: the argo-cd chart's values.yaml is not available here")
 
@@ -80,17 +83,18 @@ def test_applications_sync_automatically_from_the_pinned_chart_and_the_release_b
         assert "source" not in spec
         chart, values = spec["sources"]
         assert chart["repoURL"] == values["repoURL"] == cfg.argocd.repo_url
-        assert chart["targetRevision"] == cfg.argocd.target_revision != "HEAD"
+        assert chart["targetRevision"] == f"sophia-service-{yaml.safe_load(CHART_YAML.read_text())['version']}"
         assert chart["path"] == "charts/sophia-service"
         assert chart["helm"]["releaseName"] == name
         # The release file, from the release branch: the only place the image tag is.
         assert values == {"repoURL": cfg.argocd.repo_url, "targetRevision": "main", "ref": "values"}
         assert chart["helm"]["valueFiles"] == [f"$values/releases/production/{name}.yaml"]
-        assert chart["helm"]["valuesObject"]["image"] == {"repository": svc.image.repository, "pullPolicy": "IfNotPresent"}
+        assert chart["helm"]["valuesObject"]["image"] == {"repository": svc.image.repository}
         assert spec["destination"] == {"server": "https://kubernetes.default.svc", "namespace": namespace(svc)}
         policy = spec["syncPolicy"]
         assert policy["automated"] == {"prune": True, "selfHeal": True}
-        assert policy["syncOptions"][:2] == ["CreateNamespace=true", "ServerSideApply=true"]
+        # No CreateNamespace: Argo CD manages nothing cluster-scoped (the platform creates the namespaces).
+        assert policy["syncOptions"][0] == "ServerSideApply=true" and "CreateNamespace=true" not in policy["syncOptions"]
         assert policy["retry"]["backoff"] == {"duration": "10s", "factor": 2, "maxDuration": "3m"}
         if has_hpa(svc):
             assert spec["ignoreDifferences"] == [{"group": "apps", "kind": "Deployment", "name": name, "jsonPointers": ["/spec/replicas"]}]
@@ -130,7 +134,7 @@ def test_app_project_limits_sources_and_destinations():
         assert all(src["repoURL"] in spec["sourceRepos"] for src in app["spec"]["sources"])
     assert sorted(d["namespace"] for d in spec["destinations"]) == sorted([names.APPS, names.MCP])
     assert all(d["server"] == "https://kubernetes.default.svc" for d in spec["destinations"])
-    assert spec["clusterResourceWhitelist"] == [{"group": "", "kind": "Namespace"}]
+    assert spec["clusterResourceWhitelist"] == []
     kinds = {k["kind"] for k in spec["namespaceResourceWhitelist"]}
     assert {"Deployment", "Service", "HorizontalPodAutoscaler", "NetworkPolicy", "Ingress"} <= kinds
 
@@ -211,7 +215,7 @@ def test_every_argo_cd_component_has_requests_and_limits():
 
 
 def test_app_project_spec_follows_settings():
-    cfg = parse_with("production", lambda raw: raw.update(argocd={"repoUrl": "https://git.example.com/sophia/infra.git", "targetRevision": "v0.3.1"}))
+    cfg = parse_with("production", lambda raw: raw.update(argocd={"repoUrl": "https://git.example.com/sophia/infra.git"}))
     assert app_project_spec(cfg)["sourceRepos"] == ["https://git.example.com/sophia/infra.git"]
 
 
@@ -273,11 +277,22 @@ def test_preview_warns_which_workloads_are_paused_and_how_to_resume(caplog):
     build = run_services.__wrapped__  # run_services is cached: build again so the warning is logged here
     with caplog.at_level(logging.WARNING):
         build("production", None, ROLLBACK)
-    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [text]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "auto-sync" in r.getMessage()] == [text]
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         build("production")
     assert not [r for r in caplog.records if "auto-sync is paused" in r.getMessage()]
+
+
+def test_preview_warns_of_production_workloads_run_by_tag_only(caplog):
+    from sophia_infra.program import releases
+
+    cfg = parse_with("production")
+    text = releases.tag_only_warning(cfg, "production", releases.for_stack(cfg, "production"))
+    assert text is not None
+    with caplog.at_level(logging.WARNING):
+        run_services.__wrapped__("production")
+    assert [r.getMessage() for r in caplog.records if "by image tag only" in r.getMessage()] == [text]
 
 
 @pytest.mark.parametrize("change,message", [

@@ -116,6 +116,23 @@ def test_helm_template_rejects_bad_values(change, needle):
 
 
 @needs_helm
+@pytest.mark.parametrize("image,policy", [
+    ({"tag": "1.4.2"}, "Always"),  # a tag can be re-pushed: never run a node's stale copy
+    ({"tag": "1.4.2", "digest": "sha256:" + "ab" * 32}, "IfNotPresent"),
+    ({"tag": "sha256:" + "ab" * 32}, "IfNotPresent"),
+    ({"tag": "1.4.2", "pullPolicy": "Never"}, "Never"),
+])
+def test_pull_policy_follows_the_digest(image, policy):
+    cfg = parse_with("production")
+    svc = next(s for s in cfg.services if s.name == "backend")
+    vals = service_values(cfg, svc)
+    vals["image"] = {"repository": vals["image"]["repository"], **image}
+    (container,) = pod_spec(render("backend", namespace(svc), vals))["containers"]
+    assert container["imagePullPolicy"] == policy
+    assert container["image"].endswith(image.get("digest") or image["tag"])
+
+
+@needs_helm
 def test_helm_template_rejects_a_missing_image():
     proc = _helm("template", "bad", "--namespace", names.APPS)
     assert proc.returncode != 0 and "repository" in proc.stderr

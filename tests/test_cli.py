@@ -199,7 +199,8 @@ def test_stale_backups_are_a_failed_check(monkeypatch, capsys):
 def test_policy_violations_fail_the_plan(monkeypatch, tmp_path, capsys):
     from sophia_infra.tools.plan import report
 
-    monkeypatch.setattr(report, "policy_violations", lambda result: [("urn:x", "pinned-images", "-/x: unpinned")])
+    monkeypatch.setattr(report, "policy_violations",
+                        lambda result, advisory=False: [] if advisory else [("urn:x", "pinned-images", "-/x: unpinned")])
     assert cli.main(["plan", "--stack", "dev", "--out", str(tmp_path / "out")]) == 1
     assert (tmp_path / "out" / "plan.json").is_file()  # the artefacts are still written, for review
     assert "[pinned-images] -/x: unpinned" in capsys.readouterr().out
@@ -249,7 +250,7 @@ def test_help_lists_every_command_on_one_line(monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     lines = cli.build_parser().format_help().splitlines()
     commands = _subcommands()
-    assert len(commands) == 9
+    assert len(commands) == 10
     for name, summary in commands.items():
         assert summary and len(summary) <= cli.SUMMARY_MAX
         assert any(re.fullmatch(rf"    {re.escape(name)} +{re.escape(summary)}", line) for line in lines), name

@@ -107,7 +107,7 @@ BAD: list[tuple[str, str, Change, str, str]] = [
     ("nl-health-path", "production", _set("workloads.healthPaths", {"backend": "/health" + NL + "  host: 169.254.169.254"}), "sophia:workloads.healthPaths", "health path of 'backend'"),
     ("nl-ingress-class", "production", _set("workloads.ingressClass", "nginx" + NL + "defaultBackend: x"), "sophia:workloads.ingressClass", "DNS-1123 subdomain"),
     ("nl-frontend-host", "production", _set("workloads.frontendHost", "app.example.com" + NL), "sophia:workloads.frontendHost", "not a DNS host name"),
-    ("nl-target-revision", "production", _set("argocd.targetRevision", "v0.1.0" + NL), "sophia:argocd.targetRevision", "is not pinned"),
+    ("nl-target-revision", "production", _set("argocd.targetRevision", "v0.1.0" + NL), "sophia:argocd.targetRevision", "the tag of the chart version"),
     ("nl-repo-url", "production", _set("argocd.repoUrl", "https://github.com/sophia-ai/sophia-infra.git" + NL), "sophia:argocd.repoUrl", "not a git repository URL"),
     ("nl-s3-endpoint", "production", _set("k3s.etcdS3.endpoint", "s3.us-east-1.amazonaws.com" + NL), "sophia:k3s.etcdS3.endpoint", "host[:port] of an S3-compatible endpoint"),
     ("nl-cnpg-cluster", "production", _platform({"postgres": {"clusterName": "sophia-postgres" + NL}}), "sophia:platform.postgres.clusterName", "CloudNativePG cluster name"),

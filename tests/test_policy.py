@@ -51,6 +51,26 @@ def chart_application(**values) -> dict:
 
 RELEASE, APPLICATION = "kubernetes:helm.sh/v3:Release", "kubernetes:argoproj.io/v1alpha1:Application"
 
+
+def release_file_application(release_file: str) -> dict:
+    """An Application as the program writes it: the image comes from a release file ($values/...)."""
+    values = {k: v for k, v in chart_release()["values"].items() if k != "image"}
+    values["image"] = {"repository": "docker.io/sophia/m"}
+    return {"metadata": {"name": "ai-memory", "namespace": "argocd"},
+            "spec": {"sources": [{"path": "charts/sophia-service",
+                                  "helm": {"valueFiles": [f"$values/{release_file}"], "valuesObject": values}},
+                                 {"repoURL": "https://github.com/sophia-ai/sophia-infra.git", "ref": "values"}]}}
+
+
+@pytest.fixture(autouse=True)
+def release_files(tmp_path, monkeypatch):
+    """Release files as `python -m sophia_infra release` writes them, in a repository root of their own."""
+    d = tmp_path / "releases" / "production"
+    d.mkdir(parents=True)
+    (d / "with-digest.yaml").write_text('# header\nimage:\n  tag: "1.0.0"\n  digest: sha256:' + "b" * 64 + "\n")
+    (d / "tag-only.yaml").write_text('# header\nimage:\n  tag: "1.0.0"\n')
+    monkeypatch.setattr(rules, "REPO_ROOT", tmp_path)
+
 CASES = {
     "containers-have-limits": [
         (DEPLOYMENT, deployment(), 0),
@@ -73,6 +93,16 @@ CASES = {
         (DEPLOYMENT, deployment(image="docker.io/sophia/app:latest"), 1),
         (DEPLOYMENT, deployment(image="registry.example.com:5000/app"), 1),
         (RELEASE, chart_release(image={"repository": "docker.io/sophia/m", "tag": "latest"}), 1),
+    ],
+    "images-by-digest": [
+        (APPLICATION, chart_application(image={"repository": "docker.io/sophia/m", "tag": "1.0.0", "digest": "sha256:" + "a" * 64}), 0),
+        (APPLICATION, chart_application(image={"repository": "docker.io/sophia/m", "tag": "sha256:" + "a" * 64}), 0),
+        (APPLICATION, chart_application(), 1),
+        (APPLICATION, release_file_application("releases/production/with-digest.yaml"), 0),
+        (APPLICATION, release_file_application("releases/production/tag-only.yaml"), 1),
+        (APPLICATION, release_file_application("releases/production/absent.yaml"), 1),
+        (RELEASE, chart_release(), 0),  # Helm delivery (dev): not production's delivery
+        (DEPLOYMENT, deployment(), 0),  # third-party and other workloads: images-pinned covers them
     ],
     "no-load-balancer-but-ingress": [
         ("kubernetes:core/v1:Service", {"metadata": {"name": "nginx", "namespace": "nginx-ingress"}, "spec": {"type": "LoadBalancer"}}, 0),
@@ -112,6 +142,26 @@ def test_pack_has_every_rule_and_reports_through_pulumi_policy():
     report_violation = lambda message, urn: reported.append(message)  # noqa: E731
     gpu.validate(SimpleNamespace(resource_type=DEPLOYMENT, props=gpu_deployment(runtime=False)), report_violation)
     assert reported and "runtimeClassName" in reported[0]
+
+
+def test_advisory_rules_are_advisory_in_the_pack_and_apart_in_evaluate():
+    level = {p.name: p.enforcement_level for p in policies.POLICIES}
+    assert level["images-by-digest"] == policies.EnforcementLevel.ADVISORY
+    assert level["images-pinned"] is None  # the pack's MANDATORY
+    props = chart_application()
+    assert rules.evaluate(APPLICATION, props) == []
+    assert [r for r, _ in rules.evaluate(APPLICATION, props, advisory=True)] == ["images-by-digest"]
+
+
+def test_the_shipped_production_release_files_are_judged_as_they_are():
+    """Today's production release files name tags only: the advisory reports each of them."""
+    from tests.test_argocd import applications
+
+    apps = applications()
+    found = {name: rules.images_by_digest(APPLICATION, app, root=ROOT) for name, app in apps.items()}
+    tag_only = {n for n, f in found.items() if f}
+    with_digest = {p.stem for p in (ROOT / "releases" / "production").glob("*.yaml") if "digest:" in p.read_text()}
+    assert tag_only == set(apps) - with_digest
 
 
 def test_pack_entry_point_is_mandatory():

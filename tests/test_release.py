@@ -96,14 +96,14 @@ def test_an_app_release_changes_no_pulumi_input_and_argo_cd_renders_the_new_imag
     proc = cli(root, "plan", "--stack", "production", "--out", str(before))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
 
-    # The workflow's step: release backend --stack production --tag 1.4.2 (no digest here).
-    proc = run_workflow_release_step(root, WORKLOAD="backend", STACK="production", TAG="1.4.2", DIGEST="",
+    # The workflow's step: release backend --stack production --tag 1.4.2 --digest (from the build).
+    proc = run_workflow_release_step(root, WORKLOAD="backend", STACK="production", TAG="1.4.2", DIGEST=DIGEST,
                                      PLATFORMS="linux/amd64", IMAGE=BACKEND)
     assert proc.returncode == 0, proc.stderr
-    assert f"to   {BACKEND}:1.4.2" in proc.stdout and "Argo CD syncs the Application argocd/backend" in proc.stdout
+    assert f"to   {BACKEND}:1.4.2@{DIGEST}" in proc.stdout and "Argo CD syncs the Application argocd/backend" in proc.stdout
     # Only the release file changed, and only its tag.
     assert git(root, "status", "--porcelain").split() == ["M", "releases/production/backend.yaml"]
-    assert releases.read("production", "backend", root) == releases.Release("1.4.2", None, "releases/production/backend.yaml")
+    assert releases.read("production", "backend", root) == releases.Release("1.4.2", DIGEST, "releases/production/backend.yaml")
 
     proc = cli(root, "plan", "--stack", "production", "--out", str(after))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
@@ -112,7 +112,7 @@ def test_an_app_release_changes_no_pulumi_input_and_argo_cd_renders_the_new_imag
     doc = json.loads((after / "plan.json").read_text())
     assert len(doc["resources"]) > 100
     # What Argo CD renders from the same Application now runs the new image.
-    assert _image_of(root, before / "plan.json", "backend") == f"{BACKEND}:1.4.2"
+    assert _image_of(root, before / "plan.json", "backend") == f"{BACKEND}:1.4.2@{DIGEST}"
     # With the committed release file back, the same Application renders the old image.
     release_file = root / "releases" / "production" / "backend.yaml"
     release_file.write_text(git(root, "show", "HEAD:releases/production/backend.yaml"))
@@ -167,6 +167,10 @@ def test_the_workflow_release_step_is_the_release_command():
      "error: --image docker.io/someone/else: 'backend' in stack production runs docker.io/scoobyjava15/sophia-backend"),
     (("backend", "--stack", "production", "--tag", "sha256:" + "a" * 64), "is a digest; give it as the digest (--digest)"),
     (("backend", "--stack", "production"), "error: give the image to release: --tag"),
+    # Production runs by digest: a tag alone is refused there (dev takes it).
+    (("backend", "--stack", "production", "--tag", "1.4.2"),
+     "error: --tag 1.4.2: stack production is production, which runs images by digest (a tag can be re-pushed with other "
+     "content); give --digest sha256:... of the pushed image"),
 ])
 def test_bad_input_is_one_sentence_exit_2_and_leaves_the_files_alone(args, message):
     files = {p: p.read_bytes() for p in (ROOT / "releases").rglob("*.yaml")}
@@ -207,8 +211,12 @@ def test_a_tag_still_in_the_stack_config_is_refused_not_duplicated(tmp_path):
 
 def test_releasing_the_same_image_again_changes_nothing(tmp_path):
     root = copy_project(tmp_path)
+    proc = cli(root, "release", "gong", "--stack", "production", "--tag", "1.0.0", "--digest", DIGEST)
+    assert proc.returncode == 0, proc.stderr
+    git(root, "commit", "-qam", "release gong")
+    # The same tag again: its recorded digest still holds.
     proc = cli(root, "release", "gong", "--stack", "production", "--tag", "1.0.0")
-    assert proc.returncode == 0 and "already runs docker.io/scoobyjava15/sophia-mcp-gong:1.0.0; nothing to change" in proc.stdout
+    assert proc.returncode == 0 and f"already runs docker.io/scoobyjava15/sophia-mcp-gong:1.0.0@{DIGEST}; nothing to change" in proc.stdout
     assert git(root, "status", "--porcelain") == ""
 
 
@@ -257,3 +265,21 @@ def test_describe_gives_the_workflow_platforms_and_repository():
     assert facts["releaseFile"] == "releases/production/ai-memory.yaml" and facts["releaseBranch"] == "main"
     gong = dict(line.split("=", 1) for line in cli(ROOT, "describe", "--stack", "production", "gong").stdout.splitlines())
     assert gong["platforms"] == "linux/amd64"
+
+
+# ----------------------------------------------------------------------------- tag-only production workloads
+
+def test_preview_warns_of_production_workloads_run_by_tag_only():
+    from tests.conftest import parse_with
+
+    prod = parse_with("production")
+    released = releases.for_stack(prod, "production")
+    warning = releases.tag_only_warning(prod, "production", released)
+    tag_only = sorted(n for n, r in released.items() if not r.digest)
+    assert tag_only, "every production release has a digest: this test needs one without"
+    assert warning is not None and f"{len(tag_only)} workload(s) run by image tag only" in warning
+    assert ", ".join(tag_only) in warning and "--digest sha256:" in warning
+    pinned = {n: releases.Release(r.tag, DIGEST, r.file) for n, r in released.items()}
+    assert releases.tag_only_warning(prod, "production", pinned) is None
+    dev = parse_with("dev")
+    assert releases.tag_only_warning(dev, "dev", releases.for_stack(dev, "dev")) is None

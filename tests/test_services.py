@@ -18,6 +18,7 @@ import pytest
 from pulumi.runtime import rpc
 from pulumi.runtime import settings as pulumi_settings
 
+from sophia_infra.program.config.chart_revision import chart_tag
 from sophia_infra.program.config import names, services as service_settings
 from sophia_infra.program import releases
 from sophia_infra.program.config.stack import ConfigError, StackConfig
@@ -172,16 +173,17 @@ def test_default_settings_need_argocd_and_docker_secrets_only_where_used():
     assert "argocdAdminPasswordBcrypt" in prod.required_secrets()
 
 
-@pytest.mark.parametrize("rev", ["HEAD", "head", "main", "release/1.0", "v1"])
-def test_cross_check_rejects_unpinned_target_revision(rev):
+@pytest.mark.parametrize("rev", ["HEAD", "main", "v0.1.0", "0123456789abcdef0123456789abcdef01234567", "sophia-service-0.0.1"])
+def test_a_target_revision_other_than_the_chart_tag_is_refused(rev):
+    """Argo CD must read the chart the values are written for: the tag of Chart.yaml's version."""
     problems = problems_of("production", lambda raw: raw.update(argocd={"targetRevision": rev}))
-    assert any(p.startswith("sophia:argocd.targetRevision:") and "not pinned" in p for p in problems), problems
+    (problem,) = [p for p in problems if p.startswith("sophia:argocd.targetRevision:")]
+    assert f"is not {chart_tag()}" in problem and "remove the key" in problem
 
 
-@pytest.mark.parametrize("rev", ["v0.2.0", "1.4.2-rc1", "0123456789abcdef0123456789abcdef01234567"])
-def test_pinned_target_revisions_pass(rev):
-    cfg = parse_with("production", lambda raw: raw.update(argocd={"targetRevision": rev}))
-    assert cfg.argocd.target_revision == rev
+def test_the_chart_tag_itself_is_accepted_and_the_default():
+    assert parse_with("production").argocd.target_revision is None
+    parse_with("production", lambda raw: raw.update(argocd={"targetRevision": chart_tag()}))
 
 
 def test_dev_ignores_target_revision():
@@ -348,7 +350,7 @@ def test_dev_installs_the_release_files_image():
         svc = next(s for s in run.cfg.services if s.name == name)
         assert svc.image.tag is None, f"{name}: a tag in Pulumi.dev.yaml as well as in its release file"
         assert releases.read("dev", name) is not None
-        assert run.raw[reg.name]["values"]["image"] == {"repository": svc.image.repository, "pullPolicy": "IfNotPresent",
+        assert run.raw[reg.name]["values"]["image"] == {"repository": svc.image.repository,
                                                         "tag": releases.read("dev", name).tag}
 
 
@@ -357,7 +359,7 @@ def test_values_merge_the_release_into_the_structural_values():
     backend = next(s for s in cfg.services if s.name == "backend")
     release = releases.Release("1.4.2", "sha256:" + "ab" * 32)
     full = service_values(cfg, backend, release)
-    assert full["image"] == {"repository": "docker.io/scoobyjava15/sophia-backend", "pullPolicy": "IfNotPresent",
+    assert full["image"] == {"repository": "docker.io/scoobyjava15/sophia-backend",
                              "tag": "1.4.2", "digest": "sha256:" + "ab" * 32}
     structural = structural_values(cfg, backend)
     assert "tag" not in structural["image"] and "digest" not in structural["image"]

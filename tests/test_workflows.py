@@ -124,7 +124,7 @@ def test_dependabot_keeps_actions_and_python_pins_fresh():
 # ----------------------------------------------------------------------------- least privilege
 
 def test_every_job_has_explicit_minimal_permissions():
-    allowed_writes = {"id-token", "pull-requests"}
+    allowed_writes = {"id-token", "pull-requests", "contents"}
     for path in WORKFLOWS:
         assert _load(path.name)["permissions"] == {}, f"{path.name}: the workflow default must grant nothing"
     for name, job_id, job in _jobs():
@@ -138,6 +138,11 @@ def test_every_job_has_explicit_minimal_permissions():
             assert any(u.startswith("pulumi/auth-actions@") for u in uses), f"{name} {job_id}"
         if "pull-requests" in writes:
             assert any(u.startswith("pulumi/actions@") for u in uses), f"{name} {job_id}"
+        if "contents" in writes:  # only the deploy's tag push: a job that runs no third-party code
+            runs = " ".join(str(s.get("run", "")) for s in job["steps"])
+            assert (name, job_id) == ("deploy.yml", "chart-tag-push"), f"{name} {job_id}: writes contents"
+            assert not any(w in runs for w in ("pip", "npm", "make", "python")), f"{name} {job_id}: installs or runs code"
+            assert all(u.startswith("actions/checkout@") for u in uses if u), f"{name} {job_id}: {uses}"
 
 
 def _runs_for_forks(job: dict) -> bool:
@@ -201,7 +206,8 @@ def test_checkouts_keep_no_credentials_where_third_party_code_runs():
                 continue
             assert not any(word in text for word in INSTALLS), f"{name} {job_id}: installs packages with a credentialed checkout"
             kept.append((name, job_id))
-    assert kept == [("release.yml", "commit")]  # it pushes the release commit and installs nothing
+    # They push (the release commit, the chart tag) and install nothing.
+    assert sorted(kept) == [("deploy.yml", "chart-tag-push"), ("release.yml", "commit")]
 
 
 # ----------------------------------------------------------------------------- what they do

@@ -223,3 +223,21 @@ def argocd_values(value_files: Iterable[dict[str, Any]], values_object: dict[str
     for values in value_files:
         merged = merge(merged, values)
     return merge(merged, values_object)
+
+
+def tag_only(cfg: "StackConfig", released: dict[str, Release]) -> list[str]:
+    """The workloads of a production stack whose release names a tag but no digest (sorted)."""
+    if cfg.environment != "production":
+        return []
+    return sorted(name for name, r in released.items() if not r.digest and not r.tag.startswith("sha256:"))
+
+
+def tag_only_warning(cfg: "StackConfig", stack: str, released: dict[str, Release]) -> Optional[str]:
+    """What preview and the offline plan say about production workloads run by tag only (None if none)."""
+    names = tag_only(cfg, released)
+    if not names:
+        return None
+    return (f"stack {stack} is production but {len(names)} workload(s) run by image tag only, with no digest: "
+            f"{', '.join(names)}; a tag can be re-pushed with other content, so release each with its digest "
+            f"(python -m sophia_infra release WORKLOAD --stack {stack} --tag TAG --digest sha256:..., which the release "
+            "workflow does) and the pods run exactly the image that was built.")

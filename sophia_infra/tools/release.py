@@ -112,6 +112,10 @@ def prepare(workload: str, stack: str, tag: Optional[str] = None, digest: Option
         tag = before.tag
     if digest is None and before is not None and before.tag == tag:
         digest = before.digest  # the same tag again: its digest still holds
+    if digest is None and cfg.environment == "production":
+        raise ReleaseInputError(f"--tag {tag}: stack {stack} is production, which runs images by digest (a tag can be "
+                                "re-pushed with other content); give --digest sha256:... of the pushed image, as "
+                                "`docker buildx imagetools inspect IMAGE:TAG` prints it")
     after = releases.Release(tag, digest, releases.repo_path(stack, workload))
     return Plan(stack, cfg, svc, before, after, releases.path(stack, workload, root))
 

@@ -31,6 +31,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- end -}}
 {{- end -}}
 
+{{/* IfNotPresent for an image pinned by digest, Always for a tag only (unless image.pullPolicy says). */}}
+{{- define "sophia-service.pullPolicy" -}}
+{{- $pinned := or (hasPrefix "sha256:" .Values.image.tag) (not (empty .Values.image.digest)) -}}
+{{- .Values.image.pullPolicy | default (ternary "IfNotPresent" "Always" $pinned) -}}
+{{- end -}}
+
 {{- define "sophia-service.hpa" -}}
 {{- if gt (int .Values.autoscaling.maxReplicas) (int .Values.replicas) }}true{{ end -}}
 {{- end -}}

@@ -13,14 +13,13 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from pydantic import Field, StrictInt, field_validator
 
+from sophia_infra.program.config.chart_revision import chart_tag
 from sophia_infra.program.config import validators as check
 from sophia_infra.program.config.models import Resources, Strict
 
 if TYPE_CHECKING:
     from sophia_infra.program.config.stack import StackConfig
 
-# A pinned git revision: a release tag (v1.2.3, 1.2.3-rc1) or a full commit SHA.
-_PINNED_REVISION = re.compile(r"^(v?\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?|[0-9a-f]{40})$")
 # A git branch name (git check-ref-format, simplified): what the release files are read from.
 _BRANCH = re.compile(r"^(?!.*\.\.)(?!.*//)(?!.*\.lock$)[A-Za-z0-9_][A-Za-z0-9._/-]*(?<![./])$")
 _SSH_URL = re.compile(r"^(ssh://|git@)")
@@ -45,8 +44,11 @@ class ArgoCDSettings(Strict):
 
     # The git repository that holds charts/sophia-service (this repository).
     repo_url: str = Field(default="https://github.com/sophia-ai/sophia-infra.git", alias="repoUrl")
-    # A release tag or commit SHA: never HEAD or a branch, so a push does not roll out by itself.
-    target_revision: str = Field(default="v0.1.0", alias="targetRevision")
+    # Derived, not chosen: Applications read charts/sophia-service at the tag of its version,
+    # sophia-service-<Chart.yaml version> (sophia_infra.program.config.chart_revision), which the deploy
+    # workflow creates (`python -m sophia_infra chart-tag --push`). Left unset; a value other
+    # than that tag is refused.
+    target_revision: Optional[str] = Field(default=None, alias="targetRevision")
     # The branch the workloads' release files (releases/<stack>/<name>.yaml) are read from: an
     # app release is a commit there, which Argo CD rolls out by itself (a second, `ref: values`
     # source of every Application). The chart stays at targetRevision.
@@ -188,8 +190,8 @@ def cross_check(cfg: "StackConfig") -> list[str]:
     argo = cfg.argocd
     if cfg.delivery == "argocd":
         rev = argo.target_revision
-        if rev.upper() == "HEAD" or not _PINNED_REVISION.fullmatch(rev):
-            problems.append(f"sophia:argocd.targetRevision: '{rev}' is not pinned (HEAD and branches move by themselves); use a release tag such as v0.1.0 or a full commit SHA.")
+        if rev is not None and rev != (tag := chart_tag()):
+            problems.append(f"sophia:argocd.targetRevision: {rev!r} is not {tag}, the tag of the chart version in charts/sophia-service/Chart.yaml that Argo CD must read for the values this program writes; remove the key (pulumi config rm --path sophia:argocd.targetRevision), the program derives it.")
         url_is_ssh = bool(_SSH_URL.match(argo.repo_url))
         if argo.repo_credentials == "sshKey" and not url_is_ssh:
             problems.append(f"sophia:argocd.repoCredentials: sshKey (a deploy key) needs an SSH repoUrl, but sophia:argocd.repoUrl is '{argo.repo_url}'; write it as git@github.com:ORG/REPO.git, or use repoCredentials: githubApp.")

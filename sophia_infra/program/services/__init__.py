@@ -33,6 +33,8 @@ import pulumi_random as random
 
 from sophia_infra.program.config import names
 from sophia_infra.program import releases
+from sophia_infra.program.config.chart_revision import chart_tag
+from sophia_infra.program.services import argocd_scope
 from sophia_infra.program.config.stack import StackConfig
 from sophia_infra.program.secrets import secret
 from sophia_infra.program.config.services import ARGOCD_CHART, REPO_CREDENTIAL_SECRETS, workloads
@@ -42,7 +44,7 @@ __all__ = ["Services", "service_values", "structural_values", "mcp_registry", "a
            "application_metadata", "app_project_spec", "paused_for_rollback", "rollback_warning",
            "repository_secret_data", "REPOSITORY_SECRET"]
 
-IN_CLUSTER = "https://kubernetes.default.svc"
+IN_CLUSTER = argocd_scope.IN_CLUSTER
 PROJECT = "sophia"
 # On an Application whose auto-sync is paused for a rollback: what it was rolled back to.
 ROLLBACK_ANNOTATION = "sophia.ai/rollback"
@@ -100,6 +102,11 @@ def argocd_values(cfg: StackConfig) -> dict[str, Any]:
         "redis": {"resources": _resources("50m", "64Mi", "250m", "256Mi")},
         "redisSecretInit": {"resources": _resources("10m", "32Mi", "100m", "64Mi")},
     }
+    # Confined to the AppProject's namespaces and kinds (argocd_scope): no cluster-admin.
+    scope = argocd_scope.chart_values()
+    values["createClusterRoles"] = scope["createClusterRoles"]
+    values["configs"].update({k: v for k, v in scope["configs"].items() if k != "cm"})
+    values["configs"]["cm"].update(scope["configs"]["cm"])
     if s.ingress_host:
         values["global"]["domain"] = s.ingress_host
         values["server"]["ingress"] = {
@@ -116,9 +123,9 @@ def app_project_spec(cfg: StackConfig) -> dict[str, Any]:
     return {
         "description": "Sophia AI workloads (charts/sophia-service)",
         "sourceRepos": [cfg.argocd.repo_url],
-        "destinations": [{"server": IN_CLUSTER, "namespace": ns} for ns in (names.APPS, names.MCP)],
-        # CreateNamespace=true needs Namespace; nothing else cluster-scoped.
-        "clusterResourceWhitelist": [{"group": "", "kind": "Namespace"}],
+        "destinations": [{"server": IN_CLUSTER, "namespace": ns} for ns in argocd_scope.DESTINATIONS],
+        # Nothing cluster-scoped: the platform layer creates the namespaces (Pod Security labels).
+        "clusterResourceWhitelist": [],
         "namespaceResourceWhitelist": [{"group": g, "kind": k} for g, k in CHART_KINDS],
     }
 
@@ -165,7 +172,9 @@ def application_spec(cfg: StackConfig, svc, values: dict[str, Any], stack: str,
 
     Synced automatically (prune, self-heal) unless an emergency pause of it is in force: then
     without `automated`, so that neither Argo CD nor a later `pulumi up` undoes it."""
-    sync_options = ["CreateNamespace=true", "ServerSideApply=true"]
+    # No CreateNamespace: the namespaces are the platform layer's, and Argo CD manages nothing
+    # cluster-scoped (argocd_scope).
+    sync_options = ["ServerSideApply=true"]
     sync_policy: dict[str, Any] = {}
     if svc.name not in paused_for_rollback(cfg):
         sync_policy["automated"] = {"prune": True, "selfHeal": True}
@@ -175,7 +184,8 @@ def application_spec(cfg: StackConfig, svc, values: dict[str, Any], stack: str,
         "project": PROJECT,
         "sources": [{
             "repoURL": cfg.argocd.repo_url,
-            "targetRevision": cfg.argocd.target_revision,
+            # The tag of Chart.yaml's version, created by `chart-tag` before `pulumi up`.
+            "targetRevision": chart_tag(),
             "path": CHART_REPO_PATH,
             "helm": {"releaseName": svc.name,
                      **({"valueFiles": [releases.value_file(stack, svc.name)]} if release_file else {}),
@@ -251,6 +261,9 @@ class Services(pulumi.ComponentResource):
         self._stack = pulumi.get_stack()
         # Every workload's release (its release file, checked: one sentence per problem).
         self.release_of: dict[str, releases.Release] = releases.for_stack(cfg, self._stack)
+        tag_only = releases.tag_only_warning(cfg, self._stack, self.release_of)
+        if tag_only:
+            pulumi.log.warn(tag_only)
         settings = workloads(cfg)
 
         # What each workload renders with (structural values + its release) in both modes.
@@ -264,6 +277,7 @@ class Services(pulumi.ComponentResource):
         self.applications: dict[str, k8s.apiextensions.CustomResource] = {}
         self.argocd_release: Optional[k8s.helm.v3.Release] = None
         self.app_project: Optional[k8s.apiextensions.CustomResource] = None
+        self.argocd_roles: list[pulumi.Resource] = []
         self.repository_secret: Optional[k8s.core.v1.Secret] = None
         self.registry_config_map: Optional[k8s.core.v1.ConfigMap] = None
 
@@ -399,6 +413,15 @@ class Services(pulumi.ComponentResource):
             metadata={"name": PROJECT, "namespace": names.ARGOCD},
             spec=app_project_spec(cfg),
             opts=self._child(depends_on=[self.argocd_release]))
+        # What the controller and the server may do in each destination namespace (argocd_scope).
+        self.argocd_roles = []
+        for m in argocd_scope.role_manifests(CHART_KINDS):
+            res = f"{name}-argocd-{m['kind'].lower()}-{m['metadata']['namespace']}-{m['metadata']['name']}"
+            if m["kind"] == "Role":
+                self.argocd_roles.append(k8s.rbac.v1.Role(res, metadata=m["metadata"], rules=m["rules"], opts=ns_opts))
+            else:
+                self.argocd_roles.append(k8s.rbac.v1.RoleBinding(res, metadata=m["metadata"], role_ref=m["roleRef"],
+                                                                 subjects=m["subjects"], opts=ns_opts))
         warning = rollback_warning(cfg, pulumi.get_stack())
         if warning:
             # Without resource=: a resource's warning waits for its URN and may never be sent.
@@ -415,4 +438,5 @@ class Services(pulumi.ComponentResource):
                 kind="Application",
                 metadata=application_metadata(cfg, svc),
                 spec=application_spec(cfg, svc, values, self._stack, release_file=from_file),
-                opts=self._child(depends_on=[self.argocd_release, self.app_project, *repo, *inputs_of[svc.name]]))
+                opts=self._child(depends_on=[self.argocd_release, self.app_project, *self.argocd_roles, *repo,
+                                             *inputs_of[svc.name]]))

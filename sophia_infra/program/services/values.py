@@ -149,7 +149,8 @@ def structural_values(cfg: StackConfig, svc: Service) -> dict[str, Any]:
     return {
         "name": svc.name,
         "kind": svc.kind,
-        "image": {"repository": svc.image.repository, "pullPolicy": "IfNotPresent"},
+        # No pullPolicy: the chart pulls a digest-pinned image IfNotPresent and a tag-only one Always.
+        "image": {"repository": svc.image.repository},
         "imagePullSecrets": [REGISTRY_SECRET] if w.private_images else [],
         "replicas": svc.replicas,
         "autoscaling": {

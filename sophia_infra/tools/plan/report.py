@@ -115,11 +115,12 @@ def _policy_rules():
     return sys.modules[name]
 
 
-def policy_violations(result: PlanResult) -> list[tuple[str, str, str]]:
-    """(resource URN, rule, message) from the policy pack's own rules."""
+def policy_violations(result: PlanResult, advisory: bool = False) -> list[tuple[str, str, str]]:
+    """(resource URN, rule, message) from the policy pack's own mandatory rules (advisory=True:
+    its advisory ones, which pulumi preview reports without blocking)."""
     rules = _policy_rules()
     return [(r.urn, rule, msg) for r in sorted(result.resources, key=lambda r: r.urn)
-            for rule, msg in rules.evaluate(r.type, r.inputs)]
+            for rule, msg in rules.evaluate(r.type, r.inputs, advisory=advisory)]
 
 
 def render(result: PlanResult) -> str:
@@ -138,4 +139,8 @@ def render(result: PlanResult) -> str:
     violations = policy_violations(result)
     lines += ["", f"Policy (policy/rules.py): {len(violations)} violation(s)"]
     lines += [f"  [{rule}] {msg}" for _, rule, msg in violations]
+    advisories = policy_violations(result, advisory=True)
+    if advisories:
+        lines += ["", f"Policy advisories (reported, not blocking): {len(advisories)}"]
+        lines += [f"  [{rule}] {msg}" for _, rule, msg in advisories]
     return "\n".join(lines) + "\n"
