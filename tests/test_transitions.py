@@ -251,9 +251,6 @@ def test_switching_the_apps_to_the_recovered_cluster_changes_neither_cluster():
     assert "platform-namespaces-sophia-data-networkpolicy-allow-backend-to-postgres" in t.changes()
 
 
-@pytest.mark.xfail(strict=True, reason="program defect (sophia_infra/program/services/values.py): the backend gets "
-                   "POSTGRES_DB and POSTGRES_USER but no POSTGRES_HOST, so the switch docs/operating.md describes "
-                   "(step 5: the backend's POSTGRES_HOST moves to sophia-postgres-2) changes nothing the backend reads")
 def test_switching_the_apps_to_the_recovered_cluster_moves_the_backend():
     t = steps("pitr restore", "pitr switch")
     assert t.changes().get("services-app-backend") == "update"
@@ -324,11 +321,6 @@ def test_changing_a_provisioned_workers_instance_type_replaces_that_worker_only(
     assert [s.name for s in t.steps if s.destructive] == [f"{LAUNCHED}-instance"]  # needs --allow-destroy
 
 
-@pytest.mark.xfail(strict=True, reason="program defect (sophia_infra/program/lambda_cloud/ and cluster/): the "
-                   "instance is replaced delete-first, and the engine's dependent walk stops at <node>-ready (an "
-                   "unknown instance_id is an update, not a replacement), so the old host is terminated before "
-                   "the node is drained and its install deleted; that uninstall then dials a host that is gone "
-                   "and pulumi up fails (docs/operating.md, 'If the old host is already gone')")
 def test_a_new_instance_type_drains_and_uninstalls_the_old_host_before_terminating_it():
     t = steps("base", "instance type", launched=True)
     drain, uninstall, terminate = _order(t, ("delete-replaced", f"{LAUNCHED}-membership"),

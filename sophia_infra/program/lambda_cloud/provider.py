@@ -232,7 +232,14 @@ class InstanceReadyProvider(_Provider):
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         # A new instance is a new wait; the old one is gone with its instance (delete: nothing).
         result = diff_inputs(olds, news, ("instance_id",), READY_UPDATE_KEYS, _equal)
-        return DiffResult(changes=result.changes, replaces=result.replaces, delete_before_replace=False)
+        # The one exception to "an unknown never replaces by itself": this resource holds nothing,
+        # and its instance id is unknown only when that instance is being replaced (delete-first).
+        # Answering "replace" then lets the engine's dependent walk (step_generator.go
+        # calculateDependentReplacements) go on to the node's commands, whose address comes from
+        # here: the node is drained and its install deleted while the old host still runs, before
+        # the instance is terminated; an update here would stop the walk and strand them.
+        replaces = ["instance_id"] if is_unknown(news.get("instance_id")) else result.replaces
+        return DiffResult(changes=result.changes, replaces=replaces, delete_before_replace=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         return UpdateResult({**news, **{k: olds.get(k) for k in OBSERVED}})

@@ -21,7 +21,7 @@ from sophia_infra.program.platform import alerts, tls
 from sophia_infra.program.platform import values as v
 from sophia_infra.program.config.platform import DEFAULT_POSTGRES_CLUSTER, postgres_backups, postgres_clusters
 from sophia_infra.program.platform.helm import config_map, custom_resource, release
-from sophia_infra.program.platform.namespaces import Namespaces
+from sophia_infra.program.platform.namespaces import POSTGRES_PORT, Namespaces
 
 
 class PlatformSecrets(pulumi.ComponentResource):
@@ -187,7 +187,7 @@ class Platform(pulumi.ComponentResource):
             "prometheusUrl": v.prometheus_url(),
             "postgresHost": v.postgres_host(cfg),
             "postgresReadHost": v.postgres_host(cfg, read_only=True),
-            "postgresPort": 5432,
+            "postgresPort": POSTGRES_PORT,
             # On, or off with the reason a production stack gave (sophia:platform.postgres.backup.optOut).
             "postgresBackups": "on" if postgres_backups(cfg) else
                                f"off: {cfg.platform.postgres.backup.opt_out or 'not a production stack'}",

@@ -111,10 +111,17 @@ def _allowed_peers(svc: Service) -> list[dict[str, Any]]:
 
 
 def _database_env(cfg: StackConfig, svc: Service) -> dict[str, str]:
-    """The backend's PostgreSQL database and user: plain config names (the password is in its Secret)."""
+    """The backend's PostgreSQL: the serving cluster's Services (sophia:platform.postgres.clusterName,
+    so switching to a recovered cluster moves the backend), database and user; plain names (the
+    password is in its Secret)."""
     if svc.name != "backend":
         return {}
-    return {"POSTGRES_DB": cfg.platform.postgres.database, "POSTGRES_USER": cfg.platform.postgres.owner}
+    from sophia_infra.program.platform.namespaces import POSTGRES_PORT
+    from sophia_infra.program.platform.values import postgres_host
+
+    return {"POSTGRES_HOST": postgres_host(cfg), "POSTGRES_READ_HOST": postgres_host(cfg, read_only=True),
+            "POSTGRES_PORT": str(POSTGRES_PORT),
+            "POSTGRES_DB": cfg.platform.postgres.database, "POSTGRES_USER": cfg.platform.postgres.owner}
 
 
 def _env(svc: Service) -> dict[str, str]:
