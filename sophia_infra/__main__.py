@@ -322,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_argument("paths", nargs="+", help="files or folders to scan")
     audit.add_argument("--allowlist", help="CIDRs to accept, one per line (default .address-allowlist, if present)")
     audit.set_defaults(func=_audit)
-    charts = _command(sub, "charts", "where the pinned upstream charts are read from for rendering (--pull: helm pull the missing)",
+    charts = _command(sub, "charts", "where the pinned upstream charts are read from for rendering (--pull: helm pull the missing), "
+                      "and where the renders are cached",
                       "0 every chart the plans release has a source; 2 some have none (or could not be pulled)")
     charts.add_argument("--stack", action="append", help="stack(s) whose pins to use (default: dev and production)")
     charts.add_argument("--pull", action="store_true", help="helm pull missing charts into .cache/charts")

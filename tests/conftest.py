@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,3 +47,17 @@ def problems_of(stack: str, change: Callable[[dict], None] | None = None, **kw) 
 @pytest.fixture(params=STACKS)
 def stack(request) -> str:
     return request.param
+
+
+def _read_kubernetes_schemas_once() -> None:
+    """kubernetes-validate reads its schema files (the 1.5 MB `_definitions.json` among them) and
+    lists its schema folders again on every validate() call, 28 ms a call; the files do not change
+    while the tests run, so each is read once. What it validates, and how, is its own, unchanged."""
+    from kubernetes_validate import utils
+
+    if not hasattr(utils.schema_contents, "cache_info"):
+        utils.schema_contents = functools.lru_cache(maxsize=None)(utils.schema_contents)
+        utils.all_versions = functools.lru_cache(maxsize=None)(utils.all_versions)
+
+
+_read_kubernetes_schemas_once()

@@ -1,7 +1,7 @@
 """CRDs follow the chart pins: Helm installs a chart's crds/ folder once and never upgrades it.
 
-Checked against the pinned upstream charts in ../shared/charts-src (skipped with a reason
-when absent): which charts ship CRDs in crds/ that the program's values put in effect, the
+Checked against the pinned upstream charts (../shared/charts-src, or .cache/charts after
+`python -m sophia_infra charts --pull`; skipped with a reason when neither has them): which charts ship CRDs in crds/ that the program's values put in effect, the
 kube-prometheus-stack upgrade Job as `helm template` renders it with the program's values,
 and the nginx-ingress CRD bundle, whose version comes from the chart pin.
 """
@@ -25,10 +25,10 @@ from sophia_infra.program.config import chart_crds
 from sophia_infra.program.platform import values as v
 from sophia_infra.program.platform.namespaces import POD_SECURITY, network_policies
 from sophia_infra.program.services import argocd_values
-from tests.conftest import ROOT, SHARED, STACKS, parse_with, problems_of
-from tests.platform_helpers import _merge, run_platform
+from sophia_infra.tools.plan import render
+from tests.conftest import ROOT, STACKS, parse_with, problems_of
+from tests.platform_helpers import NO_SOURCE, _merge, run_platform
 
-CHARTS_SRC = SHARED / "charts-src"
 HELM = ROOT / ".tools" / "bin" / "helm"
 RELEASE = "kubernetes:helm.sh/v3:Release"
 CONFIG_FILE = "kubernetes:yaml/v2:ConfigFile"
@@ -36,9 +36,9 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def chart_src(chart: str, version: str) -> Path:
-    path = CHARTS_SRC / f"{chart}-{version}"
-    if not (path / "Chart.yaml").is_file():
-        pytest.skip(f"{path} is absent: the pinned upstream charts are not available here")
+    path = render.chart_source(chart, version)
+    if path is None:
+        pytest.skip(f"no chart source holds {chart}-{version}: {NO_SOURCE}")
     return path
 
 
