@@ -168,41 +168,55 @@ class _KubernetesYAML(_Loader):  # type: ignore[valid-type, misc]
 _KubernetesYAML.add_constructor("tag:yaml.org,2002:value", _KubernetesYAML.construct_yaml_str)
 
 
-def _crd_files(chart_dir: Path) -> list[Path]:
+@functools.lru_cache(maxsize=None)
+def _crd_files(chart_dir: Path) -> tuple[Path, ...]:
     """The files Helm installs as CRDs: the crds/ folder of the chart and of every chart below it."""
-    return sorted(p for p in chart_dir.rglob("*") if p.suffix in (".yaml", ".yml", ".json") and p.is_file()
-                  and any(part == "crds" and (chart_dir.joinpath(*p.relative_to(chart_dir).parts[:i]) / "Chart.yaml").is_file()
-                          for i, part in enumerate(p.relative_to(chart_dir).parts[:-1])))
+    return tuple(sorted(p for p in chart_dir.rglob("*") if p.suffix in (".yaml", ".yml", ".json") and p.is_file()
+                        and any(part == "crds" and (chart_dir.joinpath(*p.relative_to(chart_dir).parts[:i]) / "Chart.yaml").is_file()
+                                for i, part in enumerate(p.relative_to(chart_dir).parts[:-1]))))
 
 
 @functools.lru_cache(maxsize=None)
-def pinned_crds() -> dict[tuple[str, str], dict]:
-    """(group, kind) -> the CRD as the pinned charts install it (do not mutate): the crds/ folders
-    of every upstream chart production releases, and the CRDs its templates render with exactly
-    the values the plan gives them (argo-cd, cloudnative-pg, plugin-barman-cloud, cert-manager)."""
-    found: dict[tuple[str, str], dict] = {}
+def _pinned_chart_dirs() -> tuple[Path, ...]:
+    """The sources of the charts production pins (those a chart source holds)."""
+    from tests.conftest import parse_with
 
-    def add(doc: Any) -> None:
-        if isinstance(doc, dict) and doc.get("kind") == CRD:
-            found.setdefault((doc["spec"]["group"], doc["spec"]["names"]["kind"]), doc)
-
-    for r in rendered("production"):
-        if r.spec.local or r.source is None:
-            continue
-        for path in _crd_files(r.source):
-            for doc in yaml.load_all(path.read_text(), Loader=_KubernetesYAML):
-                add(doc)
-        for obj in r.objects:
-            add(obj)
-    return found
+    charts = parse_with("production").charts
+    found = (render.chart_source(pin.chart or key, pin.version) for key, pin in sorted(charts.items()))
+    return tuple(path for path in found if path is not None)
 
 
+@functools.lru_cache(maxsize=None)
+def _crds_in(path: Path) -> tuple[dict, ...]:
+    return tuple(d for d in yaml.load_all(path.read_text(), Loader=_KubernetesYAML)
+                 if isinstance(d, dict) and d.get("kind") == CRD)
+
+
+def _is(doc: dict, group: str, kind: str) -> bool:
+    return doc["spec"]["group"] == group and doc["spec"]["names"]["kind"] == kind
+
+
+@functools.lru_cache(maxsize=None)
 def crd(api_version: str, kind: str) -> dict:
-    """The CRD of a custom resource: from the pinned charts, else ../shared/crds; skips when neither has it."""
+    """The CRD of a custom resource as the pinned charts install it (do not mutate): from a crds/
+    folder of a chart production pins, else rendered by the chart's templates with exactly the
+    values the plan gives it (argo-cd, cloudnative-pg, plugin-barman-cloud, cert-manager), else
+    ../shared/crds for a CRD no pinned chart carries; skips when none has it."""
     group = api_version.split("/")[0]
-    found = pinned_crds().get((group, kind))
-    if found is not None:
-        return found
+    files = [f for d in _pinned_chart_dirs() for f in _crd_files(d)]
+    # Only the files that name the group and the kind are read first: the monitoring CRDs alone
+    # are megabytes of YAML. The others are read last, in case one spells them otherwise.
+    named = [f for f in files if group in (text := f.read_text()) and kind in text]
+    for doc in (d for f in named for d in _crds_in(f)):
+        if _is(doc, group, kind):
+            return doc
+    for r in rendered("production"):
+        for obj in r.objects:
+            if obj.get("kind") == CRD and _is(obj, group, kind):
+                return obj
+    for doc in (d for f in files if f not in named for d in _crds_in(f)):
+        if _is(doc, group, kind):
+            return doc
     for path in sorted(CRDS.glob(f"{group}_*.yaml")) if CRDS.is_dir() else []:
         doc = _load_yaml(path)
         if doc["spec"]["names"]["kind"] == kind:

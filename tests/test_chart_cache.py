@@ -3,6 +3,7 @@ the render cache, keyed by the chart's content, the values and helm."""
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 import sys
@@ -14,8 +15,13 @@ from sophia_infra.tools.plan import chart_cache, render
 from tests.conftest import ROOT
 
 
+@functools.lru_cache(maxsize=None)
+def _pins() -> dict:
+    return chart_cache.pins(["dev", "production"])  # both stacks planned: once per test process
+
+
 def test_pins_are_the_upstream_releases_the_plans_make():
-    pins = chart_cache.pins(["dev", "production"])
+    pins = _pins()
     assert ("kube-prometheus-stack", "88.5.3") in pins
     assert ("argo-cd", "10.1.1") in pins  # production delivers through Argo CD
     assert pins[("nginx-ingress", "2.6.4")][0].startswith("oci://")
@@ -40,7 +46,7 @@ def test_charts_command_lists_every_source_and_the_subcharts_it_lacks():
         return
     assert proc.returncode == 0, proc.stderr
     *lines, cache = proc.stdout.splitlines()
-    assert len(lines) == len(chart_cache.pins(["dev", "production"]))
+    assert len(lines) == len(_pins())
     kps = next(line for line in lines if line.startswith("kube-prometheus-stack-88.5.3"))
     if "lacks subcharts" in kps:
         assert "grafana" in kps

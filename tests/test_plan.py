@@ -250,8 +250,9 @@ def test_every_workload_waits_for_the_whole_platform_and_the_labelled_nodes():
     """The Services children list only their own dependencies; they still wait for every
     platform resource and every node's labels, through their component: the registrations come
     in that order, and the engine's ordering (dependencies, provider, parent) says so."""
-    from sophia_infra.tools.plan import ordering, runner
-    result = runner.run("production")
+    from sophia_infra.tools.plan import ordering
+    from tests.platform_helpers import plan
+    result = plan("production")  # planned once per test process
     by_urn = {r.urn: r for r in result.resources}
 
     def under(prefix: str) -> list[str]:

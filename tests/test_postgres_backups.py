@@ -12,7 +12,7 @@ from sophia_infra.program.platform import values as v
 from sophia_infra.program.config.platform import postgres_backups
 from sophia_infra.tools.plan import runner, stack_config
 from tests.conftest import parse_with, problems_of
-from tests.platform_helpers import chart_defaults, crd_errors, schema_errors, unknown_keys
+from tests.platform_helpers import chart_defaults, crd_errors, plan as shared_plan, schema_errors, unknown_keys
 
 RECOVERY = {"serverName": "sophia-postgres", "targetTime": "2026-11-23T10:30:00Z"}
 
@@ -44,7 +44,7 @@ def test_production_backs_up_by_default_and_dev_does_not():
 
 
 def test_production_plan_keeps_the_s3_keys_in_a_secret_only():
-    result = runner.run("production")
+    result = shared_plan("production")  # planned once per test process
     by_type: dict[str, list] = {}
     for r in result.resources:
         by_type.setdefault(r.type, []).append(r)
