@@ -13,7 +13,6 @@ import bz2
 import functools
 import re
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from sophia_infra.program.platform import values as v
 from sophia_infra.program.platform.namespaces import POD_SECURITY, network_policies
 from sophia_infra.program.services import argocd_values
 from sophia_infra.tools.plan import render
+from tests import helm_cache
 from tests.conftest import ROOT, STACKS, parse_with, problems_of
 from tests.platform_helpers import NO_SOURCE, _merge, run_platform
 
@@ -158,15 +158,14 @@ def _render_upgrade_job(tmp_path: Path, stack: str) -> tuple[dict[str, dict], An
     cfg = parse_with(stack)
     inputs = releases(stack)["kube-prometheus-stack"]
     chart_dir, off = _renderable_copy(chart_src("kube-prometheus-stack", inputs["version"]), tmp_path)
-    values = tmp_path / "values.yaml"
-    values.write_text(yaml.safe_dump(_merge(_as_ints(inputs["values"]), off)))
     # The version string a K3s API server reports, exactly: the chart derives kubectl's tag from it.
     kube_version = cfg.k3s.version
-    cmd = [str(HELM), "template", v.PROMETHEUS_RELEASE, str(chart_dir), "--namespace", "monitoring",
-           "--values", str(values), "--kube-version", kube_version]
+    args = ["template", v.PROMETHEUS_RELEASE, helm_cache.CHART, "--namespace", "monitoring",
+            "--values", helm_cache.VALUES, "--kube-version", kube_version]
     for name in ("job", "crds", "serviceaccount", "clusterrole", "clusterrolebinding"):
-        cmd += ["--show-only", f"charts/crds/templates/upgrade/{name}.yaml"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        args += ["--show-only", f"charts/crds/templates/upgrade/{name}.yaml"]
+    # Answered from the render cache when the chart, the values and helm are as in an earlier run.
+    proc = helm_cache.run(str(HELM), args, chart_dir, _merge(_as_ints(inputs["values"]), off), timeout=300)
     assert proc.returncode == 0, proc.stderr
     objs = {d["kind"]: d for d in yaml.load_all(proc.stdout, Loader=_Loader) if d}
     return objs, cfg
