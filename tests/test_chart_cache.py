@@ -186,3 +186,26 @@ def test_documents_are_read_as_yaml_reads_the_whole_output():
     assert render._documents(text) == whole
     again = render._documents(text)
     assert again == whole and again[0] is not render._documents(text)[0]  # fresh objects every time
+
+
+@needs_helm
+def test_the_tests_own_helm_commands_are_answered_from_the_cache_until_the_chart_changes(tiny):
+    from tests import helm_cache
+
+    args = ["template", "t", helm_cache.CHART, "-f", helm_cache.VALUES]
+    first = helm_cache.run(HELM, args, tiny, {"greeting": "hi"})
+    assert first.returncode == 0 and 'greeting: "hi"' in first.stdout
+    (entry,) = _entries()
+    entry.write_text(entry.read_text().replace('\\"hi\\"', '\\"from-the-cache\\"'))
+    assert 'greeting: "from-the-cache"' in helm_cache.run(HELM, args, tiny, {"greeting": "hi"}).stdout  # helm not run
+    (tiny / "templates/cm.yaml").write_text(CHART["templates/cm.yaml"] + "  extra: x\n")
+    again = helm_cache.run(HELM, args, tiny, {"greeting": "hi"})
+    assert 'greeting: "hi"' in again.stdout and "extra: x" in again.stdout  # the chart changed: helm ran
+    # A failure is kept too, and reads back with this call's paths.
+    bad = ["lint", "--strict", helm_cache.CHART, "-f", helm_cache.VALUES]
+    (tiny / "templates/broken.yaml").write_text("{{ .Values.nope.deeper }}\n")
+    failed = helm_cache.run(HELM, bad, tiny, {})
+    cached = helm_cache.run(HELM, bad, tiny, {})
+    assert failed.returncode == cached.returncode != 0
+    assert (failed.stdout + failed.stderr).replace(failed.args[-1], "V") == (cached.stdout + cached.stderr).replace(cached.args[-1], "V")
+    assert str(tiny) in cached.stdout + cached.stderr
