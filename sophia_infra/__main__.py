@@ -429,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--allowlist", help="CIDRs to accept, one per line (default .address-allowlist, if present)")
     audit.set_defaults(func=_audit)
     charts = _command(sub, "charts", "where the pinned charts are read from (--pull: fetch)",
-                    "where the pinned upstream charts are read from for rendering (--pull: helm pull the missing)",
+                    "where the pinned upstream charts are read from for rendering (--pull: helm pull the missing), "
+                    "and where the renders are cached",
                       "0 every chart the plans release has a source; 2 some have none (or could not be pulled)")
     charts.add_argument("--stack", action="append", help="stack(s) whose pins to use (default: dev and production)")
     charts.add_argument("--pull", action="store_true", help="helm pull missing charts into .cache/charts")

@@ -1,5 +1,7 @@
-"""Helpers of the GPU/platform tests: upstream chart values and CRDs (read in place from
-../shared), a key-path checker for Helm values, and a mock run of the Platform component."""
+"""Helpers of the GPU/platform tests: the plans and their releases rendered from the pinned
+charts, upstream chart values, schemas and CRDs (read from the pinned chart sources:
+../shared/charts-src, or .cache/charts after `python -m sophia_infra charts --pull`), a key-path
+checker for Helm values, and a mock run of the Platform component."""
 
 from __future__ import annotations
 
@@ -13,11 +15,15 @@ from typing import Any, Callable, Iterable, Optional
 import pytest
 import yaml
 
+from sophia_infra.tools.plan import render
 from tests.conftest import SHARED
 
-CHARTS = SHARED / "charts"
+# CRDs of custom resources that no pinned chart carries (none today): read from ../shared/crds.
 CRDS = SHARED / "crds"
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+NO_SOURCE = ("lay ../shared/charts-src beside the project or run python -m sophia_infra charts --pull "
+             "where the chart repositories are reachable")
+CRD = "CustomResourceDefinition"
 
 # Keys whose content is a Kubernetes API object (ResourceRequirements, SecurityContext,
 # Affinity), not chart structure: the chart passes them through whatever the default shows.
@@ -25,9 +31,10 @@ K8S_OBJECT_KEYS = {"resources", "securityContext", "podSecurityContext", "contai
 
 
 def chart_dir(chart: str, version: str) -> Path:
-    path = CHARTS / f"{chart}-{version}"
-    if not (path / "values.yaml").is_file():
-        pytest.skip(f"upstream chart data {path} is absent (the tests read pinned charts from ../shared/charts)")
+    """The pinned chart's source folder (its own values.yaml and values.schema.json)."""
+    path = render.chart_source(chart, version)
+    if path is None or not (path / "values.yaml").is_file():
+        pytest.skip(f"no chart source holds {chart}-{version}: {NO_SOURCE}")
     return path
 
 
@@ -75,14 +82,35 @@ def schema_errors(values: Any, chart: str, version: str) -> list[str]:
     schema = json.loads(path.read_text())  # small files
     merged = _merge(chart_defaults(chart, version), values)
     cls = jsonschema.validators.validator_for(schema)
-    validator = cls(schema, registry=_local_registry())
+    validator = cls(schema, registry=_local_registry(_remote_documents(schema)))
     return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(merged)]
 
 
+def _remote_documents(schema: Any) -> tuple[str, ...]:
+    """The documents (URLs without their fragment) that a schema's `$ref`s name."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and "://" in ref:
+                found.add(ref.split("#", 1)[0])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    return tuple(sorted(found))
+
+
 @functools.lru_cache(maxsize=None)
-def _local_registry():
+def _local_registry(documents: tuple[str, ...] = ()):
     """Charts' schemas $ref Kubernetes definitions by URL (nginx-ingress: kubernetes-json-schema
-    on GitHub); answer them from kubernetes-validate's bundled 1.34 definitions, offline."""
+    on GitHub); answer them from kubernetes-validate's bundled 1.34 definitions, offline. The
+    documents a schema names are in the registry from the start (read and crawled once, not at
+    each of the schema's many `$ref`s); any other is looked up, and refused, when asked for."""
     import kubernetes_validate
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT7
@@ -99,7 +127,13 @@ def _local_registry():
             return Resource.from_contents(doc, default_specification=DRAFT7)
         raise LookupError(f"no offline copy of {uri}")
 
-    return Registry(retrieve=retrieve)
+    registry = Registry(retrieve=retrieve)
+    for uri in documents:
+        try:
+            registry = registry.with_resource(uri, retrieve(uri))
+        except LookupError:
+            pass  # not offline: the validation reports the $ref it cannot resolve, as before
+    return registry.crawl()
 
 
 def _merge(base: Any, over: Any) -> Any:
@@ -126,30 +160,140 @@ def _strict(schema: Any) -> Any:
     return schema
 
 
+class _KubernetesYAML(_Loader):  # type: ignore[valid-type, misc]
+    """YAML as the API server reads it: a plain `=` (an enum value of operators) is the string "="
+    (PyYAML would take it for YAML 1.1's `value` tag, which it cannot build)."""
+
+
+_KubernetesYAML.add_constructor("tag:yaml.org,2002:value", _KubernetesYAML.construct_yaml_str)
+
+
+@functools.lru_cache(maxsize=None)
+def _crd_files(chart_dir: Path) -> tuple[Path, ...]:
+    """The files Helm installs as CRDs: the crds/ folder of the chart and of every chart below it."""
+    return tuple(sorted(p for p in chart_dir.rglob("*") if p.suffix in (".yaml", ".yml", ".json") and p.is_file()
+                        and any(part == "crds" and (chart_dir.joinpath(*p.relative_to(chart_dir).parts[:i]) / "Chart.yaml").is_file()
+                                for i, part in enumerate(p.relative_to(chart_dir).parts[:-1]))))
+
+
+@functools.lru_cache(maxsize=None)
+def _pinned_chart_dirs() -> tuple[Path, ...]:
+    """The sources of the charts production pins (those a chart source holds)."""
+    from tests.conftest import parse_with
+
+    charts = parse_with("production").charts
+    found = (render.chart_source(pin.chart or key, pin.version) for key, pin in sorted(charts.items()))
+    return tuple(path for path in found if path is not None)
+
+
+@functools.lru_cache(maxsize=None)
+def _crds_in(path: Path) -> tuple[dict, ...]:
+    return tuple(d for d in yaml.load_all(path.read_text(), Loader=_KubernetesYAML)
+                 if isinstance(d, dict) and d.get("kind") == CRD)
+
+
+def _is(doc: dict, group: str, kind: str) -> bool:
+    return doc["spec"]["group"] == group and doc["spec"]["names"]["kind"] == kind
+
+
+@functools.lru_cache(maxsize=None)
+def crd(api_version: str, kind: str) -> dict:
+    """The CRD of a custom resource as the pinned charts install it (do not mutate): from a crds/
+    folder of a chart production pins, else rendered by the chart's templates with exactly the
+    values the plan gives it (argo-cd, cloudnative-pg, plugin-barman-cloud, cert-manager), else
+    ../shared/crds for a CRD no pinned chart carries; skips when none has it."""
+    group = api_version.split("/")[0]
+    files = [f for d in _pinned_chart_dirs() for f in _crd_files(d)]
+    # Only the files that name the group and the kind are read first: the monitoring CRDs alone
+    # are megabytes of YAML. The others are read last, in case one spells them otherwise.
+    named = [f for f in files if group in (text := f.read_text()) and kind in text]
+    for doc in (d for f in named for d in _crds_in(f)):
+        if _is(doc, group, kind):
+            return doc
+    for r in rendered("production"):
+        for obj in r.objects:
+            if obj.get("kind") == CRD and _is(obj, group, kind):
+                return obj
+    for doc in (d for f in files if f not in named for d in _crds_in(f)):
+        if _is(doc, group, kind):
+            return doc
+    for path in sorted(CRDS.glob(f"{group}_*.yaml")) if CRDS.is_dir() else []:
+        doc = _load_yaml(path)
+        if doc["spec"]["names"]["kind"] == kind:
+            return doc
+    pytest.skip(f"the CRD of {kind} ({api_version}) is in no pinned chart and absent from {CRDS}")
+
+
+def crd_schema(api_version: str, kind: str) -> dict:
+    """The openAPIV3Schema of that version of the CRD (do not mutate)."""
+    version = api_version.split("/")[1]
+    ver = next(v for v in crd(api_version, kind)["spec"]["versions"] if v["name"] == version)
+    return ver["schema"]["openAPIV3Schema"]
+
+
 @functools.lru_cache(maxsize=None)
 def _crd_validator(api_version: str, kind: str):
     import jsonschema
 
-    group, version = api_version.split("/")
-    crd = None
-    for path in sorted(CRDS.glob(f"{group}_*.yaml")) if CRDS.is_dir() else []:
-        doc = _load_yaml(path)
-        if doc["spec"]["names"]["kind"] == kind:
-            crd = doc
-    if crd is None:
-        return None
-    ver = next(v for v in crd["spec"]["versions"] if v["name"] == version)
-    schema = _strict(ver["schema"]["openAPIV3Schema"])
+    schema = _strict(crd_schema(api_version, kind))
     schema["properties"]["metadata"] = {"type": "object"}
     return jsonschema.Draft7Validator(schema)
 
 
 def crd_errors(obj: dict) -> list[str]:
-    """Validate a custom resource against its CRD's openAPIV3Schema from ../shared/crds."""
+    """Validate a custom resource against its CRD's openAPIV3Schema (unknown fields are errors)."""
     validator = _crd_validator(obj["apiVersion"], obj["kind"])
-    if validator is None:
-        pytest.skip(f"the CRD of {obj['kind']} ({obj['apiVersion']}) is absent from {CRDS}")
     return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)]
+
+
+# ----------------------------------------------------------------------------- the plans, rendered
+
+# Production with everything optional on: PostgreSQL backups (the Barman plugin release),
+# an Argo CD UI host, a frontend host and a Grafana host (their Ingresses, Certificates, the
+# ACME solver pods and the flows to them).
+EVERYTHING = "production+everything"
+VARIANTS = {EVERYTHING: ("production", {
+    "sophia:platform": {"postgres": {"backup": {"enabled": True, "bucket": "sophia-backups",
+                                                "endpoint": "https://objects.example.com"}},
+                        "monitoring": {"grafanaHost": "grafana.example.com"}},
+    "sophia:argocd": {"ingressHost": "cd.example.com"},
+    "sophia:workloads": {"frontendHost": "app.example.com"},
+})}
+# Production with the Istio mesh: istio-base, istio-cni and istiod rendered, sidecars injected
+# into the app and MCP pods as istiod would (cluster_model), and the mesh's own flows.
+MESH = "production+istio"
+VARIANTS[MESH] = ("production", {"sophia:platform": {"istio": {"enabled": True}}})
+
+
+@functools.lru_cache(maxsize=None)
+def plan(stack: str):
+    """The offline plan of a stack (or of a VARIANT), once per test process (do not mutate)."""
+    from sophia_infra.tools.plan import runner
+
+    if stack not in VARIANTS:
+        return runner.run(stack)
+    from sophia_infra.tools.plan import stack_config
+
+    base, changes = VARIANTS[stack]
+    config, secret_keys = stack_config.load(base)
+    config = dict(config)
+    for key, value in changes.items():
+        merged = {**json.loads(config.get(key, "{}")), **value}
+        config[key] = json.dumps(merged)
+    return runner.run(base, config=config, secret_keys=secret_keys)
+
+
+@functools.lru_cache(maxsize=None)
+def rendered(stack: str) -> tuple[render.Rendered, ...]:
+    """Every release of the plan rendered from the pinned charts (the render cache shares them
+    between test processes); skips, with the reason, without helm or a chart source."""
+    if render.helm_binary() is None:
+        pytest.skip("helm is not installed (scripts/install-tools.sh; make test puts it on PATH)")
+    specs = render.release_specs(plan(stack).resources)
+    missing = render.missing_sources(specs)
+    if missing:
+        pytest.skip(f"no chart source holds {', '.join(missing)}: {NO_SOURCE}")
+    return tuple(render.render_all(specs))
 
 
 # ----------------------------------------------------------------------------- mock run

@@ -1,7 +1,8 @@
 """Production delivery through Argo CD: the release, argocd-secret, AppProject, Applications.
 
-Custom resources are validated against the upstream CRDs and the argo-cd values against
-the chart's own values.yaml, both read from ../shared (skipped with a reason when absent).
+Custom resources are validated against the CRDs and the argo-cd values against the chart's
+own values.yaml, both from the pinned argo-cd chart (../shared/charts-src, or .cache/charts
+after `python -m sophia_infra charts --pull`; skipped with a reason when neither has it).
 """
 
 from __future__ import annotations
@@ -19,29 +20,19 @@ import yaml
 from sophia_infra.program.config import names
 from sophia_infra.program.services import ROLLBACK_ANNOTATION, app_project_spec, argocd_values, paused_for_rollback, rollback_warning
 from sophia_infra.program.services.values import has_hpa, namespace
-from tests.conftest import SHARED, parse_with, problems_of
-from tests.platform_helpers import crd_errors
+from tests.conftest import parse_with, problems_of
+from tests.platform_helpers import chart_dir, crd_errors, crd_schema
 from tests.test_services import APPLICATION, APPPROJECT, RELEASE, SECRET, SECRET_TYPE, run_services
 
-CRDS = SHARED / "crds"
-ARGO_CHART = SHARED / "charts" / "argo-cd-10.1.1"
+ARGO_API = "argoproj.io/v1alpha1"
 # The chart's own Chart.yaml, read independently of the program (sophia_infra.program.config.chart_revision).
 CHART_YAML = Path(__file__).resolve().parents[1] / "charts" / "sophia-service" / "Chart.yaml"
-needs_crds = pytest.mark.skipif(not CRDS.is_dir(), reason=f"{CRDS} is absent: the upstream CRDs are not available here")
-needs_chart = pytest.mark.skipif(not ARGO_CHART.is_dir(), reason=f"{ARGO_CHART} is absent: the argo-cd chart's values.yaml is not available here")
 
 
 @lru_cache(maxsize=None)
-def crd_schema(file: str, version: str = "v1alpha1") -> dict:
-    crd = yaml.safe_load((CRDS / file).read_text())
-    (v,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
-    return v["schema"]["openAPIV3Schema"]
-
-
-@lru_cache(maxsize=None)
-def crd_validator(file: str) -> jsonschema.protocols.Validator:
+def crd_validator(kind: str) -> jsonschema.protocols.Validator:
     """One validator per CRD (jsonschema.validate would re-check the big schema every call)."""
-    schema = crd_schema(file)
+    schema = crd_schema(ARGO_API, kind)
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
     cls.check_schema(schema)
     return cls(schema)
@@ -54,23 +45,21 @@ def applications() -> dict[str, dict]:
 
 # ----------------------------------------------------------------------------- Applications
 
-@needs_crds
 def test_applications_validate_against_the_crd():
     apps = applications()
     assert len(apps) == 15
-    validator = crd_validator("argoproj.io_application.yaml")
+    validator = crd_validator("Application")
     for name, app in apps.items():
         assert app["apiVersion"] == "argoproj.io/v1alpha1" and app["kind"] == "Application"
         validator.validate(app)
 
 
-@needs_crds
 def test_an_invalid_application_fails_the_crd_schema():
     """The validation above can fail: a misspelt sync policy is caught."""
     app = dict(next(iter(applications().values())))
     app["spec"] = {**app["spec"], "syncPolicy": {"automated": {"prune": "yes"}}}
     with pytest.raises(jsonschema.ValidationError):
-        crd_validator("argoproj.io_application.yaml").validate(app)
+        crd_validator("Application").validate(app)
 
 
 def test_applications_sync_automatically_from_the_pinned_chart_and_the_release_branch():
@@ -120,12 +109,11 @@ def test_applications_depend_on_the_argo_cd_release_and_their_secrets():
 
 # ----------------------------------------------------------------------------- AppProject
 
-@needs_crds
 def test_app_project_limits_sources_and_destinations():
     run = run_services("production")
     (reg,) = run.of_type(APPPROJECT)
     project = run.raw[reg.name]
-    crd_validator("argoproj.io_appproject.yaml").validate(project)
+    crd_validator("AppProject").validate(project)
     spec = project["spec"]
     assert spec["sourceRepos"] == ["https://github.com/sophia-ai/sophia-infra.git"]
     # Both sources of every Application (chart and release files) are repositories it allows.
@@ -185,10 +173,9 @@ def _missing_keys(ours: Any, upstream: Any, path: str = "") -> list[str]:
 FREE_FORM = ("configs.cm.", "configs.params.")
 
 
-@needs_chart
 @pytest.mark.parametrize("argocd", [{}, {"dex": True, "ingressHost": "argocd.sophia.example.com"}])
 def test_argo_cd_values_are_keys_of_the_chart(argocd):
-    upstream = yaml.safe_load((ARGO_CHART / "values.yaml").read_text())
+    upstream = yaml.safe_load((chart_dir("argo-cd", "10.1.1") / "values.yaml").read_text())
     cfg = parse_with("production", lambda raw: raw.update(argocd=argocd))
     values = argocd_values(cfg)
     missing = [k for k in _missing_keys(values, upstream) if not k.startswith(FREE_FORM)]
@@ -448,7 +435,6 @@ def _argo_cd_normalizes(obj: dict, expressions: list[str]) -> dict:
     return obj
 
 
-@needs_crds
 def test_argo_cd_leaves_cert_managers_challenge_paths_in_the_frontend_ingress():
     from sophia_infra.program.services import application_metadata, application_spec
     from sophia_infra.program.services.values import service_values, structural_values
@@ -461,7 +447,6 @@ def test_argo_cd_leaves_cert_managers_challenge_paths_in_the_frontend_ingress():
     spec = application_spec(cfg, frontend, structural_values(cfg, frontend), "production")
     app = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
            "metadata": application_metadata(cfg, frontend), "spec": spec}
-    crd_validator("argoproj.io_application.yaml").validate(app)
     assert crd_errors(app) == []
     assert spec["syncPolicy"]["syncOptions"].count("RespectIgnoreDifferences=true") == 1
     (entry,) = [d for d in spec["ignoreDifferences"] if d["kind"] == "Ingress"]

@@ -39,3 +39,35 @@ def test_a_components_children_wait_for_what_the_component_waits_for():
     assert waits["sibling"] == {"base"} and waits["free"] == set()
     # the longest chain follows the inherited wait too
     assert longest_chain(resources) == ["base", "sibling", "leaf"]
+
+
+PYTEST_OUTPUT = """\
+........................................................................ [ 98%]
+=============================== slowest 5 durations ===============================
+21.28s call     tests/test_rendered.py::test_every_value_changes_the_rendered_output
+4.10s setup    tests/test_plan.py::test_plan_writes_its_files[dev]
+45.72s call     tests/test_chart_injection.py::test_hostile_value_is_refused_or_rendered_exactly[base:name:x]
+0.50s teardown tests/test_x.py::test_y
+3.00s call     tests/test_a.py::test_b[with space]
+=========================== short test summary info ============================
+FAILED tests/test_cli.py::test_clean_plan_is_ok - AssertionError: assert 1 == 0
+9 failed, 1333 passed, 1 skipped, 15 errors in 793.48s (0:13:13)
+"""
+
+
+def test_the_suite_bench_reads_pytests_durations_and_counts():
+    from sophia_infra.tools.bench import slowest_tests, suite_counts
+    assert slowest_tests(PYTEST_OUTPUT, 3) == [
+        (45.72, "call", "tests/test_chart_injection.py::test_hostile_value_is_refused_or_rendered_exactly[base:name:x]"),
+        (21.28, "call", "tests/test_rendered.py::test_every_value_changes_the_rendered_output"),
+        (4.10, "setup", "tests/test_plan.py::test_plan_writes_its_files[dev]")]
+    assert suite_counts(PYTEST_OUTPUT) == {"failed": 9, "passed": 1333, "skipped": 1, "error": 15}
+    assert suite_counts("no summary here") == {}
+
+
+def test_bench_tests_is_a_make_target_that_prints_figures():
+    import re
+    from tests.conftest import ROOT
+    makefile = (ROOT / "Makefile").read_text()
+    (rule,) = re.findall(r"^bench-tests:.*\n(?:\t.*\n)*", makefile, re.M)
+    assert "sophia_infra.tools.bench tests" in rule

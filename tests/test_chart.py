@@ -9,7 +9,6 @@ import copy
 import json
 import shutil
 import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
@@ -22,6 +21,7 @@ from sophia_infra.program.config import names
 from sophia_infra.program.config.services import WorkloadSettings
 from sophia_infra.program.services import values as values_mod
 from sophia_infra.program.services.values import CHART_DIR, namespace, service_values
+from tests import helm_cache
 from tests.platform_helpers import crd_errors
 from tests.conftest import STACKS, parse_with
 
@@ -31,13 +31,11 @@ SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text())
 
 
 def _helm(*args: str, values: dict | None = None) -> subprocess.CompletedProcess:
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
-        extra: tuple[str, ...] = ()
-        if values is not None:
-            json.dump(values, f)
-            f.flush()
-            extra = ("-f", f.name)
-        return subprocess.run([HELM, *args, str(CHART_DIR), *extra], capture_output=True, text=True, timeout=120)
+    """`helm ARGS CHART [-f values]` (answered from the render cache when the chart, the values
+    and helm are as in an earlier run: tests/helm_cache.py)."""
+    assert HELM is not None
+    extra = ["-f", helm_cache.VALUES] if values is not None else []
+    return helm_cache.run(HELM, [*args, helm_cache.CHART, *extra], CHART_DIR, values)
 
 
 def render(release: str, ns: str, values: dict) -> list[dict]:

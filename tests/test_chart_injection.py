@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,6 +28,7 @@ import pytest
 import yaml
 
 from sophia_infra.program.services.values import CHART_DIR
+from tests import helm_cache
 
 HELM = shutil.which("helm")
 needs_helm = pytest.mark.skipif(HELM is None, reason="helm is not on PATH (make test puts .tools/bin on PATH; scripts/install-tools.sh installs it)")
@@ -176,14 +176,13 @@ UNCHECKED = [Case(variant, path, key, EVERY_HAZARD) for variant, path, key in LE
 # ----------------------------------------------------------------------------- helm
 
 def helm_template(values: dict, skip_schema: bool = False) -> subprocess.CompletedProcess:
+    """`helm template` of the chart with these values (answered from the render cache when the
+    chart, the values and helm are as in an earlier run: tests/helm_cache.py)."""
     assert HELM is not None
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
-        json.dump(values, f)
-        f.flush()
-        args = [HELM, "template", RELEASE, str(CHART_DIR), "--namespace", NAMESPACE, "-f", f.name]
-        if skip_schema:
-            args.append("--skip-schema-validation")
-        return subprocess.run(args, capture_output=True, text=True, timeout=60)
+    args = ["template", RELEASE, helm_cache.CHART, "--namespace", NAMESPACE, "-f", helm_cache.VALUES]
+    if skip_schema:
+        args.append("--skip-schema-validation")
+    return helm_cache.run(HELM, args, CHART_DIR, values, timeout=60)
 
 
 def documents(text: str) -> list[dict]:
@@ -317,11 +316,9 @@ def test_base_values_render_every_template(variant):
     assert proc.returncode == 0, proc.stderr
     rendered = set(re.findall(r"^# Source: sophia-service/templates/(\S+)$", proc.stdout, re.M))
     assert rendered == {p.name for p in TEMPLATES.glob("*.yaml")}
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
-        json.dump(VARIANTS[variant], f)
-        f.flush()
-        lint = subprocess.run([HELM, "lint", "--strict", str(CHART_DIR), "--namespace", NAMESPACE, "-f", f.name],
-                              capture_output=True, text=True, timeout=60)
+    assert HELM is not None
+    lint = helm_cache.run(HELM, ["lint", "--strict", helm_cache.CHART, "--namespace", NAMESPACE, "-f", helm_cache.VALUES],
+                          CHART_DIR, VARIANTS[variant], timeout=60)
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shlex
 import subprocess
 from pathlib import Path
@@ -10,8 +11,8 @@ import pytest
 import yaml
 
 from sophia_infra.program.cluster import kubeconfig, scripts
-from sophia_infra.tools.plan import runner
 from tests.conftest import parse_with
+from tests.platform_helpers import plan
 from tests.host_sandbox import FAKE_INSTALLER_SHA256, Host, requires_sandbox, trust_fake_installer
 
 
@@ -26,7 +27,7 @@ def _sent_scripts() -> dict[str, str]:
     """Every script the program sends to a host, taken from the commands it registers."""
     out = {}
     for stack in ("dev", "production"):
-        for r in runner.run(stack).resources:
+        for r in plan(stack).resources:  # the stack's plan, once per test process
             if r.type != "command:remote:Command":
                 continue
             for verb in ("create", "update", "delete"):
@@ -51,18 +52,21 @@ def _variant_scripts() -> dict[str, str]:
     return out
 
 
-ALL_SCRIPTS = {**_sent_scripts(), **_variant_scripts()}
+@functools.lru_cache(maxsize=None)
+def all_scripts() -> dict[str, str]:
+    """Every script the program sends (both stacks) and those of the variant with every option."""
+    return {**_sent_scripts(), **_variant_scripts()}
 
 
 def test_every_sent_script_passes_shellcheck():
     failures = {}
-    for name, script in sorted(ALL_SCRIPTS.items()):
+    for name, script in sorted(all_scripts().items()):
         proc = subprocess.run(["shellcheck", "--shell=bash", "--severity=style", "-"], input=script,
                               capture_output=True, text=True)
         if proc.returncode != 0:
             failures[name] = proc.stdout
     assert not failures, "\n".join(f"{k}:\n{v}" for k, v in failures.items())
-    assert len(ALL_SCRIPTS) > 50
+    assert len(all_scripts()) > 50
 
 
 def test_control_plane_config():
@@ -136,9 +140,8 @@ def test_install_pins_the_version_and_role():
 
 
 def test_no_script_carries_a_token_or_echoes_one():
-    plan = runner.run("production")
-    token = plan.secret_outputs["kubeconfig"]  # any secret value of the run
-    for name, script in ALL_SCRIPTS.items():
+    token = plan("production").secret_outputs["kubeconfig"]  # any secret value of the run
+    for name, script in all_scripts().items():
         assert "placeholder-" not in script, name
         assert token not in script
         # A secret read from stdin is only ever tested (for emptiness, or on an agent for
@@ -301,7 +304,7 @@ def test_a_config_restart_that_hangs_is_bounded_and_rolled_back(tmp_path):
 
 
 def test_every_restart_in_a_sent_script_is_bounded():
-    for name, script in ALL_SCRIPTS.items():
+    for name, script in all_scripts().items():
         for line in script.splitlines():
             if "systemctl restart" in line or "systemctl start" in line:
                 assert line.strip().startswith(f"if ! timeout {scripts.RESTART_SECONDS} systemctl restart "), (name, line)

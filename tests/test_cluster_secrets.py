@@ -12,6 +12,7 @@ import pytest
 from sophia_infra.program.cluster import scripts
 from sophia_infra.tools.plan import mocks, runner, stack_config
 from tests.host_sandbox import Host, requires_sandbox
+from tests.platform_helpers import plan as shared_plan
 
 ROTATED_SECRET_KEY = "rotated-etcd-s3-secret-key"
 
@@ -155,7 +156,7 @@ def test_rotating_the_etcd_s3_keys_restarts_k3s_once(tmp_path, production):
 
 
 def test_rotation_is_an_update_of_the_secrets_command_only():
-    before = {r.name: r for r in runner.run("production").resources}
+    before = {r.name: r for r in shared_plan("production").resources}  # the stack as it is, planned once per test process
     config, secret_keys = stack_config.load("production")
     config = dict(config)
     _rotate(config)

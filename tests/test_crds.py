@@ -1,7 +1,7 @@
 """CRDs follow the chart pins: Helm installs a chart's crds/ folder once and never upgrades it.
 
-Checked against the pinned upstream charts in ../shared/charts-src (skipped with a reason
-when absent): which charts ship CRDs in crds/ that the program's values put in effect, the
+Checked against the pinned upstream charts (../shared/charts-src, or .cache/charts after
+`python -m sophia_infra charts --pull`; skipped with a reason when neither has them): which charts ship CRDs in crds/ that the program's values put in effect, the
 kube-prometheus-stack upgrade Job as `helm template` renders it with the program's values,
 and the nginx-ingress CRD bundle, whose version comes from the chart pin.
 """
@@ -14,7 +14,6 @@ import functools
 import hashlib
 import re
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,11 @@ from sophia_infra.program.config import chart_crds
 from sophia_infra.program.platform import values as v
 from sophia_infra.program.platform.namespaces import POD_SECURITY, network_policies
 from sophia_infra.program.services import argocd_values
-from tests.conftest import ROOT, SHARED, STACKS, parse_with, problems_of
-from tests.platform_helpers import _merge, run_platform
+from sophia_infra.tools.plan import render
+from tests import helm_cache
+from tests.conftest import ROOT, STACKS, parse_with, problems_of
+from tests.platform_helpers import NO_SOURCE, _merge, run_platform
 
-CHARTS_SRC = SHARED / "charts-src"
 HELM = ROOT / ".tools" / "bin" / "helm"
 RELEASE = "kubernetes:helm.sh/v3:Release"
 CONFIG_FILE = "kubernetes:yaml/v2:ConfigFile"
@@ -37,9 +37,9 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def chart_src(chart: str, version: str) -> Path:
-    path = CHARTS_SRC / f"{chart}-{version}"
-    if not (path / "Chart.yaml").is_file():
-        pytest.skip(f"{path} is absent: the pinned upstream charts are not available here")
+    path = render.chart_source(chart, version)
+    if path is None:
+        pytest.skip(f"no chart source holds {chart}-{version}: {NO_SOURCE}")
     return path
 
 
@@ -159,15 +159,14 @@ def _render_upgrade_job(tmp_path: Path, stack: str) -> tuple[dict[str, dict], An
     cfg = parse_with(stack)
     inputs = releases(stack)["kube-prometheus-stack"]
     chart_dir, off = _renderable_copy(chart_src("kube-prometheus-stack", inputs["version"]), tmp_path)
-    values = tmp_path / "values.yaml"
-    values.write_text(yaml.safe_dump(_merge(_as_ints(inputs["values"]), off)))
     # The version string a K3s API server reports, exactly: the chart derives kubectl's tag from it.
     kube_version = cfg.k3s.version
-    cmd = [str(HELM), "template", v.PROMETHEUS_RELEASE, str(chart_dir), "--namespace", "monitoring",
-           "--values", str(values), "--kube-version", kube_version]
+    args = ["template", v.PROMETHEUS_RELEASE, helm_cache.CHART, "--namespace", "monitoring",
+            "--values", helm_cache.VALUES, "--kube-version", kube_version]
     for name in ("job", "crds", "serviceaccount", "clusterrole", "clusterrolebinding"):
-        cmd += ["--show-only", f"charts/crds/templates/upgrade/{name}.yaml"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        args += ["--show-only", f"charts/crds/templates/upgrade/{name}.yaml"]
+    # Answered from the render cache when the chart, the values and helm are as in an earlier run.
+    proc = helm_cache.run(str(HELM), args, chart_dir, _merge(_as_ints(inputs["values"]), off), timeout=300)
     assert proc.returncode == 0, proc.stderr
     objs = {d["kind"]: d for d in yaml.load_all(proc.stdout, Loader=_Loader) if d}
     return objs, cfg

@@ -14,6 +14,7 @@ a submodule, of that submodule too; importing `a.b.c` imports `a` and `a.b` firs
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -80,7 +81,10 @@ def _imports(path: Path, module: str) -> list[tuple[str, int]]:
     return out
 
 
-GRAPH = {m: _imports(p, m) for m, p in MODULES.items()}
+@functools.lru_cache(maxsize=None)
+def _graph() -> dict:
+    """module -> (imported module, line) of every import in it (parsed when a test first asks)."""
+    return {m: _imports(p, m) for m, p in MODULES.items()}
 
 
 def _within(module: str, prefix: str) -> bool:
@@ -100,7 +104,7 @@ def test_the_tree_has_both_halves():
 def test_no_import_cycle():
     # Ancestors are skipped as edges of their own descendants (importing a.b runs a first,
     # a package importing its own submodules is not a cycle back through its child).
-    edges = {m: sorted({t for t, _ in deps if t != m and not _within(m, t)}) for m, deps in GRAPH.items()}
+    edges = {m: sorted({t for t, _ in deps if t != m and not _within(m, t)}) for m, deps in _graph().items()}
     state: dict[str, int] = {}
     stack: list[str] = []
 
@@ -111,7 +115,7 @@ def test_no_import_cycle():
             if state.get(t) == 1:
                 cycle = stack[stack.index(t):] + [t]
                 lines = [f"{a} imports {b} ({MODULES[a].relative_to(ROOT)}:"
-                         f"{next(line for x, line in GRAPH[a] if x == b)})" for a, b in zip(cycle, cycle[1:])]
+                         f"{next(line for x, line in _graph()[a] if x == b)})" for a, b in zip(cycle, cycle[1:])]
                 pytest.fail("import cycle: " + "; ".join(lines))
             if t not in state:
                 walk(t)
@@ -124,8 +128,8 @@ def test_no_import_cycle():
 
 
 def _offending(importers, forbidden) -> list[str]:
-    return sorted({f"{MODULES[m].relative_to(ROOT)}:{line} imports {t}" for m in GRAPH if importers(m)
-                   for t, line in GRAPH[m] if forbidden(t) and t != "sophia_infra"})
+    return sorted({f"{MODULES[m].relative_to(ROOT)}:{line} imports {t}" for m in _graph() if importers(m)
+                   for t, line in _graph()[m] if forbidden(t) and t != "sophia_infra"})
 
 
 def test_the_program_never_imports_the_tools():

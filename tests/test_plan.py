@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -209,10 +210,10 @@ def _variants():
     on Lambda Cloud (dynamic resources: pickled providers in the inputs)."""
     from sophia_infra.tools.plan import stack_config
     from tests.test_provisioning import ALL, production_config
-    from tests.test_rendered import EVERYTHING, VARIANTS
+    from tests.platform_helpers import EVERYTHING, VARIANTS
     out = {s: (s, *stack_config.load(s)) for s in ("dev", "production")}
     config, secret_keys = stack_config.load("production")
-    for key, value in VARIANTS[EVERYTHING][1].items():  # merged into the stack's own, as test_rendered does
+    for key, value in VARIANTS[EVERYTHING][1].items():  # merged into the stack's own, as platform_helpers.plan does
         config = {**config, key: json.dumps({**json.loads(config.get(key, "{}")), **value})}
     out[EVERYTHING] = ("production", config, secret_keys)
     out["production+lambda"] = ("production", *production_config(ALL))
@@ -249,8 +250,9 @@ def test_every_workload_waits_for_the_whole_platform_and_the_labelled_nodes():
     """The Services children list only their own dependencies; they still wait for every
     platform resource and every node's labels, through their component: the registrations come
     in that order, and the engine's ordering (dependencies, provider, parent) says so."""
-    from sophia_infra.tools.plan import ordering, runner
-    result = runner.run("production")
+    from sophia_infra.tools.plan import ordering
+    from tests.platform_helpers import plan
+    result = plan("production")  # planned once per test process
     by_urn = {r.urn: r for r in result.resources}
 
     def under(prefix: str) -> list[str]:
@@ -280,25 +282,58 @@ def test_every_workload_waits_for_the_whole_platform_and_the_labelled_nodes():
     assert max(len(by_urn[u].dependencies) for u in services) < 20
 
 
-@pytest.mark.parametrize("variant", ["dev", "production", "production+everything", "production+lambda"])
+IMPORT_VARIANTS = ("dev", "production", "production+everything", "production+lambda")
+
+# A fresh interpreter loads the program as the plan does, then runs each variant given, printing
+# the modules each run imported. While every run imports nothing, the next one starts from the
+# very modules a fresh interpreter would have: one interpreter answers for all of them.
+_IMPORTS_CHILD = ("import json, sys\n"
+                  "from tests.test_plan import _variants\n"
+                  "from sophia_infra.tools.plan import runner\n"
+                  "variants = _variants()\n"
+                  "with runner.frozen_heap():\n"
+                  "    pass\n"
+                  "for name in sys.argv[1:]:\n"
+                  "    stack, config, secret_keys = variants[name]\n"
+                  "    before = set(sys.modules)\n"
+                  "    runner.run(stack, config=config, secret_keys=secret_keys)\n"
+                  "    print(json.dumps([name, sorted(set(sys.modules) - before)]), flush=True)\n")
+
+
+def _imports_during_runs(*variants: str) -> tuple[dict[str, list[str]], str]:
+    """(variant -> modules its run imported, for each that ran; the child's error, if it failed)."""
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-c", _IMPORTS_CHILD, *variants], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    found = dict(json.loads(line) for line in proc.stdout.splitlines() if line.startswith("["))
+    return found, (proc.stderr[-2000:] or f"exit {proc.returncode}") if proc.returncode else ""
+
+
+@functools.lru_cache(maxsize=None)
+def _imports_of_each_run() -> dict[str, list[str] | str]:
+    """The variants' runs in one interpreter, in order. A variant after one that imported
+    something (no longer a fresh start), or that the shared interpreter did not reach, runs in an
+    interpreter of its own. A str is the error of the child that ran it."""
+    shared, _ = _imports_during_runs(*IMPORT_VARIANTS)
+    out: dict[str, list[str] | str] = {}
+    for variant in IMPORT_VARIANTS:
+        if variant in shared and all(out[v] == [] for v in out):
+            out[variant] = shared[variant]
+        else:
+            alone, error = _imports_during_runs(variant)
+            out[variant] = alone[variant] if variant in alone else error
+    return out
+
+
+@pytest.mark.parametrize("variant", IMPORT_VARIANTS)
 def test_the_run_imports_nothing(variant):
     """Every module the program uses loads before the plan freezes the heap and switches the
     collector off (runner.PROGRAM_MODULES): the run itself imports nothing, so the plan's
     imports are the same work as the bench's import floor, under the same collector."""
-    import subprocess
-    import sys
-    code = ("import json, sys\n"
-            "from tests.test_plan import _variants\n"
-            "from sophia_infra.tools.plan import runner\n"
-            "stack, config, secret_keys = _variants()[sys.argv[1]]\n"
-            "with runner.frozen_heap():\n"
-            "    pass\n"
-            "before = set(sys.modules)\n"
-            "runner.run(stack, config=config, secret_keys=secret_keys)\n"
-            "print(json.dumps(sorted(set(sys.modules) - before)))\n")
-    proc = subprocess.run([sys.executable, "-c", code, variant], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+    imported = _imports_of_each_run()[variant]
+    assert not isinstance(imported, str), imported
+    assert imported == []
 
 
 def test_loading_the_program_first_loads_nothing_the_program_would_not():

@@ -13,7 +13,7 @@ from sophia_infra.program.platform import values as v
 from sophia_infra.program.config.platform import postgres_backups
 from sophia_infra.tools.plan import runner, stack_config
 from tests.conftest import parse_with, problems_of
-from tests.platform_helpers import CRDS, chart_defaults, crd_errors, run_platform, schema_errors, unknown_keys
+from tests.platform_helpers import chart_defaults, crd_errors, crd_schema, plan as shared_plan, run_platform, schema_errors, unknown_keys
 
 RECOVERY = {"serverName": "sophia-postgres", "targetTime": "2026-11-23T10:30:00Z"}
 
@@ -46,7 +46,7 @@ def test_production_backs_up_by_default_and_dev_does_not():
 
 
 def test_production_plan_keeps_the_s3_keys_in_a_secret_only():
-    result = runner.run("production")
+    result = shared_plan("production")  # planned once per test process
     by_type: dict[str, list] = {}
     for r in result.resources:
         by_type.setdefault(r.type, []).append(r)
@@ -116,8 +116,7 @@ def test_every_cluster_is_awaited_until_cnpg_says_ready():
         assert meta["annotations"]["pulumi.com/waitFor"] == "condition=Ready"
         assert int(meta["annotations"]["pulumi.com/timeoutSeconds"]) >= 1800  # WAL replay takes its time
     # The condition lives where the CRD says a Cluster's conditions are.
-    crd = yaml.safe_load((CRDS / "postgresql.cnpg.io_clusters.yaml").read_text())
-    status = next(ver for ver in crd["spec"]["versions"] if ver["name"] == "v1")["schema"]["openAPIV3Schema"]["properties"]["status"]
+    status = crd_schema("postgresql.cnpg.io/v1", "Cluster")["properties"]["status"]
     assert set(status["properties"]["conditions"]["items"]["required"]) >= {"type", "status"}
 
 

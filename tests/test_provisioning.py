@@ -19,6 +19,7 @@ from sophia_infra.program.lambda_cloud import resources
 from sophia_infra.tools.plan import mocks, report, runner, stack_config
 from tests.conftest import parse_with, problems_of
 from tests.lambda_fake import API_KEY, FakeLambda
+from tests.platform_helpers import plan as shared_plan
 
 TYPES = {"RTX6000": "gpu_1x_rtx6000", "GH200": "gpu_1x_gh200", "A6000": "gpu_1x_a6000", "A100": "gpu_1x_a100",
          "A10": "gpu_1x_a10"}
@@ -139,7 +140,7 @@ def test_a_mixed_stack_takes_some_addresses_from_esc_and_some_from_instances(pla
 
 
 def test_existing_hosts_stacks_register_no_lambda_resource():
-    result = runner.run("production")
+    result = shared_plan("production")  # planned once per test process
     assert not [r for r in result.resources if "lambda" in r.type]
 
 

@@ -36,14 +36,18 @@ def git(root: Path, *args: str) -> str:
 
 
 def copy_project(tmp_path: Path) -> Path:
-    """The project's files in a fresh git repository (one commit), ../shared beside it."""
+    """The project's files in a fresh git repository (one commit), ../shared beside it, the charts
+    that `charts --pull` fetched and the render cache (keyed by content: the same renders) shared."""
     root = tmp_path / "work" / "main"
     shutil.copytree(ROOT, root, ignore=_IGNORE)
-    for tool in (".venv", ".tools"):
+    for tool in (".venv", ".tools", ".cache"):
         if (ROOT / tool).exists():
             (root / tool).symlink_to(ROOT / tool)
     if SHARED.exists():
         (root.parent / "shared").symlink_to(SHARED)
+    render.CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    (root / "build").mkdir()
+    (root / "build" / "render-cache").symlink_to(render.CACHE_DIR)
     git(root, "init", "-q", "-b", "main")
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "base")

@@ -13,54 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from sophia_infra.tools.plan import cluster_model, flows, pod_security, render, report, runner
+from sophia_infra.tools.plan import cluster_model, flows, pod_security, render, report
 from tests.conftest import STACKS
+from tests.platform_helpers import EVERYTHING, MESH, plan as _plan, rendered as _rendered
 
 HELM = render.helm_binary()
 pytestmark = pytest.mark.skipif(HELM is None, reason="helm is not installed (scripts/install-tools.sh; make test puts it on PATH)")
 
-
-# Production with everything optional on: PostgreSQL backups (the Barman plugin release),
-# an Argo CD UI host, a frontend host and a Grafana host (their Ingresses, Certificates, the
-# ACME solver pods and the flows to them).
-EVERYTHING = "production+everything"
-VARIANTS = {EVERYTHING: ("production", {
-    "sophia:platform": {"postgres": {"backup": {"enabled": True, "bucket": "sophia-backups",
-                                                "endpoint": "https://objects.example.com"}},
-                        "monitoring": {"grafanaHost": "grafana.example.com"}},
-    "sophia:argocd": {"ingressHost": "cd.example.com"},
-    "sophia:workloads": {"frontendHost": "app.example.com"},
-})}
-# Production with the Istio mesh: istio-base, istio-cni and istiod rendered, sidecars injected
-# into the app and MCP pods as istiod would (cluster_model), and the mesh's own flows.
-MESH = "production+istio"
-VARIANTS[MESH] = ("production", {"sophia:platform": {"istio": {"enabled": True}}})
 ALL_STACKS = (*STACKS, EVERYTHING, MESH)
-
-
-@functools.lru_cache(maxsize=None)
-def _plan(stack: str):
-    if stack not in VARIANTS:
-        return runner.run(stack)
-    from sophia_infra.tools.plan import stack_config
-
-    base, changes = VARIANTS[stack]
-    config, secret_keys = stack_config.load(base)
-    config = dict(config)
-    for key, value in changes.items():
-        merged = {**json.loads(config.get(key, "{}")), **value}  # one level deep: the variants set whole sub-keys
-        config[key] = json.dumps(merged)
-    return runner.run(base, config=config, secret_keys=secret_keys)
-
-
-@functools.lru_cache(maxsize=None)
-def _rendered(stack: str) -> tuple:
-    specs = render.release_specs(_plan(stack).resources)
-    missing = render.missing_sources(specs)
-    if missing:
-        pytest.skip(f"no chart source holds {', '.join(missing)}: lay ../shared/charts-src beside the project "
-                    "or run python -m sophia_infra charts --pull where the chart repositories are reachable")
-    return tuple(render.render_all(specs))
 
 
 @functools.lru_cache(maxsize=None)
@@ -284,9 +244,15 @@ def _representative(spec: render.ReleaseSpec) -> bool:
 
 def test_every_value_changes_the_rendered_output():
     """Upstream charts: without the value, the output differs (else it pins the default). The
-    local chart: another value gives other output (else the templates ignore the key)."""
-    jobs, seen = [], set()
-    for stack in ALL_STACKS:
+    local chart: another value gives other output (else the templates ignore the key).
+
+    A key (chart and value path) has an effect when it changes the output of any release that
+    sets it. The releases setting a key are tried one after the other, in parallel across keys,
+    until one shows the effect: a key seen to take effect once needs no second render."""
+    jobs: dict[str, list[tuple[render.Rendered, tuple]]] = {}
+    seen: set = set()
+    count = 0
+    for stack in (EVERYTHING, *STACKS):  # the stack with every option on first: its values take effect most often
         for r in _rendered(stack):
             if r.spec.local and not _representative(r.spec):
                 continue  # every MCP server sets the same keys: one with a GPU and one without stand for all
@@ -300,28 +266,41 @@ def test_every_value_changes_the_rendered_output():
                     continue  # a release given no values (istio-base): nothing to judge
                 if leaf[0] in missing:
                     continue  # values of a subchart the chart source lacks: reported below, not judged
-                jobs.append((r, leaf))
+                jobs.setdefault(f"{r.spec.chart}:{'.'.join(map(str, leaf))}", []).append((r, leaf))
+                count += 1
 
-    def effect(job) -> tuple[str, bool]:
+    texts: dict[int, str] = {}
+
+    def baseline(r: render.Rendered) -> str:
+        if id(r) not in texts:
+            texts[id(r)] = _text(r)
+        return texts[id(r)]
+
+    def changes(job) -> bool:
         r, leaf = job
         values = _edit(r.spec.values, leaf, _perturb if r.spec.local else _remove)
         spec = render.ReleaseSpec(r.spec.resource, r.spec.release, r.spec.namespace, r.spec.chart, r.spec.version,
                                   values=values, via=r.spec.via)
         try:
-            changed = _text(render.render(spec)) != _text(r)
+            return _text(render.render(spec)) != baseline(r)
         except render.RenderError:
-            changed = True  # the chart cannot do without it
-        return f"{r.spec.chart}:{'.'.join(map(str, leaf))}", changed
+            return True  # the chart cannot do without it
 
+    effective: set[str] = set()
+    pending = dict(jobs)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        outcomes = list(pool.map(effect, jobs))
-    effective = {k for k, changed in outcomes if changed}
-    without_effect = sorted({k for k, _ in outcomes} - effective)
+        while pending:
+            round_ = [(k, tries[0]) for k, tries in pending.items()]
+            for (k, _), changed in zip(round_, pool.map(lambda kj: changes(kj[1]), round_)):
+                if changed:
+                    effective.add(k)
+            pending = {k: tries[1:] for k, tries in pending.items() if k not in effective and tries[1:]}
+    without_effect = sorted(set(jobs) - effective)
     unexplained = [k for k in without_effect if k not in PINNED]
     assert unexplained == [], "values without effect (remove them or give a reason in PINNED):\n" + "\n".join(unexplained)
     stale = [k for k in PINNED if k not in without_effect]
     assert stale == [], f"these values now change the output: drop them from PINNED: {stale}"
-    assert len(jobs) > 150
+    assert count > 150
 
 
 def test_values_of_absent_subcharts_are_named():

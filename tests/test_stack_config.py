@@ -254,13 +254,18 @@ CLI_EDITS = {
 
 @pytest.mark.parametrize("name", CLI_EDITS)
 def test_plan_command_stops_a_hostile_stack_file_with_exit_2(tmp_path, name):
-    import time
+    import resource
     from tests.test_cli import _one_line, _project as _cli_project, _run
     edit, what = CLI_EDITS[name]
     proj = _cli_project(tmp_path, edit)
-    start = time.monotonic()
+
+    def children_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    start = children_cpu()
     proc = _run(["plan", "--stack", "production", "--out", str(tmp_path / "out")], cwd=proj)
-    elapsed = time.monotonic() - start
+    elapsed = children_cpu() - start  # the command's CPU time: a busy machine does not count against it
     assert proc.returncode == 2, proc.stderr
     line = _one_line(proc)
     assert line.startswith("Pulumi.production.yaml:") and line.endswith(what), line

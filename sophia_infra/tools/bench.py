@@ -13,13 +13,22 @@ Pod Security) from the render cache, the plan command itself, the plan cold (an 
 cache), and the large stack's plan; and the ratios. Every child starts and ends the same way
 (Python's bytecode cache on, the heap frozen at exit as the CLI does). Last, the production
 plan's own phases (imports, run, report) as measured inside its interpreter.
+
+`make bench-tests` (`python -m sophia_infra.tools.bench tests [--cold]`) times the test suite as
+`make test` runs it (pyright beside pytest's parallel workers): its wall time, the CPU time of
+everything it ran, the tests' counts and the five slowest tests; `--cold` runs it with an empty
+render cache (the cache is set aside meanwhile and put back after).
 """
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import json
 import os
+import re
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -207,7 +216,7 @@ def phases(stack: str = "production", repeat: int = REPEAT) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
-def main() -> int:
+def plan_bench() -> int:
     rows = [measure("dev", "dev"), measure("production", "production")]
     config, secret_keys = large_stack()
     rows.append(measure("large (100 workers, 100 MCP)", "production", config, secret_keys))
@@ -230,6 +239,85 @@ def main() -> int:
     print("  " + ", ".join(f"{k} {v:.2f} s" for k, v in inside.items())
           + f"; beyond the floor: {plan - floor:.2f} s")
     return 0
+
+
+# ----------------------------------------------------------------------------- the test suite
+
+SLOWEST = 5
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)s (setup|call|teardown)\s+(\S.*)$")
+_COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?)\b")
+
+
+def slowest_tests(output: str, n: int = SLOWEST) -> list[tuple[float, str, str]]:
+    """(seconds, phase, test id) of pytest's --durations report, slowest first."""
+    rows = [(float(m[1]), m[2], m[3].strip()) for m in map(_DURATION.match, output.splitlines()) if m]
+    return sorted(rows, key=lambda r: -r[0])[:n]
+
+
+def suite_counts(output: str) -> dict[str, int]:
+    """pytest's closing counts ("1333 passed, 9 failed, 15 errors, 1 skipped in 80.1s")."""
+    closing = [line for line in output.splitlines() if re.search(r"\b(passed|failed|errors?)\b.* in [\d.]+s", line)]
+    if not closing:
+        return {}
+    out = {}
+    for number, what in _COUNT.findall(closing[-1]):
+        out[what.rstrip("s") if what in ("errors", "warnings") else what] = int(number)
+    return out
+
+
+def _render_cache_entries() -> int:
+    from sophia_infra.tools.plan import render
+    return len(list(render.CACHE_DIR.glob("*.json"))) if render.CACHE_DIR.is_dir() else 0
+
+
+def suite(cold: bool = False) -> dict:
+    """Run `make test` once; its wall time, CPU time (every process it ran), counts, slowest tests."""
+    from sophia_infra.tools.plan import render
+
+    aside = render.CACHE_DIR.with_name(render.CACHE_DIR.name + ".bench-aside")
+    if cold and render.CACHE_DIR.exists():
+        shutil.rmtree(aside, ignore_errors=True)
+        render.CACHE_DIR.rename(aside)
+    entries = _render_cache_entries()
+    try:
+        env = {**os.environ, "PYTEST_ADDOPTS": f"{os.environ.get('PYTEST_ADDOPTS', '')} --durations={SLOWEST} --durations-min=0".strip()}
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        proc = subprocess.run(["make", "--no-print-directory", "test"], cwd=stack_config.ROOT, env=env,
+                              capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    finally:
+        if cold and aside.exists():
+            shutil.rmtree(render.CACHE_DIR, ignore_errors=True)
+            aside.rename(render.CACHE_DIR)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall": wall, "cpu": cpu, "exit": proc.returncode, "cache_entries": entries,
+            "counts": suite_counts(proc.stdout), "slowest": slowest_tests(proc.stdout), "cores": os.cpu_count()}
+
+
+def suite_bench(cold: bool) -> int:
+    r = suite(cold)
+    cache = "cold (empty)" if cold else f"{'warm' if r['cache_entries'] else 'cold'} ({r['cache_entries']} renders cached)"
+    print(f"make test on {r['cores']} cores, render cache {cache}:")
+    print(f"  wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s (user+sys of everything it ran), exit {r['exit']}")
+    print("  tests: " + (", ".join(f"{n} {what}" for what, n in r["counts"].items()) or "no pytest summary found"))
+    print(f"  the {SLOWEST} slowest tests:")
+    for seconds, phase, test in r["slowest"]:
+        print(f"    {seconds:7.2f} s  {phase:8} {test}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sophia_infra.tools.bench",
+                                     description="Benchmarks: the offline plan (default), or the test suite (tests).")
+    sub = parser.add_subparsers(dest="what")
+    tests = sub.add_parser("tests", help="time `make test`: wall and CPU time, counts, the five slowest tests")
+    tests.add_argument("--cold", action="store_true", help="with an empty render cache (the cache is put back after)")
+    args = parser.parse_args(argv)
+    if args.what == "tests":
+        return suite_bench(args.cold)
+    return plan_bench()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 The plan and the tests render the real charts (sophia_infra.tools.plan.render). Beside the project
 they are in ../shared/charts-src; on a plain clone with access to the chart repositories,
 `--pull` fetches each stack's pins with `helm pull` into .cache/charts/<chart>-<version>
-(what `make setup` does when ../shared is absent).
+(what `make setup` does when ../shared is absent). The last line says where the renders are
+cached (build/render-cache, keyed by content) and how to clear it.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def pull(chart: str, version: str, repository: str, name: str, helm: str) -> str
 
 
 def report(stacks: list[str], do_pull: bool) -> tuple[list[str], bool]:
-    """One line per pinned chart saying where it is found; whether every chart has a source."""
+    """One line per pinned chart saying where it is found, then where the render cache is;
+    whether every chart has a source."""
     helm = render.helm_binary()
     lines, complete = [], True
     for (chart, version), (repository, name) in sorted(pins(stacks).items()):
@@ -67,4 +69,5 @@ def report(stacks: list[str], do_pull: bool) -> tuple[list[str], bool]:
         else:
             absent = [d["name"] for d in render.absent_dependencies(source)]
             lines.append(f"{chart}-{version}: {source}" + (f" (lacks subcharts: {', '.join(absent)})" if absent else ""))
+    lines.append(render.cache_summary())
     return lines, complete

@@ -11,16 +11,26 @@ it. Upstream charts are read in place from the first chart source that has them:
 A dependency chart that the source lacks cannot be rendered: the release is rendered without
 it (its condition off, from a temporary copy of the chart outside the project) and the
 result names what is missing, so reports say "not rendered" instead of guessing.
+
+Renders are kept in `build/render-cache/` (CACHE_DIR), one JSON file per render, keyed by
+content: a hash of every file of the chart folder (subcharts included), the values, helm's
+version and the arguments of `helm template`. A changed chart folder, other values or another
+helm never meet an old entry; the same content found elsewhere (../shared/charts-src or
+.cache/charts) meets the same one. `rm -rf build/render-cache` (or `make clean`) clears it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import pickle
+import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,17 +220,152 @@ def _check_values(spec: ReleaseSpec) -> None:
             raise RenderError(f"{spec.resource}: its Helm values hold a {marker} value; values must never carry secrets or unknowns")
 
 
-def _cache_key(spec: ReleaseSpec, source: Path, helm: str) -> str:
+# Bump when what an entry holds, or how it is keyed, changes: old entries are then never read.
+CACHE_FORMAT = 2
+
+_digests: dict[str, tuple[tuple, str]] = {}
+_digests_lock = threading.Lock()
+
+
+def _tree_signature(folder: Path) -> tuple:
+    """(relative path, size, mtime, ctime, inode) of every file below `folder`, symlinks followed,
+    sorted. Any write, copy, extraction or rename changes one of them (ctime cannot be set back)."""
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, folder)
+            try:
+                st = os.stat(path)
+            except OSError:  # a dangling symlink: helm would fail on it, and so would a read
+                entries.append((rel, -1, 0, 0, 0))
+                continue
+            entries.append((rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+    return tuple(entries)
+
+
+def chart_digest(folder: Path) -> str:
+    """SHA-256 of a chart folder's content: every file below it (subcharts, CRDs, README
+    included) by relative path and bytes. Read once per process while the files' sizes and
+    modification times stay as they were; any change to them reads the folder again."""
+    folder = Path(folder)
+    signature = _tree_signature(folder)
+    key = str(folder.resolve())
+    with _digests_lock:
+        known = _digests.get(key)
+    if known and known[0] == signature:
+        return known[1]
     h = hashlib.sha256()
-    h.update(json.dumps([spec.release, spec.namespace, spec.chart, spec.version, spec.values, str(source),
-                         names.KUBERNETES_VERSION, CLUSTER_APIS], sort_keys=True).encode())
+    for rel, size, *_ in signature:
+        data = (folder / rel).read_bytes() if size >= 0 else b"<dangling symlink>"
+        h.update(f"{rel}\0{len(data)}\0".encode())
+        h.update(data)
+    digest = h.hexdigest()
+    with _digests_lock:
+        _digests[key] = (signature, digest)
+    return digest
+
+
+@functools.lru_cache(maxsize=None)
+def _helm_version(helm: str, size: int, mtime_ns: int) -> str:
+    proc = subprocess.run([helm, "version", "--template", "{{.Version}} {{.GitCommit}}"],
+                          capture_output=True, text=True, timeout=60)
+    return proc.stdout.strip() if proc.returncode == 0 else f"unknown helm ({proc.stderr.strip()})"
+
+
+def helm_version(helm: str) -> str:
+    """`helm version` of that binary (asked once per process while the file stays the same)."""
     st = os.stat(helm)
-    h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())  # another helm, another render
-    if spec.local:  # the local chart changes with the work tree
-        for p in sorted(source.rglob("*")):
-            if p.is_file():
-                h.update(p.name.encode() + p.read_bytes())
+    return _helm_version(helm, st.st_size, st.st_mtime_ns)
+
+
+def _helm_args(spec: ReleaseSpec) -> list[str]:
+    """`helm template` arguments after the chart; CHART and VALUES stand for the two paths."""
+    args = ["template", spec.release, "CHART", "--namespace", spec.namespace,
+            "--values", "VALUES", "--kube-version", names.KUBERNETES_VERSION,
+            # nginx-ingress's schema $refs remote URLs; values are checked against schemas elsewhere.
+            "--skip-schema-validation"]
+    for api in CLUSTER_APIS:
+        args += ["--api-versions", api]
+    return args
+
+
+def cache_key(spec: ReleaseSpec, source: Path, helm: str) -> str:
+    """The render's identity: chart content, values, helm's version and arguments (not the
+    chart's path: the same content read from another folder is the same render)."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"format": CACHE_FORMAT, "chart": chart_digest(source), "values": spec.values,
+                         "helm": helm_version(helm), "args": _helm_args(spec)},
+                        sort_keys=True).encode())
     return h.hexdigest()[:32]
+
+
+def _read_entry(path: Path) -> Optional[dict]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # absent, or not whole (another process writing it): render again
+    return data if isinstance(data, dict) and data.get("format") == CACHE_FORMAT else None
+
+
+def _write_entry(path: Path, data: dict) -> None:
+    """Whole or not at all: written beside, then renamed (parallel test workers share the cache)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps({"format": CACHE_FORMAT, **data}))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cache_summary() -> str:
+    """Where the render cache is, how big, and how to clear it (for the `charts` command)."""
+    files = list(CACHE_DIR.glob("*.json")) if CACHE_DIR.is_dir() else []
+    size = sum(f.stat().st_size for f in files)
+    where = os.path.relpath(CACHE_DIR, Path.cwd()) if CACHE_DIR.is_relative_to(Path.cwd()) else str(CACHE_DIR)
+    return (f"render cache: {where} ({len(files)} renders, {size / 1e6:.1f} MB; keyed by chart content, values "
+            f"and helm; clear it with: rm -rf {where})")
+
+
+# A rendered document's text -> its objects (pickled): releases rendered with other values share
+# most documents (argo-cd's 1.2 MB of CRDs, every template the change does not touch), and YAML is
+# slow to read. Bounded; a text parses to the same objects whatever the release.
+_DOC_OBJECTS: dict[str, bytes] = {}
+_DOC_LIMIT = 64 << 20
+_doc_bytes = 0
+_doc_lock = threading.Lock()
+_DOCUMENT_START = re.compile(r"^---[ \t]*\n", re.M)
+
+
+def _documents(text: str) -> list[dict]:
+    """The objects (mappings with a kind) of helm's output, in order, as yaml.load_all reads them.
+
+    The text is cut at lines that are only `---`: YAML forbids such a line inside any node, so
+    each piece holds whole documents and parses as it does in the whole."""
+    global _doc_bytes
+    if re.search(r"^%", text, re.M):  # directives belong to the document after them: read it whole
+        return [d for d in yaml.load_all(text, Loader=_Loader) if isinstance(d, dict) and d.get("kind")]
+    out: list[dict] = []
+    for piece in _DOCUMENT_START.split(text):
+        if not piece.strip():
+            continue
+        with _doc_lock:
+            packed = _DOC_OBJECTS.get(piece)
+        if packed is None:
+            objs = [d for d in yaml.load_all(piece, Loader=_Loader) if isinstance(d, dict) and d.get("kind")]
+            packed = pickle.dumps(objs, protocol=pickle.HIGHEST_PROTOCOL)
+            with _doc_lock:
+                if _doc_bytes + len(piece) + len(packed) > _DOC_LIMIT:
+                    _DOC_OBJECTS.clear()
+                    _doc_bytes = 0
+                _DOC_OBJECTS[piece] = packed
+                _doc_bytes += len(piece) + len(packed)
+        out += pickle.loads(packed)  # a fresh copy: callers may change the objects
+    return out
 
 
 def render(spec: ReleaseSpec, helm: Optional[str] = None, cache: bool = True) -> Rendered:
@@ -233,11 +378,11 @@ def render(spec: ReleaseSpec, helm: Optional[str] = None, cache: bool = True) ->
     if source is None or not source.is_dir():
         raise RenderError(f"{spec.chart}-{spec.version}: no chart source has it ({', '.join(str(c) for c in CHART_SOURCES)}); "
                           "run `python -m sophia_infra charts --pull` on a machine that reaches the chart repositories")
-    key = _cache_key(spec, source, helm)
-    cached = CACHE_DIR / f"{key}.json"
-    if cache and cached.is_file():
-        data = json.loads(cached.read_text())
-        return Rendered(spec, data["objects"], data["missing"], source)
+    cached = CACHE_DIR / f"{cache_key(spec, source, helm)}.json"
+    if cache:
+        data = _read_entry(cached)
+        if data is not None:
+            return Rendered(spec, data["objects"], data["missing"], source)
 
     values = json.loads(json.dumps(spec.values))
     absent = absent_dependencies(source)
@@ -251,16 +396,12 @@ def render(spec: ReleaseSpec, helm: Optional[str] = None, cache: bool = True) ->
                         _set_path(values, cond.strip(), False)
         values_file = Path(work) / "values.json"
         values_file.write_text(json.dumps(values))
-        cmd = [helm, "template", spec.release, str(chart_dir), "--namespace", spec.namespace,
-               "--values", str(values_file), "--kube-version", names.KUBERNETES_VERSION,
-               # nginx-ingress's schema $refs remote URLs; values are checked against schemas elsewhere.
-               "--skip-schema-validation"]
-        for api in CLUSTER_APIS:
-            cmd += ["--api-versions", api]
+        paths = {"CHART": str(chart_dir), "VALUES": str(values_file)}
+        cmd = [helm, *(paths.get(a, a) for a in _helm_args(spec))]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         raise RenderError(f"helm template {spec.release} ({spec.chart}) failed: {proc.stderr.strip()}")
-    objects = [d for d in yaml.load_all(proc.stdout, Loader=_Loader) if isinstance(d, dict) and d.get("kind")]
+    objects = _documents(proc.stdout)
     for obj in objects:
         meta = obj.setdefault("metadata", {})
         if _namespaced(obj) and not meta.get("namespace"):
@@ -269,8 +410,7 @@ def render(spec: ReleaseSpec, helm: Optional[str] = None, cache: bool = True) ->
     defaults = yaml.load((source / "values.yaml").read_text(), Loader=_Loader) or {}
     missing = sorted(d["name"] for d in absent if _condition(d, spec.values, defaults))
     if cache:
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        cached.write_text(json.dumps({"objects": objects, "missing": missing}))
+        _write_entry(cached, {"objects": objects, "missing": missing})
     return Rendered(spec, objects, missing, source)
 
 
