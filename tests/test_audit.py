@@ -71,3 +71,13 @@ def test_an_impossible_prefix_is_still_a_literal_not_a_crash(tmp_path):
     allow.write_text("")
     findings = audit.audit([src], allow)
     assert len(findings) == 1 and f"{ip('8', '8', '4', '4')}/33" in str(findings[0])
+
+
+def test_the_pulled_charts_are_not_the_projects_files(tmp_path):
+    """A plain clone after `charts --pull` holds upstream charts in .cache/charts (their CRDs quote
+    RFC section numbers, their tests real resolvers): not this project's literals to move."""
+    (tmp_path / "own.py").write_text(f'ADDR = "{DNS}"\n')
+    pulled = tmp_path / ".cache" / "charts" / "cert-manager-v1.21.1" / "templates"
+    pulled.mkdir(parents=True)
+    (pulled / "crd.yaml").write_text(f"description: see {DNS}\n")
+    assert [f.path.name for f in audit.audit([tmp_path], tmp_path / "none")] == ["own.py"]

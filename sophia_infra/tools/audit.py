@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 ALLOWLIST = ".address-allowlist"
-SKIP_DIRS = {".git", ".venv", ".tools", "build", "node_modules", "__pycache__", ".pytest_cache"}
+# Not the project's own files: tools, builds, and .cache (the upstream charts `charts --pull` fetches).
+SKIP_DIRS = {".git", ".venv", ".tools", "build", ".cache", "node_modules", "__pycache__", ".pytest_cache"}
 SUFFIXES = {".py", ".yaml", ".yml", ".json", ".sh", ".tpl", ".txt", ".toml", ".cfg", ".ini", ".md", ".j2", ".conf", ".env"}
 NAMES = {"Makefile", "Dockerfile", "run"}
 
