@@ -78,15 +78,16 @@ def _plan(args: argparse.Namespace) -> int:
         # The releases rendered from the real charts: required flows, undeclared flows, Pod Security.
         checks = verify.run(result)
         policy = report.policy_violations(result)
-        verdict = verify.verdict(args.stack, checks, policy)
+        failures = verify.failures(checks, policy)
+        verdict = verify.verdict(args.stack, checks, failures)
         try:
             report.write(result, out_dir, verify.markdown(checks), verdict)
         except OSError as err:
             return _fail(f"cannot write the plan to {out_dir} ({err.strerror}); give a writable --out folder")
-    sys.stdout.write(report.render(result))
+    sys.stdout.write(report.render(result, policy))
     print("\n".join(verify.text(checks)))
     print(f"\nWrote {out_dir}/plan.json, manifests/ and placement.md\n")
-    failed = bool(verify.failures(checks, policy))
+    failed = bool(failures)
     blocked: list = []
     if old_plan is not None:
         try:

@@ -13,31 +13,18 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import types
 from concurrent import futures
-from pathlib import Path
 from typing import Any
 
 import grpc
-import pulumi.dynamic
 from pulumi.dynamic.dynamic import serialize_provider
 from pulumi.runtime import proto, rpc
 
-SOURCE = Path(pulumi.dynamic.__file__).with_name("__main__.py")
+from sophia_infra.tools.plan.dynamic_diff import SOURCE, servicer_module
 
 
-def _load() -> types.ModuleType:
-    tree = ast.parse(SOURCE.read_text())
-    last = tree.body[-1]
-    assert isinstance(last, ast.Expr) and isinstance(last.value, ast.Call) \
-        and getattr(last.value.func, "id", None) == "main", "the servicer module no longer ends in main()"
-    tree.body.pop()
-    module = types.ModuleType("pulumi_dynamic_servicer")
-    exec(compile(tree, str(SOURCE), "exec"), module.__dict__)
-    return module
-
-
-SERVICER = _load()
+# The servicer module as the transition preview loads it (without its trailing main()).
+SERVICER = servicer_module()
 
 
 def workers() -> int:

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from sophia_infra import __main__ as cli
 from sophia_infra.program.config import stack as config
 from sophia_infra.tools.lambda_cloud import cost, prices
+from sophia_infra.program import ssh_keys
 from sophia_infra.program.lambda_cloud import resources
 from sophia_infra.tools.plan import mocks, report, runner, stack_config
 from tests.conftest import parse_with, problems_of
@@ -251,13 +252,13 @@ def test_the_public_key_is_derived_from_the_private_key_openssh_and_pem():
     private = ed.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                serialization.NoEncryption()).decode()
     public = ed.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-    assert resources.public_key_of(private) == public
+    assert ssh_keys.public_key_of(private) == public
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
                                 serialization.NoEncryption()).decode()
-    assert resources.public_key_of(pem).startswith("ssh-rsa ")
+    assert ssh_keys.public_key_of(pem).startswith("ssh-rsa ")
     with pytest.raises(pulumi.RunError, match="is not an OpenSSH or PEM private key"):
-        resources.public_key_of("-----BEGIN OPENSSH PRIVATE KEY-----\nnot a key\n-----END OPENSSH PRIVATE KEY-----\n")
+        ssh_keys.public_key_of("-----BEGIN OPENSSH PRIVATE KEY-----\nnot a key\n-----END OPENSSH PRIVATE KEY-----\n")
 
 
 # ----------------------------------------------------------------------------- capacity
@@ -339,8 +340,6 @@ def test_the_ssh_key_is_named_by_its_fingerprint_and_only_the_control_planes_hos
     """Instances take the key's name from config (its fingerprint), not from the key resource:
     a rotated key is never an unknown that the engine re-diffs them with. The control plane's
     host (etcd) is protected: no change replaces it without an operator's explicit unprotect."""
-    from sophia_infra.program import ssh_keys
-
     result, seen = plan(ALL)
     (key,) = [r for r in result.resources if r.type == "pulumi-python:dynamic/lambda:SshKey"]
     public = seen[f"{key.type}::{key.name}"]["public_key"]

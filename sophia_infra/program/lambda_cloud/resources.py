@@ -27,10 +27,6 @@ ANYWHERE = "0.0.0.0/0"
 _SECRET_OUTPUTS = pulumi.ResourceOptions(additional_secret_outputs=["api_key"])
 
 
-# Kept here too: states and tests that reach it by this module's path.
-public_key_of = ssh_keys.public_key_of
-
-
 class _InstanceResource(pulumi.dynamic.Resource, module="lambda", name="Instance"):
     ip: pulumi.Output[str]
     private_ip: pulumi.Output[Optional[str]]

@@ -12,6 +12,7 @@ Pods come from three places, each marked in `Workload.origin`:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
@@ -177,8 +178,6 @@ def _sidecar_containers(values: dict) -> tuple[dict, Optional[dict]]:
 
 
 def _inject_sidecars(workloads: list[Workload], namespaces: dict[str, dict[str, str]], objects: list[dict]) -> list[Workload]:
-    import json
-
     injector = next((o for o in objects if o.get("kind") == "ConfigMap"
                      and (o.get("metadata") or {}).get("name") == INJECTOR_CONFIGMAP), None)
     if injector is None:

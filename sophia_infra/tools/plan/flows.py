@@ -13,7 +13,6 @@ PodMonitor the plan creates or a chart renders, resolved through the Services to
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Union
 
@@ -281,22 +280,6 @@ def _pod_monitor_flows(model: ClusterModel, prometheus: End) -> list[Flow]:
 
 # ----------------------------------------------------------------------------- evaluation
 
-def _addresses(cfg: StackConfig, servers_only: bool) -> list[str]:
-    """Node addresses as the pod network sees them (the private one when a node has it)."""
-    out = []
-    for node in cfg.nodes:
-        if servers_only and node.role != "control-plane":
-            continue
-        host = cfg.hosts.get(node.name)
-        addr = host and (host.private_address or host.address)
-        try:
-            if addr:
-                out.append(str(ipaddress.ip_address(addr)))
-        except ValueError:
-            continue  # a DNS name: no address to check against ipBlocks
-    return out
-
-
 class Evaluator:
     def __init__(self, cfg: StackConfig, model: ClusterModel):
         self.cfg, self.model = cfg, model
@@ -306,8 +289,10 @@ class Evaluator:
         self.pods: list[traffic.Pod] = [p for peers in self._peers.values() for p in peers]
         self.cluster = traffic.Cluster(model.namespaces, self.pods, model.policies)
         self.outside = {
-            API_SERVER: [traffic.External(ip, "API server") for ip in _addresses(cfg, servers_only=True)],
-            NODES: [traffic.External(ip, "node") for ip in _addresses(cfg, servers_only=False)],
+            # Node addresses as the pod network sees them (scheduling.stack_nodes: the private one
+            # when a node has it; none for a DNS name or a host the stack launches).
+            API_SERVER: [traffic.External(n.address, "API server") for n in self.nodes if n.server and n.address],
+            NODES: [traffic.External(n.address, "node") for n in self.nodes if n.address],
             INTERNET: [traffic.External(INTERNET_IP, "internet")],
         }
 

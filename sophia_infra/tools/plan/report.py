@@ -8,7 +8,7 @@ import shutil
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import yaml
 
@@ -123,7 +123,8 @@ def policy_violations(result: PlanResult, advisory: bool = False) -> list[tuple[
             for rule, msg in rules.evaluate(r.type, r.inputs, advisory=advisory)]
 
 
-def render(result: PlanResult) -> str:
+def render(result: PlanResult, violations: Optional[list[tuple[str, str, str]]] = None) -> str:
+    """The plan as text; `violations`: the policy pack's findings when already evaluated."""
     cfg = result.cfg
     counts = resource_counts(result)
     lines = [f"Offline plan of stack '{result.stack}': {sum(counts.values())} resources", ""]
@@ -136,7 +137,8 @@ def render(result: PlanResult) -> str:
     for name, value in result.outputs.items():
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
         lines.append(f"  {name}: {text}")
-    violations = policy_violations(result)
+    if violations is None:
+        violations = policy_violations(result)
     lines += ["", f"Policy (policy/rules.py): {len(violations)} violation(s)"]
     lines += [f"  [{rule}] {msg}" for _, rule, msg in violations]
     advisories = policy_violations(result, advisory=True)

@@ -54,6 +54,7 @@ class Node:
     labels: Mapping[str, str]
     taints: tuple[Taint, ...] = ()
     address: Optional[str] = None  # the InternalIP (K3s's node-ip): private address when it has one
+    server: bool = False  # a K3s server: where the API server listens
 
     def __str__(self) -> str:
         return self.name
@@ -85,7 +86,7 @@ def stack_nodes(cfg: StackConfig) -> list[Node]:
             taints.insert(0, Taint.parse(CONTROL_PLANE_TAINT))
         host = cfg.hosts.get(node.name)
         address = _literal_ip(host.private_address or host.address) if host else None
-        out.append(Node(node.name, labels, tuple(taints), address))
+        out.append(Node(node.name, labels, tuple(taints), address, server=node.role == "control-plane"))
     return out
 
 

@@ -67,10 +67,9 @@ def failures(checks: Checks, policy: list[tuple[str, str, str]]) -> list[str]:
     return out
 
 
-def verdict(stack: str, checks: Checks, policy: list[tuple[str, str, str]]) -> list[str]:
-    """The plan's verdict: a headline, then the failures (one per line), for the terminal and
-    the top of placement.md."""
-    failed = failures(checks, policy)
+def verdict(stack: str, checks: Checks, failed: list[str]) -> list[str]:
+    """The plan's verdict: a headline, then the failures (`failures`, one per line), for the
+    terminal and the top of placement.md."""
     if failed:
         return [f"Plan of stack '{stack}' FAILED: {len(failed)} problem(s)", *(f"  - {f}" for f in failed)]
     if checks.skipped:
