@@ -41,7 +41,6 @@ def network_policies(cfg: StackConfig) -> list[dict]:
     webhooks (from the node addresses, and from the pod network's gateway as flannel
     forwards host traffic), istiod and the CNI agent to the API server, DNS."""
     everything: dict = {}
-    webhook_callers = [{"ipBlock": {"cidr": c}} for c in ns.node_cidrs(cfg)] + [{"ipBlock": {"cidr": cfg.k3s.cluster_cidr}}]
     return [
         ns.policy(names.ISTIO, "default-deny", everything, ingress=[], egress=[]),
         ns.policy(names.ISTIO, "allow-dns", everything, egress=[ns.dns_rule()]),
@@ -49,7 +48,7 @@ def network_policies(cfg: StackConfig) -> list[dict]:
         ns.policy(names.ISTIO, "allow-sidecars", {"matchLabels": ns.ISTIOD_POD}, ingress=[{
             "from": [ns.namespace_peer(m) for m in ns.MESHED], "ports": ns.ports([ns.ISTIOD_XDS_PORT])}]),
         ns.policy(names.ISTIO, "allow-webhooks", {"matchLabels": ns.ISTIOD_POD}, ingress=[{
-            "from": webhook_callers, "ports": ns.ports([ISTIOD_WEBHOOK_PORT])}]),
+            "from": ns.webhook_callers(cfg), "ports": ns.ports([ISTIOD_WEBHOOK_PORT])}]),
     ]
 
 

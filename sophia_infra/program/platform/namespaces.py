@@ -143,6 +143,12 @@ def node_cidrs(cfg: StackConfig) -> list[str]:
     return out
 
 
+def webhook_callers(cfg: StackConfig) -> list[dict]:
+    """Where the API server calls admission webhooks from: the node addresses, and the pod
+    network's gateway, which flannel gives the host's traffic to a pod."""
+    return [{"ipBlock": {"cidr": c}} for c in node_cidrs(cfg)] + [{"ipBlock": {"cidr": cfg.k3s.cluster_cidr}}]
+
+
 def _internet(ports: Iterable[int]) -> dict:
     return {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_RANGES}}], "ports": _ports(ports)}
 
@@ -222,7 +228,7 @@ def network_policies(cfg: StackConfig, ns: str) -> list[dict]:
         pols.append(_policy(ns, "allow-prometheus", everything, ingress=[{"from": from_prometheus, "ports": _ports(METRICS_PORT_NAMES[ns])}]))
         pols.append(_policy(ns, "allow-api-server", everything, egress=[_api_server(cfg)]))
         pols.append(_policy(ns, "allow-webhooks", {"matchLabels": CNPG_OPERATOR_POD},
-                            ingress=[{"from": [{"ipBlock": {"cidr": c}} for c in node_cidrs(cfg)] + [{"ipBlock": {"cidr": cfg.k3s.cluster_cidr}}],
+                            ingress=[{"from": webhook_callers(cfg),
                                       "ports": _ports([9443])}]))
         backup = cfg.platform.postgres.backup
         if object_store_needed(cfg) and backup.endpoint:
@@ -241,7 +247,7 @@ def network_policies(cfg: StackConfig, ns: str) -> list[dict]:
         ]))
         pols.append(_policy(ns, "allow-api-server", everything, egress=[_api_server(cfg)]))
         pols.append(_policy(ns, "allow-webhooks", {"matchLabels": PROMETHEUS_OPERATOR_POD},
-                            ingress=[{"from": [{"ipBlock": {"cidr": c}} for c in node_cidrs(cfg)] + [{"ipBlock": {"cidr": cfg.k3s.cluster_cidr}}],
+                            ingress=[{"from": webhook_callers(cfg),
                                       "ports": _ports([10250])}]))
         if cfg.platform.monitoring.grafana_host:
             pols.append(_policy(ns, "allow-ingress-controller", {"matchLabels": GRAFANA_POD}, ingress=[{
@@ -282,7 +288,7 @@ def network_policies(cfg: StackConfig, ns: str) -> list[dict]:
         pols.append(_policy(ns, "allow-same-namespace", everything, ingress=[{"from": same_ns}], egress=[{"to": same_ns}]))
         pols.append(_policy(ns, "allow-api-server", everything, egress=[_api_server(cfg)]))
         pols.append(_policy(ns, "allow-webhooks", {"matchLabels": CERT_MANAGER_WEBHOOK_POD},
-                            ingress=[{"from": [{"ipBlock": {"cidr": c}} for c in node_cidrs(cfg)] + [{"ipBlock": {"cidr": cfg.k3s.cluster_cidr}}],
+                            ingress=[{"from": webhook_callers(cfg),
                                       "ports": _ports([tls.WEBHOOK_PORT])}]))
         # The ACME API (443) and the HTTP-01 self-check (80, then 443 after the redirect), to the
         # ingress controller's pods when the node address is translated to them, else to the
