@@ -15,7 +15,6 @@ from typing import Any
 
 import jsonschema
 import pytest
-import yaml
 
 from sophia_infra.program.config import names
 from sophia_infra.program.services import ROLLBACK_ANNOTATION, app_project_spec, argocd_values, paused_for_rollback, rollback_warning
@@ -23,6 +22,7 @@ from sophia_infra.program.services.values import has_hpa, namespace
 from tests.conftest import parse_with, problems_of
 from tests.platform_helpers import chart_dir, crd_errors, crd_schema
 from tests.test_services import APPLICATION, APPPROJECT, RELEASE, SECRET, SECRET_TYPE, run_services
+from tests import yaml_c
 
 ARGO_API = "argoproj.io/v1alpha1"
 # The chart's own Chart.yaml, read independently of the program (sophia_infra.program.config.chart_revision).
@@ -72,7 +72,7 @@ def test_applications_sync_automatically_from_the_pinned_chart_and_the_release_b
         assert "source" not in spec
         chart, values = spec["sources"]
         assert chart["repoURL"] == values["repoURL"] == cfg.argocd.repo_url
-        assert chart["targetRevision"] == f"sophia-service-{yaml.safe_load(CHART_YAML.read_text())['version']}"
+        assert chart["targetRevision"] == f"sophia-service-{yaml_c.load(CHART_YAML.read_text())['version']}"
         assert chart["path"] == "charts/sophia-service"
         assert chart["helm"]["releaseName"] == name
         # The release file, from the release branch: the only place the image tag is.
@@ -175,7 +175,7 @@ FREE_FORM = ("configs.cm.", "configs.params.")
 
 @pytest.mark.parametrize("argocd", [{}, {"dex": True, "ingressHost": "argocd.sophia.example.com"}])
 def test_argo_cd_values_are_keys_of_the_chart(argocd):
-    upstream = yaml.safe_load((chart_dir("argo-cd", "10.1.1") / "values.yaml").read_text())
+    upstream = yaml_c.load((chart_dir("argo-cd", "10.1.1") / "values.yaml").read_text())
     cfg = parse_with("production", lambda raw: raw.update(argocd=argocd))
     values = argocd_values(cfg)
     missing = [k for k in _missing_keys(values, upstream) if not k.startswith(FREE_FORM)]

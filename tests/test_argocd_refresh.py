@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import ROOT
+from tests import yaml_c
 
 SCRIPT = ROOT / "scripts" / "argocd-refresh.sh"
 TOKEN = "argocd-test-token"
@@ -101,7 +101,7 @@ def test_the_workflow_refreshes_the_workloads_whose_release_files_a_push_changed
     if shutil.which("jq") is None:
         pytest.skip("jq is not installed (GitHub's runners have it)")
     url, seen = argocd
-    doc = yaml.safe_load((ROOT / ".github" / "workflows" / "argocd-refresh.yml").read_text())
+    doc = yaml_c.load((ROOT / ".github" / "workflows" / "argocd-refresh.yml").read_text())
     assert doc[True] == {"push": {"branches": ["main"], "paths": ["releases/production/**"]}}
     (step,) = [s for s in doc["jobs"]["refresh"]["steps"] if "run" in s]
     event = tmp_path / "event.json"

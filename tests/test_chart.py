@@ -15,7 +15,6 @@ from functools import lru_cache
 import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
 
 from sophia_infra.program.config import names
 from sophia_infra.program.config.services import WorkloadSettings
@@ -24,6 +23,7 @@ from sophia_infra.program.services.values import CHART_DIR, namespace, service_v
 from tests import helm_cache
 from tests.platform_helpers import crd_errors
 from tests.conftest import STACKS, parse_with
+from tests import yaml_c
 
 HELM = shutil.which("helm")
 needs_helm = pytest.mark.skipif(HELM is None, reason="helm is not on PATH (make test puts .tools/bin on PATH; scripts/install-tools.sh installs it)")
@@ -42,7 +42,7 @@ def render(release: str, ns: str, values: dict) -> list[dict]:
     proc = _helm("template", release, "--namespace", ns, values=values)
     if proc.returncode != 0:
         raise AssertionError(f"helm template {release} failed:\n{proc.stderr}")
-    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+    return [d for d in yaml_c.load_all(proc.stdout) if d]
 
 
 @lru_cache(maxsize=None)

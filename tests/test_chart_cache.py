@@ -13,6 +13,7 @@ import pytest
 
 from sophia_infra.tools.plan import chart_cache, render
 from tests.conftest import ROOT
+from tests import yaml_c
 
 
 @functools.lru_cache(maxsize=None)
@@ -173,15 +174,13 @@ def test_a_cache_entry_cut_short_is_rendered_again(tiny):
 def test_documents_are_read_as_yaml_reads_the_whole_output():
     """Helm's output is read piece by piece (a line `---` ends a document anywhere in YAML) with
     each piece's objects remembered: the same objects, in the same order, as reading it whole."""
-    import yaml
-
     text = ("---\n# Source: a.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"
             "data:\n  script: |\n    echo ---\n    --- not a separator here\n"
             "---\n# Source: empty.yaml\n"
             "--- \n# Source: b.yaml\napiVersion: v1\nkind: Secret\nmetadata: {name: b}\n"
             "--- {kind: Inline, metadata: {name: c}}\n"
             "---\njust: a mapping without a kind\n")
-    whole = [d for d in yaml.safe_load_all(text) if isinstance(d, dict) and d.get("kind")]
+    whole = [d for d in yaml_c.load_all(text) if isinstance(d, dict) and d.get("kind")]
     assert [d["metadata"]["name"] for d in whole] == ["a", "b", "c"]
     assert render._documents(text) == whole
     again = render._documents(text)

@@ -25,10 +25,10 @@ from typing import Any, Iterator
 
 import jsonschema
 import pytest
-import yaml
 
 from sophia_infra.program.services.values import CHART_DIR
 from tests import helm_cache
+from tests import yaml_c
 
 HELM = shutil.which("helm")
 needs_helm = pytest.mark.skipif(HELM is None, reason="helm is not on PATH (make test puts .tools/bin on PATH; scripts/install-tools.sh installs it)")
@@ -186,7 +186,7 @@ def helm_template(values: dict, skip_schema: bool = False) -> subprocess.Complet
 
 
 def documents(text: str) -> list[dict]:
-    return [d for d in yaml.safe_load_all(text) if d]
+    return [d for d in yaml_c.load_all(text) if d]
 
 
 @lru_cache(maxsize=None)

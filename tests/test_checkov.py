@@ -1,7 +1,8 @@
 """checkov (Bridgecrew/Prisma's Kubernetes checks) over what both stacks really deploy: the
 program's own objects (the plan's manifests/) and every Helm release rendered from the pinned
 charts (charts/sophia-service included), written as YAML into one directory and scanned once
-per session (`checkov -d DIR --framework kubernetes --output json --quiet --skip-download`).
+per session (`checkov -d DIR --framework kubernetes --output json --quiet --skip-download`);
+the verdict is kept by the content of what it read (build/checkov-cache, see _scan).
 
 - the program's own objects: no finding at all;
 - charts/sophia-service: only the findings tests/data/checkov-exceptions.yaml lists under
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -26,10 +28,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from sophia_infra.tools.plan import render, report, runner
 from tests.conftest import ROOT, STACKS
+from tests import yaml_c
 
 EXCEPTIONS = Path(__file__).parent / "data" / "checkov-exceptions.yaml"
 
@@ -52,7 +54,9 @@ def _is_test_hook(obj: dict) -> bool:
 
 
 def write_stack(stack: str, out: Path) -> None:
-    """<out>/<stack>/own (the plan's objects), /sophia-service/<release>, /charts/<release>."""
+    """<out>/<stack>/own (the plan's objects), /sophia-service/<release>, /charts/<release>; each
+    object in a file named by its kind, namespace and name, so the same objects make the same
+    directory byte for byte whatever order the program registered them in."""
     result = runner.run(stack)
     specs = render.release_specs(result.resources)
     missing = render.missing_sources(specs)
@@ -63,8 +67,61 @@ def write_stack(stack: str, out: Path) -> None:
         groups.append((out / stack / ("sophia-service" if r.spec.local else "charts") / r.spec.release, r.objects))
     for folder, objects in groups:
         folder.mkdir(parents=True, exist_ok=True)
-        for i, obj in enumerate(o for o in objects if not _is_test_hook(o)):
-            (folder / f"{i:03d}-{obj['kind']}-{obj['metadata']['name']}.yaml").write_text(yaml.safe_dump(obj))
+        texts = sorted((_file_name(o), yaml_c.dump(o)) for o in objects if not _is_test_hook(o))
+        for i, (name, text) in enumerate(texts):
+            (folder / f"{i:03d}-{name}.yaml").write_text(text)
+
+
+def _file_name(obj: dict) -> str:
+    meta = obj["metadata"]
+    return "-".join(part for part in (obj["kind"], meta.get("namespace"), meta["name"]) if part)
+
+
+CACHE = ROOT / "build" / "checkov-cache"
+
+
+def _input_key(out: Path) -> str:
+    """What checkov's answer depends on: every file it reads (path and bytes), its command line
+    and the exact versions of checkov and everything installed beside it."""
+    assert CHECKOV is not None
+    digest = hashlib.sha256(" ".join(CHECKOV_ARGS).encode())
+    venv = Path(CHECKOV).resolve().parents[1]
+    for dist in sorted(venv.glob("lib/python*/site-packages/*.dist-info")):
+        digest.update(dist.name.encode() + b"\0")
+    for path in sorted(out.rglob("*.yaml")):
+        digest.update(str(path.relative_to(out)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _scan(out: Path) -> dict:
+    """checkov's verdict on `out`: {parsing_errors, resource_count, failed: [[scope, check,
+    resource, file]]}. checkov is deterministic for the same files and version, so the verdict
+    is kept in build/checkov-cache under _input_key and a second run over the very same objects
+    reads it instead of scanning again (a minute of CPU); any changed object, checkov version or
+    argument is a new key, and `make clean` (or deleting the folder) forces a scan."""
+    cached = CACHE / f"{_input_key(out)}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    assert CHECKOV is not None
+    env = {**os.environ, "LOG_LEVEL": "ERROR"}
+    proc = subprocess.run([CHECKOV, "-d", str(out), *CHECKOV_ARGS], capture_output=True, text=True,
+                          timeout=1800, env=env)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    reports = [r for r in (doc if isinstance(doc, list) else [doc]) if r.get("check_type") == "kubernetes"]
+    assert len(reports) == 1, [r.get("check_type") for r in reports]
+    rep = reports[0]
+    verdict = {"parsing_errors": rep["summary"]["parsing_errors"], "resource_count": rep["summary"]["resource_count"],
+               "failed": sorted([Path(f["file_path"]).parts[2], f["check_id"], f["resource"], f["file_path"]]
+                                for f in rep["results"]["failed_checks"])}  # /<stack>/<scope>/...
+    CACHE.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(verdict))
+    partial.replace(cached)  # whole or absent, whichever worker writes it
+    return verdict
+
+
+CHECKOV_ARGS = ("--framework", "kubernetes", "--output", "json", "--quiet", "--skip-download")
 
 
 @functools.lru_cache(maxsize=None)
@@ -73,23 +130,10 @@ def findings(tmp: str) -> tuple[tuple[str, str, str, str], ...]:
     out = Path(tmp)
     for stack in STACKS:
         write_stack(stack, out)
-    assert CHECKOV is not None
-    env = {**os.environ, "LOG_LEVEL": "ERROR"}
-    proc = subprocess.run([CHECKOV, "-d", str(out), "--framework", "kubernetes", "--output", "json", "--quiet",
-                           "--skip-download"], capture_output=True, text=True, timeout=1800, env=env)
-    assert proc.returncode in (0, 1), proc.stderr[-3000:]
-    doc = json.loads(proc.stdout)
-    reports = doc if isinstance(doc, list) else [doc]
-    found = []
-    for rep in reports:
-        if rep.get("check_type") != "kubernetes":
-            continue
-        assert rep["summary"]["parsing_errors"] == 0, rep["summary"]
-        assert rep["summary"]["resource_count"] > 500, rep["summary"]  # both stacks were read
-        for f in rep["results"]["failed_checks"]:
-            scope = Path(f["file_path"]).parts[2]  # /<stack>/<scope>/...
-            found.append((scope, f["check_id"], f["resource"], f["file_path"]))
-    return tuple(sorted(found))
+    verdict = _scan(out)
+    assert verdict["parsing_errors"] == 0, verdict
+    assert verdict["resource_count"] > 500, verdict  # both stacks were read
+    return tuple(sorted(tuple(f) for f in verdict["failed"]))
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +142,7 @@ def found(tmp_path_factory) -> tuple[tuple[str, str, str, str], ...]:
 
 
 def exceptions() -> list[dict]:
-    return yaml.safe_load(EXCEPTIONS.read_text())
+    return yaml_c.load(EXCEPTIONS.read_text())
 
 
 def _listed(entry: dict, scope: str, check: str, resource: str) -> bool:
@@ -143,3 +187,24 @@ def test_the_matcher():
     assert _listed(entry, "charts", "CKV_K8S_43", "Deployment.argocd.argo-cd-argocd-server")
     assert not _listed(entry, "charts", "CKV_K8S_43", "Deployment.monitoring.grafana")
     assert not _listed(entry, "own", "CKV_K8S_43", "Deployment.argocd.argo-cd-argocd-server")
+
+
+def test_a_kept_verdict_is_only_reused_for_the_very_same_objects(tmp_path):
+    """The cache key follows every byte and every name checkov would read."""
+    (tmp_path / "dev" / "own").mkdir(parents=True)
+    obj = tmp_path / "dev" / "own" / "000-ConfigMap-a.yaml"
+    obj.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n")
+    first = _input_key(tmp_path)
+    assert _input_key(tmp_path) == first
+    obj.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n")
+    changed = _input_key(tmp_path)
+    assert changed != first
+    obj.rename(obj.with_name("000-ConfigMap-b.yaml"))
+    assert _input_key(tmp_path) not in (first, changed)
+
+
+def test_the_written_objects_do_not_depend_on_registration_order(tmp_path):
+    """Two writes of a stack are the same files byte for byte (else the kept verdict never serves)."""
+    write_stack("dev", tmp_path / "a")
+    write_stack("dev", tmp_path / "b")
+    assert _input_key(tmp_path / "a") == _input_key(tmp_path / "b")

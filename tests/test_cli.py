@@ -24,7 +24,7 @@ def _project(tmp_path: Path, edit: Optional[Callable[[str], str]] = None, stack:
     """A copy of what the CLI reads (package, stack files, ESC definitions), one file edited."""
     proj = tmp_path / "proj"
     proj.mkdir()
-    shutil.copytree(ROOT / "sophia_infra", proj / "sophia_infra", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "sophia_infra", proj / "sophia_infra")  # with its bytecode: no compiling again
     shutil.copytree(ROOT / "esc", proj / "esc")
     shutil.copy(ROOT / "__main__.py", proj)
     for stack_file in ROOT.glob("Pulumi*.yaml"):

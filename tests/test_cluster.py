@@ -7,11 +7,11 @@ import re
 import shlex
 
 import pytest
-import yaml
 
 from sophia_infra.program.cluster import nodes
 from sophia_infra.tools.plan import runner, stack_config
 from sophia_infra.tools.plan.mocks import SECRET
+from tests import yaml_c
 
 
 def _run(stack: str, change=None):
@@ -85,7 +85,7 @@ def test_node_chain_order(production):
 def test_token_and_kubeconfig_are_secret(production):
     names = _by_name(production)
     assert production.outputs["kubeconfig"] == SECRET
-    kube = yaml.safe_load(production.secret_outputs["kubeconfig"])
+    kube = yaml_c.load(production.secret_outputs["kubeconfig"])
     assert kube["clusters"][0]["cluster"]["server"] == "https://203.0.113.10:6443"
     for w in ("sophia-ai-core", "sophia-mcp"):
         assert names[f"{w}-secrets"].inputs["stdin"] == SECRET  # the join token

@@ -8,12 +8,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from sophia_infra.program.cluster import kubeconfig, scripts
 from tests.conftest import parse_with
 from tests.platform_helpers import plan
 from tests.host_sandbox import FAKE_INSTALLER_SHA256, Host, requires_sandbox, trust_fake_installer
+from tests import yaml_c
 
 
 def _with_everything(r):
@@ -91,7 +91,7 @@ def test_the_control_plane_registers_tainted_and_workers_do_not():
 
     cfg = parse_with("production", with_taints)
     for node in cfg.nodes:
-        conf = yaml.safe_load(scripts.render_config(scripts.k3s_config(cfg, node, scripts.node_labels(node))))
+        conf = yaml_c.load(scripts.render_config(scripts.k3s_config(cfg, node, scripts.node_labels(node))))
         if node.role == "control-plane":
             # Workloads never land next to etcd; K3s's own pods and the node agents tolerate it.
             assert conf["node-taint"] == ["CriticalAddonsOnly=true:NoExecute", "dedicated=etcd:NoSchedule"]
@@ -153,11 +153,11 @@ def test_no_script_carries_a_token_or_echoes_one():
 
 
 def test_kubeconfig_rewrite_points_at_the_api_and_renames():
-    raw = yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "current-context": "default",
+    raw = yaml_c.dump({"apiVersion": "v1", "kind": "Config", "current-context": "default",
                           "clusters": [{"name": "default", "cluster": {"server": "https://127.0.0.1:6443", "certificate-authority-data": "x"}}],
                           "contexts": [{"name": "default", "context": {"cluster": "default", "user": "default"}}],
                           "users": [{"name": "default", "user": {"client-key-data": "k"}}]})
-    doc = yaml.safe_load(kubeconfig.rewrite(raw, "k3s.example.com", "sophia"))
+    doc = yaml_c.load(kubeconfig.rewrite(raw, "k3s.example.com", "sophia"))
     assert doc["clusters"][0]["cluster"]["server"] == "https://k3s.example.com:6443"
     assert doc["current-context"] == "sophia" and doc["users"][0]["user"]["client-key-data"] == "k"
 

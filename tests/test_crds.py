@@ -29,6 +29,7 @@ from sophia_infra.tools.plan import render
 from tests import helm_cache
 from tests.conftest import ROOT, STACKS, parse_with, problems_of
 from tests.platform_helpers import NO_SOURCE, _merge, run_platform
+from tests import yaml_c
 
 HELM = ROOT / ".tools" / "bin" / "helm"
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -44,7 +45,7 @@ def chart_src(chart: str, version: str) -> Path:
 
 
 def chart_yaml(path: Path) -> dict:
-    return yaml.safe_load((path / "Chart.yaml").read_text())
+    return yaml_c.load((path / "Chart.yaml").read_text())
 
 
 def _lookup(values: dict, dotted: str) -> Any:
@@ -142,7 +143,7 @@ def _renderable_copy(chart_dir: Path, work: Path) -> tuple[Path, dict]:
     shutil.copytree(chart_dir, target)
     meta["dependencies"] = [d for d in meta.get("dependencies") or [] if d not in absent]
     (target / "Chart.yaml").chmod(0o644)
-    (target / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    (target / "Chart.yaml").write_text(yaml_c.dump(meta))
     return target, off
 
 
@@ -277,9 +278,9 @@ def test_the_kept_nginx_crd_bundle_is_the_pinned_charts_crds_with_the_pinned_che
     for pin, app_version in chart_crds.NGINX_INGRESS_APP_VERSIONS.items():
         path = ROOT / chart_crds.CRDS_DIR / f"nginx-kubernetes-ingress-v{app_version}-crds.yaml"
         assert hashlib.sha256(path.read_bytes()).hexdigest() == chart_crds.NGINX_INGRESS_CRDS_SHA256[app_version]
-        kept = {d["metadata"]["name"]: d for d in yaml.safe_load_all(path.read_text()) if d}
+        kept = {d["metadata"]["name"]: d for d in yaml_c.load_all(path.read_text()) if d}
         chart = {d["metadata"]["name"]: d for f in sorted((chart_src("nginx-ingress", pin) / "crds").glob("*.yaml"))
-                 for d in yaml.safe_load_all(f.read_text()) if d}
+                 for d in yaml_c.load_all(f.read_text()) if d}
         nap = {name for name in chart if name.split(".", 1)[1].startswith(("appprotect.", "appprotectdos."))}
         assert kept == {name: crd for name, crd in chart.items() if name not in nap}
         assert len(kept) == 6

@@ -34,6 +34,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.fake_pulumi import install, stack_plans  # noqa: F401  (a session fixture)
+from tests import yaml_c
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 COMMAND_LANGS = {"sh", "bash", "console", "python"}
@@ -427,8 +428,7 @@ def test_a_broken_link_is_refused(tmp_path):
 
 def test_the_installer_checksum_command_names_the_pinned_k3s_version():
     """The first-deployment step fetches the checksum of the installer the stacks pin."""
-    import yaml
-    pins = {yaml.safe_load((ROOT / f"Pulumi.{s}.yaml").read_text())["config"]["sophia:k3s"]["version"]
+    pins = {yaml_c.load((ROOT / f"Pulumi.{s}.yaml").read_text())["config"]["sophia:k3s"]["version"]
             for s in ("dev", "production")}
     urls = re.findall(r"k3s-io/k3s/([^/\s]+)/install\.sh\.sha256sum", (ROOT / "docs" / "operating.md").read_text())
     assert urls and {u.replace("%2B", "+") for u in urls} == pins

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import kubernetes_validate
-import yaml
 
 from sophia_infra.program.config import names
 from sophia_infra.program.platform.gpu import device_plugin_config_name
 from sophia_infra.program.platform.gpu import monitoring, values
 from tests.conftest import parse_with
 from tests.platform_helpers import chart_defaults, crd_errors, run_platform, unknown_keys
+from tests import yaml_c
 
 PROM = "kube-prometheus-stack"
 
@@ -36,7 +36,7 @@ def test_every_gpu_node_label_selects_a_config_that_advertises_its_capacity(stac
     cfg = parse_with(stack)
     cmap = values.device_plugin_config_map(cfg)
     for node in (n for n in cfg.nodes if n.gpu):
-        doc = yaml.safe_load(cmap[device_plugin_config_name(node)])
+        doc = yaml_c.load(cmap[device_plugin_config_name(node)])
         assert doc["version"] == "v1"
         if node.gpu.sharing == 1:
             assert "sharing" not in doc
@@ -45,7 +45,7 @@ def test_every_gpu_node_label_selects_a_config_that_advertises_its_capacity(stac
             assert ts["failRequestsGreaterThanOne"] is True
             assert ts["resources"] == [{"name": "nvidia.com/gpu", "replicas": node.gpu.sharing}]
     # unlabelled GPU nodes fall back to whole, unshared GPUs
-    default = yaml.safe_load(cmap[values.DEFAULT_CONFIG])
+    default = yaml_c.load(cmap[values.DEFAULT_CONFIG])
     assert "sharing" not in default
 
 

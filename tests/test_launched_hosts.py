@@ -8,13 +8,13 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-import yaml
 
 from sophia_infra.program.cluster import scripts
 from sophia_infra.program.cluster.addresses import LaunchedHost
 from sophia_infra.program.lambda_cloud import resources
 from tests.conftest import parse_with
 from tests.host_sandbox import Host, requires_sandbox
+from tests import yaml_c
 
 PUBLIC, PRIVATE = "203.0.113.21", "192.0.2.21"
 
@@ -33,7 +33,7 @@ def _config_script(private: str | None = PRIVATE) -> str:
 
 
 def _written(host: Host) -> dict:
-    return yaml.safe_load(host.file("config.yaml").read_text())
+    return yaml_c.load(host.file("config.yaml").read_text())
 
 
 def test_the_node_ip_choice_passes_shellcheck():

@@ -10,12 +10,12 @@ from pathlib import Path
 import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
 
 from sophia_infra.program.config import names
 from sophia_infra.tools.plan import report
 from sophia_infra.tools.plan.mocks import SECRET
 from tests.platform_helpers import crd_errors, plan
+from tests import yaml_c
 
 BUILT_IN_GROUPS = ("v1", "apps/", "batch/", "policy/", "autoscaling/", "networking.k8s.io/", "rbac.authorization.k8s.io/",
                    "storage.k8s.io/", "scheduling.k8s.io/", "node.k8s.io/")
@@ -36,7 +36,7 @@ def integer_strict(monkeypatch):
 
 def _written(stack: str, out: Path) -> list[dict]:
     report.write(plan(stack), out)  # the stack's plan, run once per test process
-    return [yaml.safe_load(p.read_text()) for p in sorted((out / "manifests").glob("*.yaml"))]
+    return [yaml_c.load(p.read_text()) for p in sorted((out / "manifests").glob("*.yaml"))]
 
 
 def test_the_check_refuses_a_float_where_an_integer_belongs(integer_strict):

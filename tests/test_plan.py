@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
 from tests.conftest import ROOT
+from tests import yaml_c
 
 
 def _plan(stack: str, out, root=ROOT) -> subprocess.CompletedProcess:
@@ -64,13 +64,13 @@ def test_no_placeholder_secret_leaks(plans, stack):
 def test_manifests_are_yaml_objects(plans, stack):
     _, d = plans[stack]
     for path in (d / "manifests").glob("*.yaml"):
-        obj = yaml.safe_load(path.read_text())
+        obj = yaml_c.load(path.read_text())
         assert obj["apiVersion"] and obj["kind"] and obj["metadata"]["name"], path
 
 
 def test_bad_config_stops_with_sentences_not_a_traceback(tmp_path):
     proj = tmp_path / "proj"
-    shutil.copytree(ROOT, proj, ignore=shutil.ignore_patterns(".venv", ".tools", "build", ".git", "__pycache__"))
+    shutil.copytree(ROOT, proj, ignore=shutil.ignore_patterns(".venv", ".tools", "build", ".git"))
     stack_file = proj / "Pulumi.dev.yaml"
     stack_file.write_text(stack_file.read_text().replace("type: A10", "type: H100"))
     proc = _plan("dev", tmp_path / "out", root=proj)
@@ -147,7 +147,7 @@ def test_plan_json_is_in_urn_order_with_integers(plans, stack):
 
 def test_secret_manifests_show_their_keys_masked(plans):
     _, d = plans["production"]
-    secret = yaml.safe_load((d / "manifests" / "secret_sophia-apps_backend-secrets.yaml").read_text())
+    secret = yaml_c.load((d / "manifests" / "secret_sophia-apps_backend-secrets.yaml").read_text())
     assert secret["stringData"] == {key: "[secret]" for key in (
         "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY", "PORTKEY_API_KEY",
         "POSTGRES_PASSWORD", "REDIS_PASSWORD")}  # the database and user are plain config

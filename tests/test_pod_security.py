@@ -17,10 +17,10 @@ import os
 from pathlib import Path
 
 import pytest
-import yaml
 
 from sophia_infra.tools.plan import pod_security as ps
 from sophia_infra.tools.plan.pod_security import admitted, pod_specs, violations
+from tests import yaml_c
 
 PAUSE = "registry.k8s.io/pause"
 ALL_CAPS_DEFAULT = ["AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
@@ -888,7 +888,7 @@ def test_every_upstream_v1_34_fixture():
     assert len(files) == 144, "expected the 48 baseline + 96 restricted fixtures of release-1.34"
     for f in files:
         level, outcome = f.parts[-4], f.parts[-2]
-        pod = yaml.safe_load(f.read_text())
+        pod = yaml_c.load(f.read_text())
         found = check(pod, level)
         if outcome == "pass":
             assert found == [], (f, found)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
 from sophia_infra.program.config import names
 from sophia_infra.program.platform import values as v
@@ -14,6 +13,7 @@ from sophia_infra.program.config.platform import postgres_backups
 from sophia_infra.tools.plan import runner, stack_config
 from tests.conftest import parse_with, problems_of
 from tests.platform_helpers import chart_defaults, crd_errors, crd_schema, plan as shared_plan, run_platform, schema_errors, unknown_keys
+from tests import yaml_c
 
 RECOVERY = {"serverName": "sophia-postgres", "targetTime": "2026-11-23T10:30:00Z"}
 
@@ -245,7 +245,7 @@ def test_the_documented_procedure_is_the_config_the_program_takes():
     doc = (ROOT / "docs" / "operating.md").read_text()
     section = doc[doc.index("### Point-in-time recovery of PostgreSQL"):doc.index("### Restoring etcd")]
     block = section[section.index("```yaml") + len("```yaml"):]
-    documented = yaml.safe_load(block[:block.index("```")])["sophia:platform"]["postgres"]
+    documented = yaml_c.load(block[:block.index("```")])["sophia:platform"]["postgres"]
 
     def step(serve):
         return lambda r: r["platform"].__setitem__("postgres", {**documented, "clusterName": serve})

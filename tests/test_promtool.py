@@ -21,7 +21,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from sophia_infra.program.config import names
 from sophia_infra.program.platform import alerts
@@ -30,6 +29,7 @@ from sophia_infra.program.platform.gpu import monitoring
 from sophia_infra.program.platform.gpu.values import dcgm_exporter_values
 from sophia_infra.tools.plan import render
 from tests.conftest import STACKS, parse_with
+from tests import yaml_c
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
@@ -55,7 +55,7 @@ def _write(path: Path, groups: list[dict], keep_description: bool = True) -> Pat
         groups = [{**g, "rules": [{**r, "annotations": {k: a for k, a in r.get("annotations", {}).items()
                                                          if k != "description"}} for r in g["rules"]]}
                   for g in groups]
-    path.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    path.write_text(yaml_c.dump({"groups": groups}, sort_keys=False))
     return path
 
 
@@ -100,7 +100,7 @@ def test_every_shipped_alert_has_a_firing_and_a_quiet_case():
     shipped = set().union(*(_alerts(rule_groups(s)) for s in STACKS))
     firing: set[str] = set()
     quiet: set[str] = set()
-    for case in yaml.safe_load(UNIT_TESTS.read_text())["tests"]:
+    for case in yaml_c.load(UNIT_TESTS.read_text())["tests"]:
         for t in case.get("alert_rule_test", []):
             (firing if t.get("exp_alerts") else quiet).add(t["alertname"])
     assert shipped - firing == set(), f"no case where these fire: {sorted(shipped - firing)}"
@@ -162,7 +162,7 @@ def test_gpu_alerts_read_counters_dcgm_exporter_exports():
 def test_postgres_alerts_read_metrics_cloudnative_pg_exports():
     cfg = parse_with("production")
     objects = _render_one("cloudnative-pg", v.CNPG_RELEASE, names.DATA, v.cnpg_values(cfg))
-    queries = yaml.safe_load(_configmap(objects, "cnpg-default-monitoring")["queries"])
+    queries = yaml_c.load(_configmap(objects, "cnpg-default-monitoring")["queries"])
     exported = {f"cnpg_{q}_{col}" for q, body in queries.items() for m in body["metrics"] for col, d in m.items()
                 if d["usage"] != "LABEL"}
     # The instance manager's own collector (cloudnative-pg pkg/management/postgres/metrics:

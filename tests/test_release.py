@@ -17,16 +17,16 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import yaml
 
 from sophia_infra.tools import release
 from sophia_infra.program import releases
 from sophia_infra.tools.plan import render
 from tests.conftest import ROOT, SHARED
+from tests import yaml_c
 
 BACKEND = "docker.io/scoobyjava15/sophia-backend"
 DIGEST = "sha256:" + "0123456789abcdef" * 4
-_IGNORE = shutil.ignore_patterns(".git", ".venv", ".tools", "build", ".cache", ".pytest_cache", "__pycache__")
+_IGNORE = shutil.ignore_patterns(".git", ".venv", ".tools", "build", ".cache", ".pytest_cache")  # bytecode kept: no compiling again
 
 
 def git(root: Path, *args: str) -> str:
@@ -62,7 +62,7 @@ def cli(root: Path, *args: str, env: dict | None = None) -> subprocess.Completed
 
 
 def workflow_release_step() -> dict:
-    doc = yaml.safe_load((ROOT / ".github" / "workflows" / "release.yml").read_text())
+    doc = yaml_c.load((ROOT / ".github" / "workflows" / "release.yml").read_text())
     (step,) = [s for s in doc["jobs"]["release"]["steps"] if s.get("name") == "Release"]
     return step
 
@@ -130,7 +130,7 @@ def test_a_release_with_a_digest_pins_the_pods_to_it(tmp_path):
                                      PLATFORMS="linux/amd64,linux/arm64", IMAGE="docker.io/scoobyjava15/sophia-mcp-ai-memory")
     assert proc.returncode == 0, proc.stderr
     text = (root / "releases" / "production" / "ai-memory.yaml").read_text()
-    assert yaml.safe_load(text) == {"image": {"tag": "2.0.1", "digest": DIGEST}}
+    assert yaml_c.load(text) == {"image": {"tag": "2.0.1", "digest": DIGEST}}
     from tests.test_services import run_services
     run = run_services("production")
     regs = [SimpleNamespace(type=r.type, name=r.name, inputs=run.raw[r.name]) for r in run.registrations

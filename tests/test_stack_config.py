@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sophia_infra.tools.plan import stack_config
+from tests import yaml_c
 
 
 def _project(tmp_path: Path, stack_yaml: str, env_yaml: str) -> Path:
@@ -158,10 +159,9 @@ def test_offline_other_namespaces_are_kept(tmp_path):
 
 
 def test_the_project_namespace_is_pulumi_yamls_name():
-    import yaml
     from sophia_infra.program.config.stack import PROJECT
     from tests.conftest import ROOT
-    assert yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["name"] == PROJECT
+    assert yaml_c.load((ROOT / "Pulumi.yaml").read_text())["name"] == PROJECT
 
 
 def test_offline_secrets_are_not_unknown_keys(tmp_path):

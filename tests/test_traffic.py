@@ -17,9 +17,9 @@ from __future__ import annotations
 import copy
 
 import pytest
-import yaml
 
 from sophia_infra.tools.plan.traffic import Cluster, External, Pod, PolicyError, Port, Verdict, explain, parse_policy
+from tests import yaml_c
 
 
 def policy(name: str, namespace: str, spec: dict) -> dict:
@@ -48,7 +48,7 @@ internet = External("203.0.113.7", "internet")
 # --- the docs' examples ---------------------------------------------------------------------------
 
 # https://kubernetes.io/docs/concepts/services-networking/network-policies/#networkpolicy-resource
-TEST_NETWORK_POLICY = yaml.safe_load("""
+TEST_NETWORK_POLICY = yaml_c.load("""
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata:

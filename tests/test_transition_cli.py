@@ -10,6 +10,7 @@ import pytest
 
 from sophia_infra import __main__ as cli
 from sophia_infra.tools.plan import report, runner, verify
+from tests import yaml_c
 
 GHOST = "sophia-gone-instance"
 
@@ -72,15 +73,13 @@ def test_ci_shows_every_pull_requests_steps_without_credentials():
     steps.md in the job summary; read-only, with no secret and no Pulumi login (forks get it too)."""
     import subprocess
 
-    import yaml
-
     from tests.conftest import ROOT
 
     text = (ROOT / ".github" / "workflows" / "preview.yml").read_text()
-    job = yaml.safe_load(text)["jobs"]["transition"]
+    job = yaml_c.load(text)["jobs"]["transition"]
     assert job["permissions"] == {"contents": "read"}
     assert job["strategy"]["matrix"]["stack"] == ["dev", "production"]
-    job_text = yaml.safe_dump(job)
+    job_text = yaml_c.dump(job)
     assert "secrets." not in job_text and "pulumi/" not in job_text
     checkouts = [s.get("with", {}) for s in job["steps"] if s.get("uses", "").startswith("actions/checkout@")]
     assert {c.get("path") for c in checkouts} == {"base", "head"}

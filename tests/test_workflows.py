@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import ROOT
+from tests import yaml_c
 
 GITHUB = ROOT / ".github"
 WORKFLOWS = sorted((GITHUB / "workflows").glob("*.yml"))
-PINS = yaml.safe_load((GITHUB / "action-pins.yaml").read_text())
+PINS = yaml_c.load((GITHUB / "action-pins.yaml").read_text())
 USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$")
 PINNED = re.compile(r"^([\w.-]+/[\w.-]+)@([0-9a-f]{40})$")
 VERSION_COMMENT = re.compile(r"^\s*#\s*(v\d+\.\d+\.\d+)\b")
@@ -28,7 +28,7 @@ def _tool(name: str) -> str:
 
 
 def _load(name: str) -> dict:
-    doc = yaml.safe_load((GITHUB / "workflows" / name).read_text())
+    doc = yaml_c.load((GITHUB / "workflows" / name).read_text())
     doc["on"] = doc.pop(True, doc.get("on"))  # YAML 1.1 reads the key `on` as true
     return doc
 
@@ -114,7 +114,7 @@ def test_actions_are_pinned_by_verified_commit_with_the_version_in_a_comment(pat
 
 
 def test_dependabot_keeps_actions_and_python_pins_fresh():
-    config = yaml.safe_load((GITHUB / "dependabot.yml").read_text())
+    config = yaml_c.load((GITHUB / "dependabot.yml").read_text())
     ecosystems = {u["package-ecosystem"]: u for u in config["updates"]}
     assert {"github-actions", "pip", "npm"} <= set(ecosystems)
     assert ecosystems["github-actions"]["directory"] == "/"
@@ -161,7 +161,7 @@ def test_pull_requests_from_forks_get_no_secret_and_no_pulumi_credentials():
             if not _runs_for_forks(job):
                 continue
             checked += 1
-            text = yaml.safe_dump(job)
+            text = yaml_c.dump(job)
             assert "secrets." not in text and "environment" not in job, f"{path.name} {job_id}"
             assert "id-token" not in job.get("permissions", {}), f"{path.name} {job_id}"
             assert not any(s.get("uses", "").startswith("pulumi/") for s in job["steps"]), f"{path.name} {job_id}"
@@ -198,7 +198,7 @@ def test_production_up_only_on_main_behind_an_environment():
 def test_checkouts_keep_no_credentials_where_third_party_code_runs():
     kept = []
     for name, job_id, job in _jobs():
-        text = yaml.safe_dump(job["steps"])
+        text = yaml_c.dump(job["steps"])
         for step in job["steps"]:
             if not step.get("uses", "").startswith("actions/checkout@"):
                 continue

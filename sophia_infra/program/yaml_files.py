@@ -5,6 +5,8 @@ stack and ESC files with it (sophia_infra.tools.plan.stack_config)."""
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 from typing import Optional
 
@@ -128,6 +130,14 @@ def _plain_and_shallow(text: str) -> bool:
 
 
 def _load(text: str):
+    """The document in `text`, parsed once per distinct text (the tests and the plan read the
+    same stack and ESC files hundreds of times a run); a copy each time, so a caller's changes
+    stay its own."""
+    return copy.deepcopy(_parse(text))
+
+
+@functools.lru_cache(maxsize=64)
+def _parse(text: str):
     """The document in `text`. Files without aliases and within MAX_DEPTH (every real one) load
     with libyaml; the rest, and any file libyaml finds a problem in, with _StrictLoader, which
     enforces the bounds and words every problem the same way."""

@@ -12,6 +12,7 @@ chart reaches the cluster in the same `pulumi up` as the values written for it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -28,7 +29,14 @@ class ChartTagError(Exception):
 
 
 def chart_version(root: Path = ROOT) -> str:
-    return str(yaml.safe_load((root / CHART_PATH / "Chart.yaml").read_text())["version"])
+    return _version_in((root / CHART_PATH / "Chart.yaml").read_text())
+
+
+@functools.lru_cache(maxsize=8)
+def _version_in(chart_yaml: str) -> str:
+    """Chart.yaml's version; keyed by the file's text, so an edited file is read again (every
+    Application asks, 15 times a run)."""
+    return str(yaml.safe_load(chart_yaml)["version"])
 
 
 def chart_tag(version: Optional[str] = None) -> str:
