@@ -73,4 +73,6 @@ def install(bin_dir: Path, plans: dict[str, runner.PlanResult]) -> Path:
 @pytest.fixture(scope="session")
 def stack_plans() -> dict[str, runner.PlanResult]:
     """Both stacks run once under the mock monitor, for every test that needs their outputs."""
-    return {stack: runner.run(stack) for stack in STACKS}
+    from tests.platform_helpers import plan
+
+    return {stack: plan(stack) for stack in STACKS}

@@ -350,5 +350,8 @@ def run_platform(stack: str, change: Optional[Callable[[dict], None]] = None,
             return check(platform)
         return None
 
-    program()
+    from sophia_infra.tools.plan import runner
+
+    with runner.frozen_heap(), runner.without_source_positions():  # as the plan runs it: a third faster
+        program()
     return MockRun(resources=monitor.registrations, platform=holder["platform"])

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import pytest
 
-from sophia_infra.tools.plan import render, report, runner
+from sophia_infra.tools.plan import render, report
 from tests.conftest import ROOT, STACKS
+from tests.platform_helpers import plan
 from tests import yaml_c
 
 EXCEPTIONS = Path(__file__).parent / "data" / "checkov-exceptions.yaml"
@@ -57,7 +58,7 @@ def write_stack(stack: str, out: Path) -> None:
     """<out>/<stack>/own (the plan's objects), /sophia-service/<release>, /charts/<release>; each
     object in a file named by its kind, namespace and name, so the same objects make the same
     directory byte for byte whatever order the program registered them in."""
-    result = runner.run(stack)
+    result = plan(stack)
     specs = render.release_specs(result.resources)
     missing = render.missing_sources(specs)
     if missing:
@@ -66,10 +67,15 @@ def write_stack(stack: str, out: Path) -> None:
     for r in render.render_all(specs):
         groups.append((out / stack / ("sophia-service" if r.spec.local else "charts") / r.spec.release, r.objects))
     for folder, objects in groups:
-        folder.mkdir(parents=True, exist_ok=True)
-        texts = sorted((_file_name(o), yaml_c.dump(o)) for o in objects if not _is_test_hook(o))
-        for i, (name, text) in enumerate(texts):
-            (folder / f"{i:03d}-{name}.yaml").write_text(text)
+        write_objects(folder, objects)
+
+
+def write_objects(folder: Path, objects: list[dict]) -> None:
+    """One file per object, named and numbered in the objects' sorted order, not the given one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    texts = sorted((_file_name(o), yaml_c.dump(o)) for o in objects if not _is_test_hook(o))
+    for i, (name, text) in enumerate(texts):
+        (folder / f"{i:03d}-{name}.yaml").write_text(text)
 
 
 def _file_name(obj: dict) -> str:
@@ -204,7 +210,10 @@ def test_a_kept_verdict_is_only_reused_for_the_very_same_objects(tmp_path):
 
 
 def test_the_written_objects_do_not_depend_on_registration_order(tmp_path):
-    """Two writes of a stack are the same files byte for byte (else the kept verdict never serves)."""
-    write_stack("dev", tmp_path / "a")
-    write_stack("dev", tmp_path / "b")
+    """The program registers resources concurrently, so their order differs between runs; the
+    files checkov reads must not (else the kept verdict never serves)."""
+    objects = report.kubernetes_objects(plan("dev").resources)
+    assert len(objects) > 50
+    write_objects(tmp_path / "a" / "own", objects)
+    write_objects(tmp_path / "b" / "own", list(reversed(objects)))
     assert _input_key(tmp_path / "a") == _input_key(tmp_path / "b")

@@ -23,7 +23,7 @@ from sophia_infra.program.config import names, services as service_settings
 from sophia_infra.program import releases
 from sophia_infra.program.config.stack import ConfigError, StackConfig
 from sophia_infra.program.config.stack import parse as config_parse
-from sophia_infra.tools.plan import stack_config
+from sophia_infra.tools.plan import runner, stack_config
 from sophia_infra.tools.plan.mocks import SECRET, RecordingMonitor, Registration
 from sophia_infra.program.services import Services
 from sophia_infra.program.services.values import endpoint, mcp_registry, namespace, service_values, structural_values
@@ -108,7 +108,8 @@ def run_services(stack: str, delivery: Optional[str] = None, argocd: Optional[st
         holder["component"] = Services("services", cfg, provider, opts=pulumi.ResourceOptions(depends_on=[platform]))
         return pulumi.Output.from_input(holder["component"].outputs).apply(lambda o: holder.update(outputs=o))
 
-    program()
+    with runner.frozen_heap(), runner.without_source_positions():  # as the plan runs it: a third faster
+        program()
     return Run(cfg, holder["component"], list(monitor.registrations), dict(mocks.raw), holder["outputs"])
 
 

@@ -9,8 +9,9 @@ import json
 import pytest
 
 from sophia_infra import __main__ as cli
-from sophia_infra.tools.plan import report, runner, verify
+from sophia_infra.tools.plan import report, verify
 from tests import yaml_c
+from tests.platform_helpers import plan
 
 GHOST = "sophia-gone-instance"
 
@@ -19,7 +20,7 @@ GHOST = "sophia-gone-instance"
 def old_plan(tmp_path, monkeypatch):
     """dev's plan.json plus a Lambda instance the new plan no longer has."""
     monkeypatch.setattr(verify, "run", lambda result: verify.Checks(skipped="not rendered in this test"))
-    doc = report.plan_document(runner.run("dev"))
+    doc = report.plan_document(plan("dev"))
     doc["resources"].append({
         "urn": f"urn:pulumi:dev::sophia-infra::sophia:lambda:Instance$pulumi-python:dynamic/lambda:Instance::{GHOST}",
         "type": "pulumi-python:dynamic/lambda:Instance", "name": GHOST, "custom": True, "parent": None,

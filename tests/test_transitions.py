@@ -20,6 +20,7 @@ from sophia_infra.program import releases
 from sophia_infra.tools import release
 from sophia_infra.tools.plan import destructive, report, runner, stack_config, transition, transition_report
 from tests.conftest import ROOT
+from tests.platform_helpers import plan as shared_plan
 from tests.test_provisioning import production_config
 
 Change = Callable[[dict], None]
@@ -98,6 +99,8 @@ LAUNCHED_CHANGES: dict[str, Change] = {
 @functools.lru_cache(maxsize=None)
 def plan(change: str, launched: bool = False) -> dict:
     """plan.json of production (or production with LAUNCHED provisioned) after `change`."""
+    if change == "base" and not launched:
+        return report.plan_document(shared_plan("production"))  # the stack as it is: run once per process
     config, secrets = production_config((LAUNCHED,)) if launched else stack_config.load("production")
     config = dict(config)
     (LAUNCHED_CHANGES if launched else CHANGES)[change](config)
