@@ -36,9 +36,10 @@ test: $(VENV)/.installed .tools/bin/helm
 
 # pytest in parallel workers (pytest-xdist), one per core; each test file runs in one worker, so
 # what a file renders or plans once (functools caches) is done once. The render cache
-# (build/render-cache, keyed by content) is shared by the workers. PYTEST_WORKERS=0: one process.
+# (build/render-cache, keyed by content) is shared by the workers. Files go out longest first
+# (tests/conftest.py orders them by build/test-durations.json). PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= auto
-PYTEST_ARGS := -q -n $(PYTEST_WORKERS) --dist loadfile
+PYTEST_ARGS := -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 pytest: $(VENV)/.installed .tools/bin/helm
 	PATH="$(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -67,3 +68,46 @@ _read_kubernetes_schemas_once()
 # collector only costs time there (a quarter of its CPU; a big chart's render peaks near 120 MB
 # without it). The output is the same.
 os.environ.setdefault("GOGC", "off")
+
+
+# ----------------------------------------------------------------------------- scheduling
+# `make test` hands whole files to the workers (--dist loadfile), in collection order
+# (--no-loadscope-reorder). A long file started last keeps one worker busy while the other
+# idles, so the files are collected longest first, by their durations in the previous run
+# (build/test-durations.json, written at the end of each run; a file it does not know runs
+# first). Only the order changes, never what runs.
+DURATIONS = ROOT / "build" / "test-durations.json"
+
+
+def _recorded_durations() -> dict[str, float]:
+    try:
+        return {str(k): float(v) for k, v in json.loads(DURATIONS.read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    known = _recorded_durations()
+    if known:
+        order = {item: i for i, item in enumerate(items)}
+        items.sort(key=lambda item: (-known.get(item.nodeid.split("::")[0], float("inf")), order[item]))
+
+
+_durations: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    path = report.nodeid.split("::")[0]
+    _durations[path] = _durations.get(path, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if hasattr(session.config, "workerinput") or not _durations:
+        return  # a worker: the controller sees every report and writes once
+    try:
+        DURATIONS.parent.mkdir(parents=True, exist_ok=True)
+        partial = DURATIONS.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps({**_recorded_durations(), **_durations}, indent=0, sort_keys=True))
+        partial.replace(DURATIONS)
+    except OSError:
+        pass  # a read-only checkout: the next run keeps the default order

@@ -3,7 +3,7 @@
 /etc, /var/lib, /usr/local/bin and /usr/share/keyrings are empty tmpfs mounts (/etc/rancher and
 /etc/systemd persist between runs) visible only to the script; `systemctl`, `timeout`, `k3s`,
 `curl`, `gpg`, `apt-get`, `ufw`, `ip` are stubs that record their calls and act as the test says
-(`timeout` records the bound asked for and enforces 2 s). Nothing on this machine changes.
+(`timeout` records the bound asked for and enforces 1 s). Nothing on this machine changes.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ STUBS = {
     "timeout": r"""
         echo "timeout $*" >> "$STATE_DIR/calls"
         shift
-        exec /usr/bin/timeout 2 "$@" """,
+        exec /usr/bin/timeout 1 "$@" """,
     "k3s": r"""
         echo "k3s $*" >> "$STATE_DIR/calls"
         case "$1" in
