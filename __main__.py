@@ -4,9 +4,13 @@ import pulumi
 
 from sophia_infra.program.config import stack as config
 from sophia_infra.program import stack as program, releases
+from sophia_infra.program.errors import config_errors_as_run_errors
 
-stack_config = config.load()  # stops `pulumi preview` with one sentence per problem
-# The release files too (releases/<stack>/*.yaml), before any resource is registered.
-releases.for_stack(stack_config, pulumi.get_stack())
-for name, value in program.build(stack_config).items():
+# A problem in the stack config or a release file stops `pulumi preview` with one sentence
+# each (a RunError: no traceback), before any resource is registered.
+with config_errors_as_run_errors():
+    stack_config = config.load()
+    releases.for_stack(stack_config, pulumi.get_stack())  # the release files (releases/<stack>/*.yaml)
+    outputs = program.build(stack_config)
+for name, value in outputs.items():
     pulumi.export(name, value)

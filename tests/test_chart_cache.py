@@ -4,6 +4,7 @@ the render cache, keyed by the chart's content, the values and helm."""
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import subprocess
 import sys
@@ -208,3 +209,40 @@ def test_the_tests_own_helm_commands_are_answered_from_the_cache_until_the_chart
     assert failed.returncode == cached.returncode != 0
     assert (failed.stdout + failed.stderr).replace(failed.args[-1], "V") == (cached.stdout + cached.stderr).replace(cached.args[-1], "V")
     assert str(tiny) in cached.stdout + cached.stderr
+
+
+def _signature_by_os_walk(folder: Path) -> tuple:
+    """The chart tree's signature as os.walk and os.path.relpath read it."""
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.stat(path)
+                entries.append((os.path.relpath(path, folder), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+            except OSError:
+                entries.append((os.path.relpath(path, folder), -1, 0, 0, 0))
+    return tuple(entries)
+
+
+def test_the_tree_signature_is_os_walks(tmp_path):
+    """The render cache's change detector walks chart folders its own (faster) way; it must see
+    what os.walk sees, in its order: every pinned chart source, and a tree with a linked
+    folder, a linked file and a dangling link."""
+    tree = tmp_path / "chart"
+    (tree / "templates" / "sub").mkdir(parents=True)
+    (tree / "Chart.yaml").write_text("name: x\n")
+    (tree / "templates" / "a.yaml").write_text("a: 1\n")
+    (tree / "templates" / "sub" / "b.yaml").write_text("b: 2\n")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "c.yaml").write_text("c: 3\n")
+    (tree / "charts").symlink_to(tmp_path / "elsewhere")
+    (tree / "values.yaml").symlink_to(tree / "Chart.yaml")
+    (tree / "gone.yaml").symlink_to(tmp_path / "nowhere")
+    assert render._tree_signature(tree) == _signature_by_os_walk(tree)
+    assert [e[0] for e in render._tree_signature(tree)] == [
+        "Chart.yaml", "gone.yaml", "values.yaml", "charts/c.yaml", "templates/a.yaml", "templates/sub/b.yaml"]
+    sources = [d for root in render.CHART_SOURCES if root.is_dir() for d in sorted(root.iterdir()) if d.is_dir()]
+    for chart in sources:
+        assert render._tree_signature(chart) == _signature_by_os_walk(chart), chart

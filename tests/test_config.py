@@ -404,10 +404,37 @@ def test_every_problem_is_reported_at_once():
     assert len(problems_of("production", many)) == 3
 
 
-def test_config_error_is_a_run_error():
-    # pulumi prints a RunError's message without a traceback.
+def test_the_program_stops_on_bad_config_with_a_run_error():
+    """pulumi prints a RunError's message without a traceback: the program (__main__.py, run
+    as the engine runs it) raises its config problems as one, still a ConfigError to the tools."""
+    import json
+
     import pulumi
-    assert issubclass(config.ConfigError, pulumi.RunError)
+
+    from sophia_infra.tools.plan import runner, stack_config
+
+    values, secret_keys = stack_config.load("dev")
+    k3s = json.loads(values["sophia:k3s"])
+    values = {**values, "sophia:k3s": json.dumps({**k3s, "version": "latest"})}
+    with pytest.raises(pulumi.RunError) as err:
+        runner.run("dev", config=values, secret_keys=secret_keys)
+    assert isinstance(err.value, config.ConfigError)
+    assert str(err.value).startswith("The stack configuration is invalid:\n  - sophia:k3s.version: ")
+    assert "Traceback" not in str(err.value)
+
+
+def test_the_config_schema_does_not_load_the_pulumi_sdk():
+    """describe, release, outputs, audit read the config in a quarter of a second: they start
+    without the SDK (grpc, protobuf), which only the program and the plan need."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import sophia_infra.__main__, sophia_infra.program.config.stack, sophia_infra.tools.release\n"
+            "print(sorted(m for m in sys.modules if m == 'pulumi' or m.startswith(('pulumi.', 'grpc'))))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
 
 
 def test_gpu_capacity_counts_sharing():

@@ -2,9 +2,11 @@
 
 Everything the program reads from Pulumi config passes through `load()`. Problems are
 collected, not raised one at a time, and reported as one sentence each, naming the
-config key path (`sophia:nodes[2].gpu.type`) and the fix. `ConfigError` is a
-`pulumi.RunError`, so `pulumi preview` prints the sentences without a traceback, and
-since loading happens before any resource is registered, nothing is half-applied.
+config key path (`sophia:nodes[2].gpu.type`) and the fix. Under the engine the program raises
+it as a `pulumi.RunError` (engine_errors.EngineConfigError), so `pulumi preview` prints the
+sentences without a traceback, and since loading happens before any resource is registered,
+nothing is half-applied. The schema itself does not import the Pulumi SDK: the command-line
+tools that only read the config (describe, release, outputs, ...) start without it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import typing
 from collections import Counter
 from typing import Annotated, Any, Callable, Iterable, Literal, Optional
 
-import pulumi
 from pydantic import AfterValidator, BaseModel, Field, PrivateAttr, StrictFloat, StrictInt, ValidationError, field_validator
 
 from sophia_infra.program.config import platform as platform_settings, services as service_settings
@@ -36,7 +37,7 @@ PLATFORMS = ("linux/amd64", "linux/arm64")
 ENVIRONMENTS = ("dev", "staging", "production")
 
 
-class ConfigError(pulumi.RunError):
+class ConfigError(Exception):
     """Invalid stack configuration: one sentence per problem."""
 
     def __init__(self, problems: list[str]):
@@ -660,6 +661,8 @@ def _other_namespace_keys() -> list[str]:
 
 
 def _read_pulumi_config() -> tuple[dict[str, Any], SecretLookup]:
+    import pulumi
+
     config = pulumi.Config(NAMESPACE)
     raw: dict[str, Any] = {}
     problems = []
@@ -696,11 +699,15 @@ def check_stack_name(cfg: StackConfig, stack: str) -> list[str]:
 
 
 def _secret_value(key: str) -> Optional[str]:
+    import pulumi
+
     return pulumi.runtime.get_config(f"{NAMESPACE}:{key}")
 
 
 def load() -> StackConfig:
     """Read and validate the current stack's configuration, or raise ConfigError."""
+    import pulumi
+
     raw, lookup = _read_pulumi_config()
     cfg = parse(raw, lookup, _secret_value, _other_namespace_keys())
     problems = check_stack_name(cfg, pulumi.get_stack())

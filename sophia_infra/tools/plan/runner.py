@@ -43,6 +43,7 @@ _was_enabled = True
 # the run itself then imports nothing (tests/test_plan.py checks it), so the plan's imports are
 # the same work, under the same collector, as the bench's import floor.
 PROGRAM_MODULES = (
+    "sophia_infra.program.errors",
     "sophia_infra.program.stack",
     "sophia_infra.program.platform.gpu.components",
     "pulumi_command.remote",
