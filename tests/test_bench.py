@@ -71,3 +71,34 @@ def test_bench_tests_is_a_make_target_that_prints_figures():
     makefile = (ROOT / "Makefile").read_text()
     (rule,) = re.findall(r"^bench-tests:.*\n(?:\t.*\n)*", makefile, re.M)
     assert "sophia_infra.tools.bench tests" in rule
+
+
+def test_a_cold_suite_run_sets_the_warm_state_aside_and_puts_it_back(tmp_path, monkeypatch):
+    """`make bench-tests BENCH_ARGS=--cold`: nothing a warm run reuses is there while make test
+    runs, and all of it is back afterwards, byte for byte."""
+    import subprocess
+
+    from sophia_infra.tools import bench
+    from tests.conftest import DURATIONS
+    from tests.test_checkov import CACHE as CHECKOV_CACHE
+
+    # What it sets aside is what the render cache, checkov's test and the scheduler really use.
+    from sophia_infra.tools.plan import render
+    assert set(bench._warm_state()) == {render.CACHE_DIR, CHECKOV_CACHE, DURATIONS}
+
+    folder, file = tmp_path / "cache", tmp_path / "durations.json"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "entry.json").write_text("{}")
+    file.write_text('{"tests/test_x.py": 1.0}')
+    monkeypatch.setattr(bench, "_warm_state", lambda: (folder, file, tmp_path / "absent"))
+    seen = []
+
+    def fake_make(*args, **kwargs):
+        seen.append((folder.exists(), file.exists()))
+        return subprocess.CompletedProcess(args, 0, stdout="1 passed in 0.1s\n", stderr="")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_make)
+    result = bench.suite(cold=True)
+    assert seen == [(False, False)] and result["counts"] == {"passed": 1}
+    assert (folder / "sub" / "entry.json").read_text() == "{}" and file.read_text() == '{"tests/test_x.py": 1.0}'
+    assert not list(tmp_path.glob("*.bench-aside"))

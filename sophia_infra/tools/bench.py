@@ -16,8 +16,9 @@ plan's own phases (imports, run, report) as measured inside its interpreter.
 
 `make bench-tests` (`python -m sophia_infra.tools.bench tests [--cold]`) times the test suite as
 `make test` runs it (pyright beside pytest's parallel workers): its wall time, the CPU time of
-everything it ran, the tests' counts and the five slowest tests; `--cold` runs it with an empty
-render cache (the cache is set aside meanwhile and put back after).
+everything it ran, the tests' counts and the five slowest tests; `--cold` runs it without what a
+warm run reuses (render cache, checkov's kept verdicts, the last durations: set aside meanwhile
+and put back after).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import time
 from functools import lru_cache
+from pathlib import Path
 
 from sophia_infra.tools.plan import ordering, runner, stack_config
 
@@ -270,14 +272,26 @@ def _render_cache_entries() -> int:
     return len(list(render.CACHE_DIR.glob("*.json"))) if render.CACHE_DIR.is_dir() else 0
 
 
-def suite(cold: bool = False) -> dict:
-    """Run `make test` once; its wall time, CPU time (every process it ran), counts, slowest tests."""
+def _warm_state() -> tuple[Path, ...]:
+    """What a warm `make test` reuses from earlier runs, all kept by content or only steering
+    the order: the render cache, checkov's kept verdicts, the files' last durations."""
     from sophia_infra.tools.plan import render
 
-    aside = render.CACHE_DIR.with_name(render.CACHE_DIR.name + ".bench-aside")
-    if cold and render.CACHE_DIR.exists():
-        shutil.rmtree(aside, ignore_errors=True)
-        render.CACHE_DIR.rename(aside)
+    build = stack_config.ROOT / "build"
+    return (render.CACHE_DIR, build / "checkov-cache", build / "test-durations.json")
+
+
+def suite(cold: bool = False) -> dict:
+    """Run `make test` once; its wall time, CPU time (every process it ran), counts, slowest tests.
+    cold: with _warm_state set aside (put back after)."""
+    moved = []
+    if cold:
+        for path in _warm_state():
+            if path.exists():
+                aside = path.with_name(path.name + ".bench-aside")
+                shutil.rmtree(aside, ignore_errors=True) if aside.is_dir() else aside.unlink(missing_ok=True)
+                path.rename(aside)
+                moved.append((path, aside))
     entries = _render_cache_entries()
     try:
         env = {**os.environ, "PYTEST_ADDOPTS": f"{os.environ.get('PYTEST_ADDOPTS', '')} --durations={SLOWEST} --durations-min=0".strip()}
@@ -288,9 +302,9 @@ def suite(cold: bool = False) -> dict:
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     finally:
-        if cold and aside.exists():
-            shutil.rmtree(render.CACHE_DIR, ignore_errors=True)
-            aside.rename(render.CACHE_DIR)
+        for path, aside in moved:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            aside.rename(path)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"wall": wall, "cpu": cpu, "exit": proc.returncode, "cache_entries": entries,
             "counts": suite_counts(proc.stdout), "slowest": slowest_tests(proc.stdout), "cores": os.cpu_count()}
