@@ -283,7 +283,7 @@ def test_with_the_wait_inside_the_launch_four_waits_starve_the_fifth_launch(fake
     old = WaitingInCreate(throttle=api.Throttle(interval=0.0, launch_interval=0.0))
     with Servicer(max_workers=workers()) as s:
         futures = [s.submit("Create", s.create_request(old, _instance_props(
-            fake, name=f"sophia-gpu-{i}", wait_seconds=2, poll_seconds=0.05))) for i in range(5)]
+            fake, name=f"sophia-gpu-{i}", wait_seconds=0.5, poll_seconds=0.05))) for i in range(5)]
         outcomes = [f.exception(timeout=60) for f in futures]
     assert any(e is not None and "was not active" in str(e) for e in outcomes)
 

@@ -284,28 +284,33 @@ def test_every_workload_waits_for_the_whole_platform_and_the_labelled_nodes():
 
 IMPORT_VARIANTS = ("dev", "production", "production+everything", "production+lambda")
 
-# A fresh interpreter loads the program as the plan does, then runs each variant given, printing
-# the modules each run imported. While every run imports nothing, the next one starts from the
-# very modules a fresh interpreter would have: one interpreter answers for all of them.
+# A fresh interpreter loads the program as the plan does, then runs each variant given (their
+# configs come on stdin, so the child imports nothing of the tests), printing the modules each
+# run imported, and at the end every module it holds. While every run imports nothing, the next
+# one starts from the very modules a fresh interpreter would have: one interpreter answers for
+# all of them.
 _IMPORTS_CHILD = ("import json, sys\n"
-                  "from tests.test_plan import _variants\n"
+                  "variants = json.load(sys.stdin)\n"
                   "from sophia_infra.tools.plan import runner\n"
-                  "variants = _variants()\n"
                   "with runner.frozen_heap():\n"
                   "    pass\n"
                   "for name in sys.argv[1:]:\n"
                   "    stack, config, secret_keys = variants[name]\n"
                   "    before = set(sys.modules)\n"
                   "    runner.run(stack, config=config, secret_keys=secret_keys)\n"
-                  "    print(json.dumps([name, sorted(set(sys.modules) - before)]), flush=True)\n")
+                  "    print(json.dumps([name, sorted(set(sys.modules) - before)]), flush=True)\n"
+                  "print(json.dumps(['<loaded>', sorted(m for m, mod in sys.modules.items() "
+                  "if type(mod).__name__ != '_LazyModule')]))\n")
 
 
 def _imports_during_runs(*variants: str) -> tuple[dict[str, list[str]], str]:
-    """(variant -> modules its run imported, for each that ran; the child's error, if it failed)."""
+    """(variant -> modules its run imported, for each that ran, and '<loaded>' -> every module
+    loaded at the end; the child's error, if it failed)."""
     import subprocess
     import sys
+    configs = {name: _variants()[name] for name in variants}
     proc = subprocess.run([sys.executable, "-c", _IMPORTS_CHILD, *variants], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+                          input=json.dumps(configs), timeout=300)
     found = dict(json.loads(line) for line in proc.stdout.splitlines() if line.startswith("["))
     return found, (proc.stderr[-2000:] or f"exit {proc.returncode}") if proc.returncode else ""
 
@@ -314,11 +319,12 @@ def _imports_during_runs(*variants: str) -> tuple[dict[str, list[str]], str]:
 def _imports_of_each_run() -> dict[str, list[str] | str]:
     """The variants' runs in one interpreter, in order. A variant after one that imported
     something (no longer a fresh start), or that the shared interpreter did not reach, runs in an
-    interpreter of its own. A str is the error of the child that ran it."""
-    shared, _ = _imports_during_runs(*IMPORT_VARIANTS)
-    out: dict[str, list[str] | str] = {}
+    interpreter of its own. A str is the error of the child that ran it. '<loaded>': the modules
+    the shared interpreter held at its end."""
+    shared, error = _imports_during_runs(*IMPORT_VARIANTS)
+    out: dict[str, list[str] | str] = {"<loaded>": shared.get("<loaded>", error)}
     for variant in IMPORT_VARIANTS:
-        if variant in shared and all(out[v] == [] for v in out):
+        if variant in shared and all(out[v] == [] for v in out if v != "<loaded>"):
             out[variant] = shared[variant]
         else:
             alone, error = _imports_during_runs(variant)
@@ -339,19 +345,20 @@ def test_the_run_imports_nothing(variant):
 def test_loading_the_program_first_loads_nothing_the_program_would_not():
     """runner.PROGRAM_MODULES only moves imports earlier: the modules loaded by the end of a
     plan are the same with and without it (else the bench's floor and the plan would both carry
-    work the program never asks for)."""
+    work the program never asks for). With it: the shared interpreter above, whose runs imported
+    nothing, so it holds what the preload loaded; without it: production's run in a fresh one."""
     import subprocess
     import sys
+    runs = _imports_of_each_run()
+    preloaded = runs["<loaded>"]
+    assert not isinstance(preloaded, str), preloaded
+    assert all(runs[v] == [] for v in IMPORT_VARIANTS)  # else the shared end is not the preload's
     code = ("import json, sys\n"
             "from sophia_infra.tools.plan import runner\n"
-            "if sys.argv[1] == 'natural':\n"
-            "    runner.PROGRAM_MODULES = ('sophia_infra.program.stack',)\n"
+            "runner.PROGRAM_MODULES = ('sophia_infra.program.stack',)\n"
             "runner.run('production')\n"
             "print(json.dumps(sorted(m for m, mod in sys.modules.items() if type(mod).__name__ != '_LazyModule')))\n")
-
-    def loaded(mode: str) -> set[str]:
-        proc = subprocess.run([sys.executable, "-c", code, mode], cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        return set(json.loads(proc.stdout.strip().splitlines()[-1]))
-
-    assert loaded("preloaded") == loaded("natural")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    natural = set(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert set(preloaded) == natural, (sorted(set(preloaded) - natural), sorted(natural - set(preloaded)))
