@@ -60,7 +60,16 @@ def _fail(err: object) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from sophia_infra.tools.plan import dynamic_diff, report, runner, stack_config, transition, transition_report, verify
+    from sophia_infra.tools.plan import stack_config
+
+    # The stack and ESC files and the schema first, before the SDK and the program load: a
+    # mistake there is one sentence in a quarter of a second. The run checks them again, with
+    # the release files and the secrets' contents.
+    try:
+        stack_config.load_validated(args.stack)
+    except (stack_config.StackFileError, ConfigError) as err:
+        return _fail(err)
+    from sophia_infra.tools.plan import dynamic_diff, report, runner, transition, transition_report, verify
     out_dir = Path(args.out) if args.out else stack_config.ROOT / "build" / "plan" / args.stack
     old_plan = None
     if args.allow_destroy and not args.against:

@@ -424,13 +424,14 @@ def test_the_program_stops_on_bad_config_with_a_run_error():
 
 
 def test_the_config_schema_does_not_load_the_pulumi_sdk():
-    """describe, release, outputs, audit read the config in a quarter of a second: they start
-    without the SDK (grpc, protobuf), which only the program and the plan need."""
+    """describe, release, outputs, audit and backups read the config in a fraction of a second:
+    they start without the SDK (grpc, protobuf), which only the program and the plan need."""
     import subprocess
     import sys
 
     code = ("import sys\n"
             "import sophia_infra.__main__, sophia_infra.program.config.stack, sophia_infra.tools.release\n"
+            "import sophia_infra.tools.backups, sophia_infra.tools.outputs, sophia_infra.tools.audit\n"
             "print(sorted(m for m in sys.modules if m == 'pulumi' or m.startswith(('pulumi.', 'grpc'))))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -32,8 +32,8 @@ class Newest:
 
 
 # ----------------------------------------------------------------------------- schedules
-# (sophia_infra.program.platform.backup_schedule: the alerts use them too)
-from sophia_infra.program.platform.backup_schedule import (GRACE_HOURS, allowed_age_hours,  # noqa: E402,F401
+# (sophia_infra.program.backup_schedule: the alerts use them too)
+from sophia_infra.program.backup_schedule import (GRACE_HOURS, allowed_age_hours,  # noqa: E402,F401
                                                           etcd_allowed_age_hours, longest_gap_hours,
                                                           postgres_allowed_age_hours)
 

@@ -17,7 +17,7 @@ against METRICS):
 - cert-manager (docs "Prometheus Metrics"): `certmanager_certificate_expiration_timestamp_seconds`
   per Certificate (name, namespace).
 
-Thresholds come from the schedules (sophia_infra.program.platform.backup_schedule.allowed_age_hours), so the alerts
+Thresholds come from the schedules (sophia_infra.program.backup_schedule.allowed_age_hours), so the alerts
 and `python -m sophia_infra backups` agree on when a backup is late.
 """
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sophia_infra.program.platform import backup_schedule as backups
+from sophia_infra.program import backup_schedule as backups
 from sophia_infra.program.config import names
 from sophia_infra.program.config.stack import StackConfig
 from sophia_infra.program.config.platform import postgres_backups, postgres_clusters

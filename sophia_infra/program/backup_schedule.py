@@ -1,6 +1,7 @@
 """How old the newest backup may be, from its schedule: the longest gap of a cron schedule
 plus a grace period, or the configured limit when longer. The data-safety alerts
-(sophia_infra.program.platform.alerts) and the `backups` command use the same numbers."""
+(sophia_infra.program.platform.alerts) and the `backups` command use the same numbers; pure,
+so the command loads it without the Pulumi SDK."""
 
 from __future__ import annotations
 
