@@ -88,9 +88,8 @@ def _recorded_durations() -> dict[str, float]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     known = _recorded_durations()
-    if known:
-        order = {item: i for i, item in enumerate(items)}
-        items.sort(key=lambda item: (-known.get(item.nodeid.split("::")[0], float("inf")), order[item]))
+    if known:  # a stable sort: a file's tests keep their order
+        items.sort(key=lambda item: -known.get(item.nodeid.split("::")[0], float("inf")))
 
 
 _durations: dict[str, float] = {}

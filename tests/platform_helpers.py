@@ -17,10 +17,10 @@ import yaml
 
 from sophia_infra.tools.plan import render
 from tests.conftest import SHARED
+from tests import yaml_c
 
 # CRDs of custom resources that no pinned chart carries (none today): read from ../shared/crds.
 CRDS = SHARED / "crds"
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 NO_SOURCE = ("lay ../shared/charts-src beside the project or run python -m sophia_infra charts --pull "
              "where the chart repositories are reachable")
 CRD = "CustomResourceDefinition"
@@ -44,7 +44,7 @@ def chart_defaults(chart: str, version: str) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _load_yaml(path: Path) -> Any:
-    return yaml.load(path.read_text(), Loader=_Loader)
+    return yaml_c.load(path.read_text())
 
 
 def unknown_keys(values: Any, defaults: Any, allow: Iterable[str] = (), path: str = "") -> list[str]:
@@ -160,7 +160,7 @@ def _strict(schema: Any) -> Any:
     return schema
 
 
-class _KubernetesYAML(_Loader):  # type: ignore[valid-type, misc]
+class _KubernetesYAML(yaml_c.Loader):  # type: ignore[valid-type, misc]
     """YAML as the API server reads it: a plain `=` (an enum value of operators) is the string "="
     (PyYAML would take it for YAML 1.1's `value` tag, which it cannot build)."""
 
@@ -352,6 +352,6 @@ def run_platform(stack: str, change: Optional[Callable[[dict], None]] = None,
 
     from sophia_infra.tools.plan import runner
 
-    with runner.frozen_heap(), runner.without_source_positions():  # as the plan runs it: a third faster
+    with runner.as_the_plan_runs():  # a third faster
         program()
     return MockRun(resources=monitor.registrations, platform=holder["platform"])

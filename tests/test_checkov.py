@@ -84,6 +84,7 @@ def _file_name(obj: dict) -> str:
 
 
 CACHE = ROOT / "build" / "checkov-cache"
+CHECKOV_ARGS = ("--framework", "kubernetes", "--output", "json", "--quiet", "--skip-download")
 
 
 def _input_key(out: Path) -> str:
@@ -125,9 +126,6 @@ def _scan(out: Path) -> dict:
     partial.write_text(json.dumps(verdict))
     partial.replace(cached)  # whole or absent, whichever worker writes it
     return verdict
-
-
-CHECKOV_ARGS = ("--framework", "kubernetes", "--output", "json", "--quiet", "--skip-download")
 
 
 @functools.lru_cache(maxsize=None)

@@ -8,17 +8,17 @@ from typing import Any, Iterator
 
 import yaml
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def load(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)
+    return yaml.load(text, Loader=Loader)
 
 
 def load_all(text: str) -> Iterator[Any]:
-    return yaml.load_all(text, Loader=_Loader)
+    return yaml.load_all(text, Loader=Loader)
 
 
 def dump(doc: Any, **kw: Any) -> str:
-    return yaml.dump(doc, Dumper=_Dumper, **kw)
+    return yaml.dump(doc, Dumper=Dumper, **kw)

@@ -281,6 +281,13 @@ def _warm_state() -> tuple[Path, ...]:
     return (render.CACHE_DIR, build / "checkov-cache", build / "test-durations.json")
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def suite(cold: bool = False) -> dict:
     """Run `make test` once; its wall time, CPU time (every process it ran), counts, slowest tests.
     cold: with _warm_state set aside (put back after)."""
@@ -289,7 +296,7 @@ def suite(cold: bool = False) -> dict:
         for path in _warm_state():
             if path.exists():
                 aside = path.with_name(path.name + ".bench-aside")
-                shutil.rmtree(aside, ignore_errors=True) if aside.is_dir() else aside.unlink(missing_ok=True)
+                _remove(aside)  # left by an interrupted run
                 path.rename(aside)
                 moved.append((path, aside))
     entries = _render_cache_entries()
@@ -303,7 +310,7 @@ def suite(cold: bool = False) -> dict:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     finally:
         for path, aside in moved:
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            _remove(path)  # what the run wrote
             aside.rename(path)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"wall": wall, "cpu": cpu, "exit": proc.returncode, "cache_entries": entries,

@@ -2,10 +2,10 @@
 
 Everything the program reads from Pulumi config passes through `load()`. Problems are
 collected, not raised one at a time, and reported as one sentence each, naming the
-config key path (`sophia:nodes[2].gpu.type`) and the fix. Under the engine the program raises
-it as a `pulumi.RunError` (engine_errors.EngineConfigError), so `pulumi preview` prints the
-sentences without a traceback, and since loading happens before any resource is registered,
-nothing is half-applied. The schema itself does not import the Pulumi SDK: the command-line
+config key path (`sophia:nodes[2].gpu.type`) and the fix. Under the engine the program
+raises it as a `pulumi.RunError` (sophia_infra.program.errors.EngineConfigError), so
+`pulumi preview` prints the sentences without a traceback, and since loading happens before
+any resource is registered, nothing is half-applied. The schema itself does not import the Pulumi SDK: the command-line
 tools that only read the config (describe, release, outputs, ...) start without it.
 """
 

@@ -108,6 +108,14 @@ def without_source_positions() -> Iterator[None]:
         pulumi_resource._get_stack_trace = original
 
 
+@contextmanager
+def as_the_plan_runs() -> Iterator[None]:
+    """The plan's way of running a program under mocks (frozen heap, no source positions):
+    runner.run's, and the tests' own mock runs of parts of the program."""
+    with frozen_heap(), without_source_positions():
+        yield
+
+
 async def _resolve(value: Any) -> tuple[Any, bool]:
     out = pulumi.Output.from_input(value)
     return await out.future(with_unknowns=True), await out.is_secret()
@@ -130,7 +138,7 @@ def run(
     def program() -> None:
         ran.update(runpy.run_path(str(root / "__main__.py"), run_name="__pulumi_program__"))
 
-    with frozen_heap(), without_source_positions():
+    with as_the_plan_runs():
         pulumi_settings.ROOT.set(None)  # a fresh root Stack for every run (set_mocks registers it)
         pulumi.runtime.set_all_config(config, secret_keys or [])
         pulumi.runtime.set_mocks(monitor.mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
