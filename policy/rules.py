@@ -29,9 +29,18 @@ _NOT_HOSTS = [ipaddress.IPv4Network(n) for n in ("192.0.2.0/24", "198.51.100.0/2
 class Rule:
     name: str
     description: str
-    check: Callable[[str, dict], list[str]]
-    # Advisory: pulumi-policy reports it without blocking; the offline plan lists it apart.
+    check: Callable[..., list[str]]
+    # Advisory: pulumi-policy reports it without blocking; the offline plan lists it apart. A
+    # policy pack config file (policy/config/<stack>.json) can change a rule's level.
     advisory: bool = False
+    # JSON schema of the properties the rule takes from that file; a rule with one is called
+    # with them as `config`.
+    config_schema: dict | None = None
+
+    def run(self, resource_type: str, props: dict, config: dict | None = None) -> list[str]:
+        if self.config_schema is None:
+            return self.check(resource_type, props)
+        return self.check(resource_type, props, config=config or {})
 
 
 def kind_of(resource_type: str) -> str:
@@ -160,13 +169,28 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 _DIGEST_LINE = re.compile(r'^\s+digest:\s*["\']?sha256:[a-f0-9]{64}["\']?\s*$', re.M)
 
 
-def images_by_digest(resource_type: str, props: dict, root: Path | None = None) -> list[str]:
+# images-by-digest's properties in a policy pack config: the workloads that may still run by tag
+# because they have not been released by digest yet (every other one must run by digest).
+IMAGES_BY_DIGEST_CONFIG = {
+    "properties": {
+        "tagOnlyAllowed": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Workloads (sophia:services[].name) not yet released by digest: allowed a tag only.",
+        },
+    },
+}
+
+
+def images_by_digest(resource_type: str, props: dict, root: Path | None = None,
+                     config: dict | None = None) -> list[str]:
     """Argo CD Applications (production's delivery) of the service chart run their image by digest:
-    a digest in valuesObject, a sha256 tag, or a digest in every release file they read."""
+    a digest in valuesObject, a sha256 tag, or a digest in every release file they read
+    (config `tagOnlyAllowed`: workloads exempt until their first release by digest)."""
     if kind_of(resource_type) != "Application":
         return []
     values = service_chart_values(resource_type, props)
-    if values is None:
+    if values is None or values.get("name") in set((config or {}).get("tagOnlyAllowed") or ()):
         return []
     image = values.get("image") or {}
     if image.get("digest") or str(image.get("tag") or "").startswith("sha256:"):
@@ -250,7 +274,7 @@ RULES = [
          gpu_pods_use_nvidia_runtime_and_gpu_type),
     Rule("images-pinned", "Every image is pinned to a tag or digest, never latest.", images_are_pinned),
     Rule("images-by-digest", "Argo CD workloads (production) run their image by digest, not by tag alone.",
-         images_by_digest, advisory=True),
+         images_by_digest, advisory=True, config_schema=IMAGES_BY_DIGEST_CONFIG),
     Rule("no-load-balancer-but-ingress", "Only the ingress controller is a LoadBalancer Service.",
          no_load_balancer_but_ingress),
     Rule("no-secrets-in-configmaps", "ConfigMaps carry no secret-looking keys.", no_secret_looking_keys_in_configmaps),
@@ -258,6 +282,75 @@ RULES = [
 ]
 
 
-def evaluate(resource_type: str, props: dict, advisory: bool = False) -> list[tuple[str, str]]:
-    """(rule name, message) for every violation of every mandatory rule (advisory=True: of the advisory ones)."""
-    return [(rule.name, msg) for rule in RULES if rule.advisory == advisory for msg in rule.check(resource_type, props)]
+def evaluate(resource_type: str, props: dict, advisory: bool = False,
+             pack_config: dict[str, tuple[str, dict]] | None = None) -> list[tuple[str, str]]:
+    """(rule name, message) for every violation of every mandatory rule (advisory=True: of the
+    advisory ones), each rule at its level under `pack_config` (parse_pack_config's result)."""
+    found = []
+    for rule in RULES:
+        level, config = level_of(rule, pack_config)
+        if level == "disabled" or (level == "advisory") != advisory:
+            continue
+        found += [(rule.name, msg) for msg in rule.run(resource_type, props, config)]
+    return found
+
+
+# A policy pack config file, as `pulumi preview/up --policy-pack-config FILE` reads it (pulumi's
+# plugin.parsePolicyPackConfig): a JSON object mapping a policy name to an enforcement level, or to
+# an object of the policy's properties and its "enforcementLevel" (optional to pulumi, required
+# here). Pulumi also takes "all" for every policy; these files name each rule, so a reader sees
+# every level.
+LEVELS = ("advisory", "mandatory", "remediate", "disabled")
+CONFIG_DIR = REPO_ROOT / "policy" / "config"
+
+
+class PackConfigError(ValueError):
+    """A policy pack config file pulumi would refuse, or that names no rule of this pack."""
+
+
+def parse_pack_config(text: str, source: str) -> dict[str, tuple[str, dict]]:
+    """{name: (level, properties)} from a config file's text; one sentence on a mistake."""
+    import json
+
+    try:
+        data = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as err:
+        raise PackConfigError(f"{source}: not JSON ({err.msg} at line {err.lineno}); "
+                              "see pulumi's --policy-pack-config format") from None
+    if not isinstance(data, dict):
+        raise PackConfigError(f"{source}: must be a JSON object of policy names")
+    rules = {r.name: r for r in RULES}
+    parsed: dict[str, tuple[str, dict]] = {}
+    for name, value in data.items():
+        if name not in rules:
+            raise PackConfigError(f"{source}: '{name}' is no policy of this pack; name one of {', '.join(rules)}")
+        props = dict(value) if isinstance(value, dict) else {}
+        level = value if isinstance(value, str) else str(props.pop("enforcementLevel", ""))
+        if not isinstance(value, (str, dict)) or level not in LEVELS:
+            # An object without one would reach the analyzer with the protocol's default level.
+            raise PackConfigError(f"{source}: '{name}' needs an enforcement level ({', '.join(LEVELS)}), "
+                                  "alone or as the enforcementLevel of an object of its properties")
+        allowed = (rules[name].config_schema or {}).get("properties") or {}
+        for key, prop in props.items():
+            if key not in allowed:
+                raise PackConfigError(f"{source}: '{name}' takes no property '{key}'"
+                                      + (f"; it takes {', '.join(allowed)}" if allowed else ""))
+            if not (isinstance(prop, list) and all(isinstance(x, str) for x in prop)):
+                raise PackConfigError(f"{source}: '{name}.{key}' must be a list of names")
+        parsed[name] = (level, props)
+    return parsed
+
+
+def pack_config(stack: str, root: Path | None = None) -> dict[str, tuple[str, dict]]:
+    """The stack's policy pack config (policy/config/<stack>.json), {} when it has none."""
+    path = (root / "policy" / "config" if root else CONFIG_DIR) / f"{stack}.json"
+    return parse_pack_config(path.read_text(), f"policy/config/{path.name}") if path.is_file() else {}
+
+
+def level_of(rule: Rule, pack_config: dict[str, tuple[str, dict]] | None) -> tuple[str, dict]:
+    """The rule's level and properties as pulumi-policy's analyzer resolves them: the config's
+    level, else the rule's own (advisory) or the pack's (mandatory). remediate blocks like
+    mandatory (the analyzer reports a remaining violation so; no rule here remediates)."""
+    own, config = (pack_config or {}).get(rule.name, (None, {}))
+    level = own or ("advisory" if rule.advisory else "mandatory")
+    return ("mandatory" if level == "remediate" else level), config

@@ -70,6 +70,10 @@ def _plan(args: argparse.Namespace) -> int:
     except (stack_config.StackFileError, ConfigError) as err:
         return _fail(err)
     from sophia_infra.tools.plan import dynamic_diff, report, runner, transition, transition_report, verify
+    try:  # the policy pack config `pulumi preview --policy-pack-config` would read
+        report.policy_pack_config(args.stack)
+    except ValueError as err:
+        return _fail(err)
     out_dir = Path(args.out) if args.out else stack_config.ROOT / "build" / "plan" / args.stack
     old_plan = None
     if args.allow_destroy and not args.against:

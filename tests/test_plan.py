@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -100,6 +101,38 @@ def test_plan_prints_policy_violations(tmp_path):
         provider="", inputs={"metadata": {"name": "leak"}, "data": {"API_TOKEN": "x"}}))
     text = report.render(result)
     assert "1 violation(s)" in text and "[no-secrets-in-configmaps] -/leak: key 'API_TOKEN'" in text
+
+
+def test_production_lists_the_workloads_its_policy_config_still_allows_by_tag(plans):
+    stdout, _ = plans["production"]
+    head = "Allowed by policy/config/production.json until released by digest: 15"
+    assert head in stdout
+    listed = stdout.split(head, 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    assert len(listed) == 15 and all(line.startswith("  [images-by-digest] service '") for line in listed)
+
+
+def test_a_production_workload_off_the_tag_list_fails_the_plan():
+    from sophia_infra.tools.plan import report, verify
+    from tests.platform_helpers import plan
+
+    result = plan("production")
+    level, props = report.policy_pack_config("production")["images-by-digest"]
+    without = {"images-by-digest": (level, {"tagOnlyAllowed": [n for n in props["tagOnlyAllowed"] if n != "backend"]})}
+    found = report.policy_violations(result, pack_config=without)
+    assert [(rule, msg.split(":")[0]) for _, rule, msg in found] == [("images-by-digest", "service 'backend'")]
+    assert len(report.allowed_by_config(result, pack_config=without)) == 14
+    nothing_else = SimpleNamespace(flows=[], undeclared=[], rejected=[])
+    assert verify.failures(nothing_else, found)[0].startswith("policy [images-by-digest] service 'backend'")
+
+
+def test_a_policy_config_mistake_stops_the_plan_with_one_sentence(tmp_path):
+    proj = tmp_path / "proj"
+    shutil.copytree(ROOT, proj, ignore=shutil.ignore_patterns(".venv", ".tools", "build", ".git", ".cache"))
+    (proj / "policy" / "config" / "production.json").write_text('{"images-by-digest": "strict"}\n')
+    proc = _plan("production", tmp_path / "out", root=proj)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: policy/config/production.json: 'images-by-digest' needs an enforcement level")
 
 
 def test_plan_shows_every_service_and_the_gpu_quota(plans):

@@ -167,3 +167,120 @@ def test_the_shipped_production_release_files_are_judged_as_they_are():
 def test_pack_entry_point_is_mandatory():
     text = (ROOT / "policy" / "__main__.py").read_text()
     assert "EnforcementLevel.MANDATORY" in text and "policies=POLICIES" in text
+
+
+# ----------------------------------------------------------------------------- the stacks' policy pack configs
+# policy/config/<stack>.json is what `pulumi preview/up --policy-pack policy --policy-pack-config`
+# reads (preview.yml, deploy.yml) and what the offline plan reads: judged here through
+# pulumi-policy's own analyzer servicer, as the engine drives it.
+
+def _analyzer():
+    from pulumi_policy.policy import EnforcementLevel, _PolicyAnalyzerServicer
+
+    return _PolicyAnalyzerServicer("sophia-infra", "0.1.0", policies.POLICIES, EnforcementLevel.MANDATORY)
+
+
+def _configure(servicer, parsed: dict) -> None:
+    """Configure as the CLI sends a parsed config file: one PolicyConfig per named policy."""
+    from google.protobuf import struct_pb2
+    from pulumi.runtime import proto
+
+    request = proto.ConfigureAnalyzerRequest()
+    for name, (level, props) in parsed.items():
+        config = proto.PolicyConfig(enforcementLevel=getattr(proto, level.upper()))
+        config.properties.CopyFrom(struct_pb2.Struct())
+        config.properties.update(props)
+        request.policyConfig[name].CopyFrom(config)
+    servicer.Configure(request, None)
+
+
+def _analyze(servicer, resource_type: str, props: dict) -> list[tuple[str, str]]:
+    """(policy, level) of each diagnostic the analyzer reports for one resource."""
+    from google.protobuf import struct_pb2
+    from pulumi.runtime import proto
+
+    properties = struct_pb2.Struct()
+    properties.update(props)
+    response = servicer.Analyze(proto.AnalyzeRequest(type=resource_type, urn="urn:pulumi:production::sophia-infra::x",
+                                                     name="x", properties=properties), None)
+    return [(d.policyName, proto.EnforcementLevel.Name(d.enforcementLevel)) for d in response.diagnostics]
+
+
+def test_production_enforces_digests_but_for_the_listed_workloads_through_the_sdk_analyzer():
+    from tests.test_argocd import applications
+
+    apps = applications()
+    shipped = rules.pack_config("production")
+    allowed = shipped["images-by-digest"][1]["tagOnlyAllowed"]
+    assert shipped["images-by-digest"][0] == "mandatory" and set(allowed) <= set(apps)
+    backend = apps["backend"]
+    fresh = _analyzer()  # no config: the rule's own level, advisory
+    assert ("images-by-digest", "ADVISORY") in _analyze(fresh, APPLICATION, backend)
+
+    listed = _analyzer()
+    _configure(listed, shipped)
+    assert "backend" in allowed and _analyze(listed, APPLICATION, backend) == []
+    assert rules.evaluate(APPLICATION, backend, pack_config=shipped) == []
+
+    # A workload not on the list (a new one, or one dropped from it) must run by digest.
+    without = {"images-by-digest": ("mandatory", {"tagOnlyAllowed": [n for n in allowed if n != "backend"]})}
+    enforced = _analyzer()
+    _configure(enforced, without)
+    assert _analyze(enforced, APPLICATION, backend) == [("images-by-digest", "MANDATORY")]
+    assert [r for r, _ in rules.evaluate(APPLICATION, backend, pack_config=without)] == ["images-by-digest"]
+    # ... unless it does: a release file with a digest satisfies the rule under any config.
+    by_digest = chart_application(image={"repository": "docker.io/sophia/m", "tag": "1.0.0", "digest": "sha256:" + "a" * 64})
+    assert _analyze(enforced, APPLICATION, by_digest) == []
+
+
+def test_each_stack_has_a_policy_config_valid_against_the_schema_the_pack_publishes():
+    import jsonschema
+    from google.protobuf import json_format
+    from pulumi.runtime import proto
+
+    info = _analyzer().GetAnalyzerInfo(proto.AnalyzerInfo(), None)
+    schemas = {p.name: json_format.MessageToDict(p.configSchema) for p in info.policies}
+    assert schemas["images-by-digest"]["properties"] == rules.IMAGES_BY_DIGEST_CONFIG["properties"]
+    stacks = sorted(p.stem.split(".", 1)[1] for p in ROOT.glob("Pulumi.*.yaml"))
+    assert stacks == ["dev", "production"]
+    for stack in stacks:
+        path = ROOT / "policy" / "config" / f"{stack}.json"
+        parsed = rules.pack_config(stack)
+        assert path.is_file() and parsed is not None
+        for name, (_, props) in parsed.items():
+            jsonschema.validate(props, {"type": "object", **schemas[name]})
+
+
+@pytest.mark.parametrize("text, says", [
+    ("{", "not JSON"),
+    ("[]", "JSON object"),
+    ('{"images-by-digests": "mandatory"}', "'images-by-digests' is no policy of this pack"),
+    ('{"all": "mandatory"}', "'all' is no policy of this pack"),
+    ('{"images-by-digest": "strict"}', "needs an enforcement level"),
+    ('{"images-by-digest": {"tagOnlyAllowed": ["backend"]}}', "needs an enforcement level"),
+    ('{"images-by-digest": {"enforcementLevel": "mandatory", "allow": ["backend"]}}', "takes no property 'allow'; it takes tagOnlyAllowed"),
+    ('{"images-by-digest": {"enforcementLevel": "mandatory", "tagOnlyAllowed": "backend"}}', "must be a list of names"),
+    ('{"images-pinned": {"enforcementLevel": "mandatory", "tagOnlyAllowed": []}}', "takes no property 'tagOnlyAllowed'"),
+])
+def test_a_policy_config_mistake_is_one_sentence(text, says):
+    with pytest.raises(rules.PackConfigError) as err:
+        rules.parse_pack_config(text, "policy/config/production.json")
+    message = str(err.value)
+    assert says in message and message.startswith("policy/config/production.json: ") and "\n" not in message
+
+
+def test_levels_follow_the_config_as_the_analyzer_resolves_them():
+    props = chart_application()  # tag only: images-by-digest finds it
+    for config, mandatory, advisory in [
+        ({}, [], ["images-by-digest"]),
+        ({"images-by-digest": ("mandatory", {})}, ["images-by-digest"], []),
+        ({"images-by-digest": ("remediate", {})}, ["images-by-digest"], []),
+        ({"images-by-digest": ("disabled", {})}, [], []),
+    ]:
+        assert [r for r, _ in rules.evaluate(APPLICATION, props, pack_config=config)] == mandatory
+        assert [r for r, _ in rules.evaluate(APPLICATION, props, advisory=True, pack_config=config)] == advisory
+        servicer = _analyzer()
+        _configure(servicer, config)
+        levels = dict(_analyze(servicer, APPLICATION, props))
+        expected = "MANDATORY" if mandatory else "ADVISORY" if advisory else None
+        assert levels.get("images-by-digest") == expected, config

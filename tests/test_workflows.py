@@ -181,6 +181,18 @@ def test_preview_with_credentials_only_for_this_repositorys_branches_with_a_team
     assert auth["scope"] == "team:sophia-infra-preview"
     action = next(s for s in job["steps"] if s.get("uses", "").startswith("pulumi/actions@"))
     assert action["with"]["command"] == "preview" and action["with"]["comment-on-pr"] is True
+    _runs_the_policy_pack(job, action, "${{ matrix.stack }}")
+
+
+def _runs_the_policy_pack(job: dict, action: dict, stack: str) -> None:
+    """The engine runs policy/ with the stack's config (pulumi/actions' policyPacks and
+    policyPackConfigs inputs: --policy-pack, --policy-pack-config), its virtualenv installed."""
+    assert action["with"]["policyPacks"] == "policy"
+    assert action["with"]["policyPackConfigs"] == f"policy/config/{stack}.json"
+    install = "\n".join(s.get("run", "") for s in job["steps"])
+    assert "python -m venv policy/venv" in install and "policy/venv/bin/pip install -r policy/requirements.txt" in install
+    runtime = yaml_c.load((ROOT / "policy" / "PulumiPolicy.yaml").read_text())["runtime"]
+    assert runtime["options"]["virtualenv"] == "venv"  # the folder the step fills
 
 
 def test_production_up_only_on_main_behind_an_environment():
@@ -193,6 +205,7 @@ def test_production_up_only_on_main_behind_an_environment():
     assert auth["scope"] == "team:sophia-infra-deploy"
     action = next(s for s in job["steps"] if s.get("uses", "").startswith("pulumi/actions@"))
     assert action["with"]["command"] == "up" and action["with"]["stack-name"].endswith("/production")
+    _runs_the_policy_pack(job, action, "production")
 
 
 def test_checkouts_keep_no_credentials_where_third_party_code_runs():

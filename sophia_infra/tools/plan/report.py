@@ -115,12 +115,31 @@ def _policy_rules():
     return sys.modules[name]
 
 
-def policy_violations(result: PlanResult, advisory: bool = False) -> list[tuple[str, str, str]]:
+def policy_pack_config(stack: str) -> dict:
+    """The stack's policy pack config (policy/config/<stack>.json), as `pulumi preview
+    --policy-pack-config` reads it; rules.PackConfigError (a ValueError) names a mistake."""
+    return _policy_rules().pack_config(stack)
+
+
+def policy_violations(result: PlanResult, advisory: bool = False,
+                      pack_config: Optional[dict] = None) -> list[tuple[str, str, str]]:
     """(resource URN, rule, message) from the policy pack's own mandatory rules (advisory=True:
-    its advisory ones, which pulumi preview reports without blocking)."""
+    its advisory ones, which pulumi preview reports without blocking), each rule at its level in
+    the stack's policy pack config (`pack_config`, else policy/config/<stack>.json)."""
     rules = _policy_rules()
+    config = policy_pack_config(result.stack) if pack_config is None else pack_config
     return [(r.urn, rule, msg) for r in sorted(result.resources, key=lambda r: r.urn)
-            for rule, msg in rules.evaluate(r.type, r.inputs, advisory=advisory)]
+            for rule, msg in rules.evaluate(r.type, r.inputs, advisory=advisory, pack_config=config)]
+
+
+def allowed_by_config(result: PlanResult, pack_config: Optional[dict] = None) -> list[tuple[str, str, str]]:
+    """What the config's properties let through: findings of the enforced rules that take
+    properties (images-by-digest's tagOnlyAllowed) without them, less those with them."""
+    rules = _policy_rules()
+    config = policy_pack_config(result.stack) if pack_config is None else pack_config
+    bare = {name: (level, {}) for name, (level, _) in config.items()}
+    return sorted(set(policy_violations(result, pack_config=bare)) - set(policy_violations(result, pack_config=config))
+                  if any(rules.level_of(rule, config)[1] for rule in rules.RULES) else [])
 
 
 def render(result: PlanResult, violations: Optional[list[tuple[str, str, str]]] = None) -> str:
@@ -145,4 +164,8 @@ def render(result: PlanResult, violations: Optional[list[tuple[str, str, str]]] 
     if advisories:
         lines += ["", f"Policy advisories (reported, not blocking): {len(advisories)}"]
         lines += [f"  [{rule}] {msg}" for _, rule, msg in advisories]
+    allowed = allowed_by_config(result)
+    if allowed:
+        lines += ["", f"Allowed by policy/config/{result.stack}.json until released by digest: {len(allowed)}"]
+        lines += [f"  [{rule}] {msg}" for _, rule, msg in allowed]
     return "\n".join(lines) + "\n"
