@@ -14,18 +14,23 @@ import textwrap
 from pathlib import Path
 from typing import NoReturn
 
-# What every command imports; found (not imported) before anything else is, so a Python
+# What the commands import; found (not imported) before anything else is, so a Python
 # outside the virtualenv gets a sentence saying how to get into it, not ModuleNotFoundError
-# (exit 1, which reads as "check failed").
-DEPENDENCIES = ("pulumi", "pulumi_kubernetes", "pydantic", "yaml")
+# (exit 1, which reads as "check failed"). The commands that read the configuration without
+# the SDK need only the schema's (requirements-config.txt, what the release jobs install).
+CONFIG_DEPENDENCIES = ("pydantic", "yaml")
+DEPENDENCIES = ("pulumi", "pulumi_kubernetes", *CONFIG_DEPENDENCIES)
+CONFIG_COMMANDS = ("describe", "release", "chart-tag")
 
 
-def missing_dependencies() -> list[str]:
-    return [name for name in DEPENDENCIES if importlib.util.find_spec(name) is None]
+def missing_dependencies(command: str | None = None) -> list[str]:
+    needed = CONFIG_DEPENDENCIES if command in CONFIG_COMMANDS else DEPENDENCIES
+    return [name for name in needed if importlib.util.find_spec(name) is None]
 
 
-if __name__ == "__main__" and missing_dependencies():
-    print(f"error: {sys.executable} lacks the project's dependencies ({', '.join(missing_dependencies())}); "
+_missing = missing_dependencies(sys.argv[1] if len(sys.argv) > 1 else None) if __name__ == "__main__" else []
+if _missing:
+    print(f"error: {sys.executable} lacks the project's dependencies ({', '.join(_missing)}); "
           "run `make setup` once, then `.venv/bin/python -m sophia_infra ...` (or `. .venv/bin/activate` first).",
           file=sys.stderr)
     sys.exit(2)

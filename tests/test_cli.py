@@ -144,22 +144,44 @@ def test_an_unknown_stack_is_refused_with_the_valid_ones(command, capsys):
                                        "use one of dev, production\n")
 
 
-def test_outside_the_virtualenv_it_says_how_to_get_in():
+@pytest.mark.parametrize("command, lacks", [("plan", "pulumi, pulumi_kubernetes, pydantic, yaml"),
+                                             ("describe", "pydantic, yaml")])  # describe needs no SDK
+def test_outside_the_virtualenv_it_says_how_to_get_in(command, lacks):
     # -S: no site-packages, so none of the dependencies; the package itself is found in the cwd.
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    proc = subprocess.run([sys.executable, "-S", "-m", "sophia_infra", "describe", "--stack", "dev"], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-S", "-m", "sophia_infra", command, "--stack", "dev"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stdout == ""
     line = _one_line(proc)
-    assert line.startswith(f"error: {sys.executable} lacks the project's dependencies (pulumi, pulumi_kubernetes, pydantic, yaml);")
+    assert line.startswith(f"error: {sys.executable} lacks the project's dependencies ({lacks});")
     assert "run `make setup` once, then `.venv/bin/python -m sophia_infra ...` (or `. .venv/bin/activate` first)." in line
 
 
+def _pins(name: str) -> dict[str, str]:
+    """{normalised distribution name: version} of a requirements file's `name==version` lines."""
+    lines = (ROOT / name).read_text().splitlines()
+    return {line.split("==")[0].strip().lower().replace("-", "_"): line.split("==")[1].split()[0].strip(" \\")
+            for line in lines if "==" in line and not line.lstrip().startswith("#")}
+
+
 def test_the_dependencies_checked_are_the_pinned_ones():
-    pinned = {line.split("==")[0].strip().lower().replace("-", "_")
-              for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line}
-    assert {"pyyaml" if d == "yaml" else d for d in cli.DEPENDENCIES} <= pinned
+    pinned = _pins("requirements.txt")
+    assert {"pyyaml" if d == "yaml" else d for d in cli.DEPENDENCIES} <= set(pinned)
     assert cli.missing_dependencies() == []
+    assert {"pyyaml" if d == "yaml" else d for d in cli.CONFIG_DEPENDENCIES} <= set(_pins("requirements-config.in"))
+
+
+def test_requirements_config_is_hashed_and_pins_what_the_tests_run():
+    """The release jobs' hashed install (requirements-config.txt, compiled from .in) holds the
+    same versions as requirements.txt and as the virtualenv the tests run in."""
+    from importlib import metadata
+
+    compiled, sources, full = _pins("requirements-config.txt"), _pins("requirements-config.in"), _pins("requirements.txt")
+    assert sources.items() <= compiled.items() and sources.items() <= full.items()
+    for name, version in compiled.items():
+        assert metadata.version(name) == version, name
+    blocks = (ROOT / "requirements-config.txt").read_text().split("\n\n")[-1].split("==")[1:]
+    assert len(blocks) == len(compiled) and all("--hash=sha256:" in block for block in blocks)
 
 
 # ----------------------------------------------------------------------------- backups: could not check vs stale

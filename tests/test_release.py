@@ -145,6 +145,53 @@ def test_a_release_with_a_digest_pins_the_pods_to_it(tmp_path):
     assert releases.read("production", "ai-memory", root).tag == "2.0.1"
 
 
+def config_only_python(root: Path, tmp_path: Path) -> None:
+    """root/.venv/bin/python with exactly the distributions requirements-config.txt names (what
+    the release jobs install, by hash) and the standard library: no site-packages (-S)."""
+    from importlib import metadata
+
+    site = tmp_path / "config-site"
+    site.mkdir()
+    names = [line.split("==")[0] for line in (ROOT / "requirements-config.txt").read_text().splitlines()
+             if "==" in line and not line.startswith("#")]
+    for name in names:
+        dist = metadata.distribution(name)
+        for top in {Path(str(f)).parts[0] for f in dist.files or ()}:
+            source = Path(str(dist.locate_file(top)))
+            if source.exists() and not (site / top).exists():
+                (site / top).symlink_to(source)
+    venv = root / ".venv"
+    if venv.is_symlink():
+        venv.unlink()
+    (venv / "bin").mkdir(parents=True)
+    python = venv / "bin" / "python"
+    python.write_text(f'''#!/bin/sh\nPYTHONPATH="{site}${{PYTHONPATH:+:$PYTHONPATH}}" exec {sys.executable} -S "$@"\n''')
+    python.chmod(0o755)
+
+
+def test_the_release_jobs_run_with_only_requirements_config(tmp_path):
+    """release.yml's plan and release jobs and deploy.yml's chart-tag job install requirements-config.txt
+    only: describe, the workflow's own release step and chart-tag run with it; the plan says what it lacks."""
+    root = copy_project(tmp_path)
+    config_only_python(root, tmp_path)
+    python = str(root / ".venv" / "bin" / "python")
+    probe = subprocess.run([python, "-c", "import yaml, pydantic, importlib.util as u; print(u.find_spec('pulumi'))"],
+                           capture_output=True, text=True, cwd=root)
+    assert probe.stdout.strip() == "None", probe.stderr  # the SDK is really absent
+    described = subprocess.run([python, "-m", "sophia_infra", "describe", "--stack", "production", "ai-memory"],
+                               capture_output=True, text=True, cwd=root)
+    assert described.returncode == 0 and "platforms=linux/amd64,linux/arm64" in described.stdout, described.stderr
+    proc = run_workflow_release_step(root, WORKLOAD="ai-memory", STACK="production", TAG="2.0.1", DIGEST=DIGEST,
+                                     PLATFORMS="linux/amd64,linux/arm64", IMAGE="docker.io/scoobyjava15/sophia-mcp-ai-memory")
+    assert proc.returncode == 0, proc.stderr
+    assert yaml_c.load((root / "releases" / "production" / "ai-memory.yaml").read_text()) == \
+        {"image": {"tag": "2.0.1", "digest": DIGEST}}
+    tag = subprocess.run([python, "-m", "sophia_infra", "chart-tag", "--check"], capture_output=True, text=True, cwd=root)
+    assert tag.returncode == 0 and "does not exist yet" in tag.stdout, tag.stderr
+    plan = subprocess.run([python, "-m", "sophia_infra", "plan", "--stack", "dev"], capture_output=True, text=True, cwd=root)
+    assert plan.returncode == 2 and "lacks the project's dependencies (pulumi, pulumi_kubernetes)" in plan.stderr
+
+
 def test_the_workflow_release_step_is_the_release_command():
     step = workflow_release_step()
     assert step["run"].startswith('.venv/bin/python -m sophia_infra release "$WORKLOAD" --stack "$STACK" --tag "$TAG"')

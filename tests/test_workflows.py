@@ -208,6 +208,23 @@ def test_production_up_only_on_main_behind_an_environment():
     _runs_the_policy_pack(job, action, "production")
 
 
+def test_jobs_that_only_read_the_config_install_requirements_config_by_hash():
+    """A job whose only commands are describe, release or chart-tag installs the hashed
+    requirements-config.txt (seconds), not the SDK."""
+    from sophia_infra.__main__ import CONFIG_COMMANDS
+
+    slim = []
+    for name, job_id, job in _jobs():
+        runs = "\n".join(s.get("run", "") for s in job["steps"])
+        commands = set(re.findall(r"python -m sophia_infra ([a-z-]+)", runs))
+        if not commands or not commands <= set(CONFIG_COMMANDS):
+            continue
+        assert "pip install --require-hashes --only-binary :all: --no-deps -r requirements-config.txt" in runs, (name, job_id)
+        assert "requirements.txt" not in runs.replace("requirements-config.txt", ""), (name, job_id)
+        slim.append((name, job_id))
+    assert sorted(slim) == [("deploy.yml", "chart-tag"), ("release.yml", "plan"), ("release.yml", "release")]
+
+
 def test_checkouts_keep_no_credentials_where_third_party_code_runs():
     kept = []
     for name, job_id, job in _jobs():
