@@ -190,7 +190,8 @@ def _runs_the_policy_pack(job: dict, action: dict, stack: str) -> None:
     assert action["with"]["policyPacks"] == "policy"
     assert action["with"]["policyPackConfigs"] == f"policy/config/{stack}.json"
     install = "\n".join(s.get("run", "") for s in job["steps"])
-    assert "python -m venv policy/venv" in install and "policy/venv/bin/pip install -r policy/requirements.txt" in install
+    assert "python -m venv policy/venv" in install
+    assert "policy/venv/bin/pip install --require-hashes --only-binary :all: --no-deps -r requirements-locked.txt" in install
     runtime = yaml_c.load((ROOT / "policy" / "PulumiPolicy.yaml").read_text())["runtime"]
     assert runtime["options"]["virtualenv"] == "venv"  # the folder the step fills
 
@@ -223,6 +224,20 @@ def test_jobs_that_only_read_the_config_install_requirements_config_by_hash():
         assert "requirements.txt" not in runs.replace("requirements-config.txt", ""), (name, job_id)
         slim.append((name, job_id))
     assert sorted(slim) == [("deploy.yml", "chart-tag"), ("release.yml", "plan"), ("release.yml", "release")]
+
+
+def test_jobs_holding_a_pulumi_token_install_only_by_hash():
+    """preview and up hold a Pulumi team token and open ESC environments: every package they
+    install comes from requirements-locked.txt, each file checked by its sha256."""
+    credentialed = []
+    for name, job_id, job in _jobs():
+        if (job.get("permissions") or {}).get("id-token") != "write":
+            continue
+        installs = [line.strip() for s in job["steps"] for line in s.get("run", "").splitlines() if "pip install" in line]
+        assert installs and all(line.endswith("pip install --require-hashes --only-binary :all: --no-deps -r "
+                                              "requirements-locked.txt") for line in installs), (name, job_id, installs)
+        credentialed.append((name, job_id))
+    assert sorted(credentialed) == [("deploy.yml", "up"), ("preview.yml", "preview")]
 
 
 def test_checkouts_keep_no_credentials_where_third_party_code_runs():
