@@ -196,9 +196,16 @@ def _runs_the_policy_pack(job: dict, action: dict, stack: str) -> None:
     assert runtime["options"]["virtualenv"] == "venv"  # the folder the step fills
 
 
+def _github_glob(pattern: str) -> re.Pattern:
+    """A workflow path filter as GitHub matches it: `**` any characters, `*` any but `/`."""
+    out = "".join(".*" if part == "**" else "[^/]*" if part == "*" else re.escape(part)
+                  for part in re.split(r"(\*\*|\*)", pattern))
+    return re.compile(out + r"\Z")
+
+
 def test_production_up_only_on_main_behind_an_environment():
     doc = _load("deploy.yml")
-    assert doc["on"] == {"push": {"branches": ["main"]}}
+    assert doc["on"] == {"push": {"branches": ["main"], "paths-ignore": ["releases/**"]}}
     job = doc["jobs"]["up"]
     assert job["environment"] == "production"
     auth = next(s for s in job["steps"] if s.get("uses", "").startswith("pulumi/auth-actions@"))["with"]
@@ -224,6 +231,28 @@ def test_jobs_that_only_read_the_config_install_requirements_config_by_hash():
         assert "requirements.txt" not in runs.replace("requirements-config.txt", ""), (name, job_id)
         slim.append((name, job_id))
     assert sorted(slim) == [("deploy.yml", "chart-tag"), ("release.yml", "plan"), ("release.yml", "release")]
+
+
+def test_an_app_release_commit_does_not_run_pulumi_up_but_any_other_change_does(tmp_path):
+    """deploy.yml skips a push whose every file matches paths-ignore: the commit release.yml makes
+    (scripts/commit-release.sh, run here against a bare remote) is such a push; the stack and
+    program files are not."""
+    from tests.test_commit_release import clone, commit_release, git, write_release
+
+    ignored = [_github_glob(p) for p in _load("deploy.yml")["on"]["push"]["paths-ignore"]]
+    bare = tmp_path / "infra.git"
+    git(tmp_path, "init", "--quiet", "--bare", "--initial-branch=main", str(bare))
+    checkout = clone(bare, tmp_path / "work")
+    (checkout / "releases" / "production").mkdir(parents=True)
+    write_release(checkout, "sha-abc")
+    assert commit_release(checkout, "sha-abc").returncode == 0
+    pushed = git(bare, "show", "--format=", "--name-only", "main").split()
+    assert pushed and all(any(g.match(f) for g in ignored) for f in pushed)
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    deploying = [f for f in tracked if not any(g.match(f) for g in ignored)]
+    assert {"Pulumi.production.yaml", "__main__.py", "requirements.txt", "policy/config/production.json",
+            "charts/sophia-service/Chart.yaml"} <= set(deploying)
+    assert {f for f in tracked if f not in deploying} == {f for f in tracked if f.startswith("releases/")}
 
 
 def test_jobs_holding_a_pulumi_token_install_only_by_hash():
