@@ -209,28 +209,33 @@ def _analyze(servicer, resource_type: str, props: dict) -> list[tuple[str, str]]
 def test_production_enforces_digests_but_for_the_listed_workloads_through_the_sdk_analyzer():
     from tests.test_argocd import applications
 
-    apps = applications()
     shipped = rules.pack_config("production")
-    allowed = shipped["images-by-digest"][1]["tagOnlyAllowed"]
-    assert shipped["images-by-digest"][0] == "mandatory" and set(allowed) <= set(apps)
-    backend = apps["backend"]
+    level, props = shipped["images-by-digest"]
+    assert level == "mandatory" and set(props["tagOnlyAllowed"]) <= set(applications())
+    tag_only = chart_application()  # service 'ai-memory', its image by tag in valuesObject
     fresh = _analyzer()  # no config: the rule's own level, advisory
-    assert ("images-by-digest", "ADVISORY") in _analyze(fresh, APPLICATION, backend)
+    assert _analyze(fresh, APPLICATION, tag_only) == [("images-by-digest", "ADVISORY")]
 
-    listed = _analyzer()
-    _configure(listed, shipped)
-    assert "backend" in allowed and _analyze(listed, APPLICATION, backend) == []
-    assert rules.evaluate(APPLICATION, backend, pack_config=shipped) == []
+    listed = {"images-by-digest": ("mandatory", {"tagOnlyAllowed": ["ai-memory", "backend"]})}
+    allowed = _analyzer()
+    _configure(allowed, listed)
+    assert _analyze(allowed, APPLICATION, tag_only) == []
+    assert rules.evaluate(APPLICATION, tag_only, pack_config=listed) == []
 
-    # A workload not on the list (a new one, or one dropped from it) must run by digest.
-    without = {"images-by-digest": ("mandatory", {"tagOnlyAllowed": [n for n in allowed if n != "backend"]})}
+    # A workload not on the list (a new one, or one taken off it) must run by digest.
+    unlisted = {"images-by-digest": ("mandatory", {"tagOnlyAllowed": ["backend"]})}
     enforced = _analyzer()
-    _configure(enforced, without)
-    assert _analyze(enforced, APPLICATION, backend) == [("images-by-digest", "MANDATORY")]
-    assert [r for r, _ in rules.evaluate(APPLICATION, backend, pack_config=without)] == ["images-by-digest"]
-    # ... unless it does: a release file with a digest satisfies the rule under any config.
+    _configure(enforced, unlisted)
+    assert _analyze(enforced, APPLICATION, tag_only) == [("images-by-digest", "MANDATORY")]
+    assert [r for r, _ in rules.evaluate(APPLICATION, tag_only, pack_config=unlisted)] == ["images-by-digest"]
+    # ... and does once released by digest.
     by_digest = chart_application(image={"repository": "docker.io/sophia/m", "tag": "1.0.0", "digest": "sha256:" + "a" * 64})
     assert _analyze(enforced, APPLICATION, by_digest) == []
+    # The shipped file goes through the analyzer as it is (pulumi validates it against the schema first).
+    shipped_analyzer = _analyzer()
+    _configure(shipped_analyzer, shipped)
+    assert _analyze(shipped_analyzer, APPLICATION, tag_only) == \
+        ([] if "ai-memory" in props["tagOnlyAllowed"] else [("images-by-digest", "MANDATORY")])
 
 
 def test_each_stack_has_a_policy_config_valid_against_the_schema_the_pack_publishes():

@@ -35,11 +35,24 @@ def git(root: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True, env=env).stdout
 
 
+BASELINE_TAG = "1.0.0"
+
+
+def baseline_releases(root: Path) -> None:
+    """Every release file under root at tag 1.0.0 without a digest, as the project first shipped
+    them: tests of releasing start from a known state, whatever app releases main has had since
+    (each is a commit to main, and main's CI runs these tests on it)."""
+    for path in (root / "releases").glob("*/*.yaml"):
+        path.write_text(releases.render(path.parent.name, path.stem, releases.Release(BASELINE_TAG)))
+
+
 def copy_project(tmp_path: Path) -> Path:
-    """The project's files in a fresh git repository (one commit), ../shared beside it, the charts
-    that `charts --pull` fetched and the render cache (keyed by content: the same renders) shared."""
+    """The project's files in a fresh git repository (one commit; release files at the baseline),
+    ../shared beside it, the charts that `charts --pull` fetched and the render cache (keyed by
+    content: the same renders) shared."""
     root = tmp_path / "work" / "main"
     shutil.copytree(ROOT, root, ignore=_IGNORE)
+    baseline_releases(root)
     for tool in (".venv", ".tools", ".cache"):
         if (ROOT / tool).exists():
             (root / tool).symlink_to(ROOT / tool)
@@ -200,6 +213,12 @@ def test_the_workflow_release_step_is_the_release_command():
 
 # ----------------------------------------------------------------------------- refusals
 
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory) -> Path:
+    """One project copy at the release baseline for the cases that leave it untouched."""
+    return copy_project(tmp_path_factory.mktemp("baseline"))
+
+
 @pytest.mark.parametrize("args,message", [
     (("bakend", "--stack", "production", "--tag", "1.4.2"),
      "error: WORKLOAD bakend: stack production has no workload 'bakend'; use one of backend, frontend, ai-memory,"),
@@ -223,14 +242,14 @@ def test_the_workflow_release_step_is_the_release_command():
      "error: --tag 1.4.2: stack production is production, which runs images by digest (a tag can be re-pushed with other "
      "content); give --digest sha256:... of the pushed image"),
 ])
-def test_bad_input_is_one_sentence_exit_2_and_leaves_the_files_alone(args, message):
-    files = {p: p.read_bytes() for p in (ROOT / "releases").rglob("*.yaml")}
-    proc = cli(ROOT, "release", *args)
+def test_bad_input_is_one_sentence_exit_2_and_leaves_the_files_alone(args, message, baseline):
+    files = {p: p.read_bytes() for p in (baseline / "releases").rglob("*.yaml")}
+    proc = cli(baseline, "release", *args)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert proc.stdout == ""
-    assert {p: p.read_bytes() for p in (ROOT / "releases").rglob("*.yaml")} == files
+    assert {p: p.read_bytes() for p in (baseline / "releases").rglob("*.yaml")} == files
 
 
 def test_an_amd64_only_image_for_a_gh200_workload_is_refused_from_the_stack_config(tmp_path):
@@ -289,6 +308,8 @@ def test_status_shows_the_released_image_and_what_argo_cd_reports(tmp_path):
     from tests.conftest import parse_with
 
     cfg = parse_with("production")
+    shutil.copytree(ROOT / "releases", tmp_path / "releases")
+    baseline_releases(tmp_path)
     apps = {"items": [
         {"metadata": {"name": "backend"}, "status": {"sync": {"status": "Synced", "revisions": ["a" * 40, "b" * 40]},
                                                      "health": {"status": "Healthy"},
@@ -296,14 +317,14 @@ def test_status_shows_the_released_image_and_what_argo_cd_reports(tmp_path):
         {"metadata": {"name": "frontend"}, "status": {"sync": {"status": "OutOfSync"}, "health": {"status": "Progressing"},
                                                       "summary": {"images": ["docker.io/scoobyjava15/sophia-frontend:0.9.0"]}}},
     ]}
-    lines = release.status(cfg, "production", apps)
+    lines = release.status(cfg, "production", apps, root=tmp_path)
     assert lines[0].split() == ["WORKLOAD", "RELEASED", "IMAGE", "SYNC", "HEALTH", "REVISIONS", "RUNNING"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert rows["backend"] == ["backend", f"{BACKEND}:1.0.0", "Synced", "Healthy", "aaaaaaaaaaaa,bbbbbbbbbbbb", "yes"]
     assert rows["frontend"][2:] == ["OutOfSync", "Progressing", "-", "rolling", "out"]
     assert rows["gong"][2:] == ["(no", "Application)", "-", "-", "-"]
     assert len(rows) == 15
-    offline = release.status(cfg, "production")
+    offline = release.status(cfg, "production", root=tmp_path)
     assert offline[0].split() == ["WORKLOAD", "RELEASED", "IMAGE"] and len(offline) == 16
 
 
