@@ -143,6 +143,19 @@ def test_a_production_workload_off_the_tag_list_fails_the_plan():
         [(rule, msg.split(":")[0]) for _, rule, msg in report.allowed_by_config(result, pack_config=listed)]
 
 
+def test_the_plan_names_allowances_the_tag_list_no_longer_needs():
+    from sophia_infra.tools.plan import report
+    from tests.platform_helpers import plan
+
+    result = plan("production")
+    level, props = report.policy_pack_config("production")["images-by-digest"]
+    tag_only = [n for n in props["tagOnlyAllowed"]
+                if "digest:" not in (ROOT / "releases" / "production" / f"{n}.yaml").read_text()]
+    assert report.unneeded_allowances(result) == [n for n in props["tagOnlyAllowed"] if n not in tag_only]
+    stale = {"images-by-digest": (level, {"tagOnlyAllowed": [*tag_only, "retired-workload"]})}
+    assert report.unneeded_allowances(result, pack_config=stale) == ["retired-workload"]
+
+
 def test_a_policy_config_mistake_stops_the_plan_with_one_sentence(tmp_path):
     proj = tmp_path / "proj"
     shutil.copytree(ROOT, proj, ignore=shutil.ignore_patterns(".venv", ".tools", "build", ".git", ".cache"))

@@ -142,6 +142,17 @@ def allowed_by_config(result: PlanResult, pack_config: Optional[dict] = None) ->
                   if any(rules.level_of(rule, config)[1] for rule in rules.RULES) else [])
 
 
+def unneeded_allowances(result: PlanResult, pack_config: Optional[dict] = None) -> list[str]:
+    """Workloads images-by-digest's tagOnlyAllowed lists that run by digest already (or do not
+    exist): the list should lose them, so that a later tag-only release of one is refused."""
+    rules = _policy_rules()
+    config = policy_pack_config(result.stack) if pack_config is None else pack_config
+    listed = (config.get("images-by-digest", ("", {}))[1]).get("tagOnlyAllowed") or []
+    tag_only = {(rules.service_chart_values(r.type, r.inputs) or {}).get("name")
+                for r in result.resources if rules.images_by_digest(r.type, r.inputs)}
+    return [name for name in listed if name not in tag_only]
+
+
 def render(result: PlanResult, violations: Optional[list[tuple[str, str, str]]] = None) -> str:
     """The plan as text; `violations`: the policy pack's findings when already evaluated."""
     cfg = result.cfg
@@ -168,4 +179,8 @@ def render(result: PlanResult, violations: Optional[list[tuple[str, str, str]]] 
     if allowed:
         lines += ["", f"Allowed by policy/config/{result.stack}.json until released by digest: {len(allowed)}"]
         lines += [f"  [{rule}] {msg}" for _, rule, msg in allowed]
+    unneeded = unneeded_allowances(result)
+    if unneeded:
+        lines += ["", f"policy/config/{result.stack}.json: tagOnlyAllowed lists {', '.join(unneeded)}, which "
+                  "run(s) by digest already (or no longer exist); take them off, so that a tag-only release is refused"]
     return "\n".join(lines) + "\n"
