@@ -275,7 +275,8 @@ def test_every_value_changes_the_rendered_output():
         spec = render.ReleaseSpec(r.spec.resource, r.spec.release, r.spec.namespace, r.spec.chart, r.spec.version,
                                   values=values, via=r.spec.via)
         try:
-            # The objects as decoded JSON: equal exactly when their sorted JSON texts are.
+            # The decoded objects compared (no JSON text built): equal when their sorted texts are, and
+            # also for 1 == 1.0 == true, which could only make a key look ineffective: a loud failure.
             return render.render(spec).objects != r.objects
         except render.RenderError:
             return True  # the chart cannot do without it
