@@ -9,6 +9,7 @@ evaluate these same functions.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -310,8 +311,6 @@ class PackConfigError(ValueError):
 
 def parse_pack_config(text: str, source: str) -> dict[str, tuple[str, dict]]:
     """{name: (level, properties)} from a config file's text; one sentence on a mistake."""
-    import json
-
     try:
         data = json.loads(text) if text.strip() else {}
     except json.JSONDecodeError as err:

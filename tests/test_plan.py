@@ -103,11 +103,15 @@ def test_plan_prints_policy_violations(tmp_path):
     assert "1 violation(s)" in text and "[no-secrets-in-configmaps] -/leak: key 'API_TOKEN'" in text
 
 
+def _still_tag_only(listed: list[str]) -> list[str]:
+    """The listed production workloads whose release file names no digest, as the files are now:
+    an app release by digest (a commit to main) shortens it."""
+    return [n for n in listed if "digest:" not in (ROOT / "releases" / "production" / f"{n}.yaml").read_text()]
+
+
 def test_production_lists_the_workloads_its_policy_config_still_allows_by_tag(plans):
-    # Counted from the release files as they are: an app release by digest (a commit to main) shortens it.
     props = json.loads((ROOT / "policy" / "config" / "production.json").read_text())["images-by-digest"]
-    tag_only = [n for n in props["tagOnlyAllowed"]
-                if "digest:" not in (ROOT / "releases" / "production" / f"{n}.yaml").read_text()]
+    tag_only = _still_tag_only(props["tagOnlyAllowed"])
     stdout, _ = plans["production"]
     head = f"Allowed by policy/config/production.json until released by digest: {len(tag_only)}"
     assert (head in stdout) == bool(tag_only)
@@ -149,8 +153,7 @@ def test_the_plan_names_allowances_the_tag_list_no_longer_needs():
 
     result = plan("production")
     level, props = report.policy_pack_config("production")["images-by-digest"]
-    tag_only = [n for n in props["tagOnlyAllowed"]
-                if "digest:" not in (ROOT / "releases" / "production" / f"{n}.yaml").read_text()]
+    tag_only = _still_tag_only(props["tagOnlyAllowed"])
     assert report.unneeded_allowances(result) == [n for n in props["tagOnlyAllowed"] if n not in tag_only]
     stale = {"images-by-digest": (level, {"tagOnlyAllowed": [*tag_only, "retired-workload"]})}
     assert report.unneeded_allowances(result, pack_config=stale) == ["retired-workload"]

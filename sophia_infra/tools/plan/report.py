@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import shutil
@@ -115,9 +116,11 @@ def _policy_rules():
     return sys.modules[name]
 
 
+@functools.lru_cache(maxsize=None)
 def policy_pack_config(stack: str) -> dict:
     """The stack's policy pack config (policy/config/<stack>.json), as `pulumi preview
-    --policy-pack-config` reads it; rules.PackConfigError (a ValueError) names a mistake."""
+    --policy-pack-config` reads it, read once per process (do not mutate);
+    rules.PackConfigError (a ValueError) names a mistake."""
     return _policy_rules().pack_config(stack)
 
 
@@ -132,14 +135,18 @@ def policy_violations(result: PlanResult, advisory: bool = False,
             for rule, msg in rules.evaluate(r.type, r.inputs, advisory=advisory, pack_config=config)]
 
 
-def allowed_by_config(result: PlanResult, pack_config: Optional[dict] = None) -> list[tuple[str, str, str]]:
+def allowed_by_config(result: PlanResult, pack_config: Optional[dict] = None,
+                      violations: Optional[list[tuple[str, str, str]]] = None) -> list[tuple[str, str, str]]:
     """What the config's properties let through: findings of the enforced rules that take
-    properties (images-by-digest's tagOnlyAllowed) without them, less those with them."""
+    properties (images-by-digest's tagOnlyAllowed) without them, less those with them
+    (`violations`: policy_violations under that same config, when already evaluated)."""
     rules = _policy_rules()
     config = policy_pack_config(result.stack) if pack_config is None else pack_config
+    if not any(rules.level_of(rule, config)[1] for rule in rules.RULES):
+        return []
     bare = {name: (level, {}) for name, (level, _) in config.items()}
-    return sorted(set(policy_violations(result, pack_config=bare)) - set(policy_violations(result, pack_config=config))
-                  if any(rules.level_of(rule, config)[1] for rule in rules.RULES) else [])
+    enforced = policy_violations(result, pack_config=config) if violations is None else violations
+    return sorted(set(policy_violations(result, pack_config=bare)) - set(enforced))
 
 
 def unneeded_allowances(result: PlanResult, pack_config: Optional[dict] = None) -> list[str]:
@@ -175,7 +182,7 @@ def render(result: PlanResult, violations: Optional[list[tuple[str, str, str]]] 
     if advisories:
         lines += ["", f"Policy advisories (reported, not blocking): {len(advisories)}"]
         lines += [f"  [{rule}] {msg}" for _, rule, msg in advisories]
-    allowed = allowed_by_config(result)
+    allowed = allowed_by_config(result, violations=violations)
     if allowed:
         lines += ["", f"Allowed by policy/config/{result.stack}.json until released by digest: {len(allowed)}"]
         lines += [f"  [{rule}] {msg}" for _, rule, msg in allowed]
