@@ -268,19 +268,33 @@ VARIANTS[MESH] = ("production", {"sophia:platform": {"istio": {"enabled": True}}
 @functools.lru_cache(maxsize=None)
 def plan(stack: str):
     """The offline plan of a stack (or of a VARIANT), once per test process (do not mutate)."""
-    from sophia_infra.tools.plan import runner
-
-    if stack not in VARIANTS:
-        return runner.run(stack)
     from sophia_infra.tools.plan import stack_config
 
+    if stack not in VARIANTS:
+        return plan_with(stack, *stack_config.load(stack))
     base, changes = VARIANTS[stack]
     config, secret_keys = stack_config.load(base)
     config = dict(config)
     for key, value in changes.items():
         merged = {**json.loads(config.get(key, "{}")), **value}
         config[key] = json.dumps(merged)
-    return runner.run(base, config=config, secret_keys=secret_keys)
+    return plan_with(base, config, secret_keys)
+
+
+def plan_with(stack: str, config: dict[str, str], secret_keys: Optional[list[str]] = None):
+    """runner.run of `stack` with this config, once per test process for the same config and
+    release files (do not mutate): tests that start from the same stack share its run."""
+    from sophia_infra.program import releases
+
+    files = tuple((w, releases.path(stack, w).read_bytes()) for w in releases.files(stack))
+    return _plan_with(stack, tuple(sorted(config.items())), tuple(secret_keys or ()), files)
+
+
+@functools.lru_cache(maxsize=None)
+def _plan_with(stack: str, config: tuple[tuple[str, str], ...], secret_keys: tuple[str, ...], _releases: tuple):
+    from sophia_infra.tools.plan import runner
+
+    return runner.run(stack, config=dict(config), secret_keys=list(secret_keys))
 
 
 @functools.lru_cache(maxsize=None)

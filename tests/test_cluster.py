@@ -12,14 +12,16 @@ from sophia_infra.program.cluster import nodes
 from sophia_infra.tools.plan import runner, stack_config
 from sophia_infra.tools.plan.mocks import SECRET
 from tests import yaml_c
+from tests.platform_helpers import plan_with
 
 
 def _run(stack: str, change=None):
+    """The stack's plan after `change` to its config, once per test process (do not mutate)."""
     config, secret_keys = stack_config.load(stack)
     if change:
         config = dict(config)
         change(config)
-    return runner.run(stack, config=config, secret_keys=secret_keys)
+    return plan_with(stack, config, secret_keys)
 
 
 def _edit(key: str, fn):
@@ -231,7 +233,7 @@ def test_a_replaced_install_deletes_the_membership_first(monkeypatch):
             return super().RegisterResource(request)
 
     monkeypatch.setattr(runner, "RecordingMonitor", Monitor)
-    names = _by_name(_run("production"))
+    names = _by_name(runner.run("production"))  # a run of its own: Monitor sees its requests
     for worker in ("sophia-ai-core", "sophia-mcp", "sophia-data", "sophia-dev"):
         membership = names[f"{worker}-membership"]
         assert membership.inputs["triggers"][1] == f"{worker}-install-id"
@@ -282,7 +284,7 @@ def test_every_command_times_out_after_its_scripts_own_bounds(monkeypatch):
             return super().RegisterResource(request)
 
     monkeypatch.setattr(runner, "RecordingMonitor", Monitor)
-    result = _run("production")
+    result = runner.run("production")  # a run of its own: Monitor sees its requests
     checked = 0
     for r in result.resources:
         if r.type != "command:remote:Command":
@@ -436,5 +438,5 @@ def test_the_pinned_checksum_reaches_every_install_lowercased():
 
 def test_the_unpinned_checksum_is_announced_in_preview(caplog):
     with caplog.at_level("WARNING"):
-        _run("dev")
+        runner.run("dev")  # a run of its own: the warning is logged while it runs
     assert any("installerSha256 is not pinned yet" in r.getMessage() for r in caplog.records)

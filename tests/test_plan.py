@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import shutil
@@ -12,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.conftest import ROOT
+from tests.platform_helpers import plan as shared_plan, plan_with
 from tests import yaml_c
 
 
@@ -92,14 +94,14 @@ def test_plan_evaluates_the_policy_pack_and_is_clean(plans, stack):
 
 
 def test_plan_prints_policy_violations(tmp_path):
-    from sophia_infra.tools.plan import report, runner
+    from sophia_infra.tools.plan import report
     from sophia_infra.tools.plan.mocks import Registration
 
-    result = runner.run("dev")
-    result.resources.append(Registration(
+    result = shared_plan("dev")
+    leak = Registration(
         urn="urn:x", type="kubernetes:core/v1:ConfigMap", name="leak", custom=True, parent="", dependencies=[],
-        provider="", inputs={"metadata": {"name": "leak"}, "data": {"API_TOKEN": "x"}}))
-    text = report.render(result)
+        provider="", inputs={"metadata": {"name": "leak"}, "data": {"API_TOKEN": "x"}})
+    text = report.render(dataclasses.replace(result, resources=[*result.resources, leak]))
     assert "1 violation(s)" in text and "[no-secrets-in-configmaps] -/leak: key 'API_TOKEN'" in text
 
 
@@ -186,19 +188,24 @@ def _files(d) -> dict[str, bytes]:
     return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
 
 
-def test_two_processes_write_byte_identical_plans(plans, stack, tmp_path):
+def test_two_processes_write_byte_identical_plans(plans, stack, tmp_path, capsys):
+    """The plan the command wrote in a process of its own, and the same command run again in
+    this test process (another process: its own string hashes, its own module state)."""
+    from sophia_infra import __main__ as cli
+
     _, first = plans[stack]
-    proc = _plan(stack, tmp_path / "again")
-    assert proc.returncode == 0, proc.stderr
+    assert cli.main(["plan", "--stack", stack, "--out", str(tmp_path / "again")]) == 0, capsys.readouterr().err
     assert (tmp_path / "again" / "plan.json").read_bytes() == (first / "plan.json").read_bytes()
     assert _files(tmp_path / "again") == _files(first)
 
 
 def test_two_runs_in_one_process_write_byte_identical_plans(tmp_path):
+    """A run after others in the same process (the SDK's and the program's module state left
+    from them) writes what the first one did."""
     from sophia_infra.tools.plan import report, runner
 
-    for name in ("a", "b"):
-        report.write(runner.run("production"), tmp_path / name)
+    report.write(shared_plan("production"), tmp_path / "a")  # the process's first run of it
+    report.write(runner.run("production"), tmp_path / "b")
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
 
 
@@ -297,11 +304,10 @@ def test_the_plans_direct_echo_answers_as_the_sdks_mock_monitor(variant, monkeyp
     if variant == "production+everything":
         assert json.loads(config["sophia:argocd"])["ingressHost"]  # the option really is on
 
-    def run():
-        result = runner.run(stack, config=config, secret_keys=secret_keys)
+    def run(result):
         return report.plan_document(result), result.secret_outputs
 
-    direct = run()
+    direct = run(plan_with(stack, config, secret_keys))  # the fast path's run, shared in this process
     sdk_calls = []
 
     def through_the_sdk(self, request, inputs):
@@ -309,7 +315,7 @@ def test_the_plans_direct_echo_answers_as_the_sdks_mock_monitor(variant, monkeyp
         return pulumi_mocks.MockMonitor.RegisterResource(self, request)
 
     monkeypatch.setattr(mocks.RecordingMonitor, "_register", through_the_sdk)
-    assert run() == direct
+    assert run(runner.run(stack, config=config, secret_keys=secret_keys)) == direct
     assert len(sdk_calls) == len(direct[0]["resources"])
 
 

@@ -3,6 +3,7 @@ firewall and the outputs, the plan's cost lines, and the capacity command."""
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import date, timedelta
 
@@ -58,14 +59,20 @@ class CapturingMocks(mocks.PlanMocks):
         return super().new_resource(args)
 
 
-@pytest.fixture
-def plan(monkeypatch):
-    def run(provisioned: tuple[str, ...]):
-        CapturingMocks.seen = {}
-        monkeypatch.setattr(runner, "PlanMocks", CapturingMocks)
-        cfg, secrets = production_config(provisioned)
+@functools.lru_cache(maxsize=None)
+def _planned(provisioned: tuple[str, ...]):
+    """Production with `provisioned` launched, and every resource's unmasked inputs; once per
+    test process for the same hosts (do not mutate)."""
+    CapturingMocks.seen = {}
+    cfg, secrets = production_config(provisioned)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "PlanMocks", CapturingMocks)
         return runner.run("production", config=cfg, secret_keys=secrets), CapturingMocks.seen
-    return run
+
+
+@pytest.fixture
+def plan():
+    return _planned
 
 
 def _plain(value):

@@ -296,6 +296,42 @@ def test_the_fast_path_refuses_a_key_given_twice_in_the_strict_readers_words(tmp
         stack_config.load("t", root)
 
 
+def _nested(block: int, flow: int) -> str:
+    """A document `block` mappings deep, then `flow` lists inside the innermost one (the deepest
+    empty: a value inside would be one level more)."""
+    lines = [" " * (2 * i) + f"k{i}:" for i in range(block)]
+    return "\n".join(lines) + " " + "[" * flow + "]" * flow + "\n"
+
+
+@pytest.mark.parametrize("block", [1, 2, 7, 30])
+def test_the_scanner_refuses_deep_nesting_where_the_composer_would_having_read_only_that_far(block):
+    """The bound on `[`/`{` in the scanner counts what compose_node counts (open block
+    collections and flow levels): exactly MAX_DEPTH loads, one more fails at the same position
+    the composer names; and the reader stops there, not after reading ahead through the rest."""
+    import yaml
+    from sophia_infra.program import yaml_files
+
+    class ComposerOnly(yaml_files._StrictLoader):
+        fetch_flow_collection_start = yaml.SafeLoader.fetch_flow_collection_start
+
+    limit = stack_config.MAX_DEPTH
+    flow = limit - block
+    assert yaml.load(_nested(block, flow), Loader=yaml_files._StrictLoader) is not None
+    too_deep = _nested(block, flow + 1) + "# " + "[" * 50_000 + "\n"
+    places = []
+    for loader in (yaml_files._StrictLoader(too_deep), ComposerOnly(too_deep)):
+        with pytest.raises(yaml.YAMLError) as err:
+            loader.get_single_data()
+        assert err.value.problem == f"nested more than {limit} levels deep; flatten the value"
+        places.append((err.value.problem_mark.line, err.value.problem_mark.column))
+    assert places[0] == places[1]
+    deep = "x: " + "[" * 50_000 + "]" * 50_000 + "\n"
+    loader = yaml_files._StrictLoader(deep)
+    with pytest.raises(yaml.YAMLError):
+        loader.get_single_data()
+    assert loader.pointer < 4 * limit  # it stopped at the bound, not 1,024 characters of look-ahead later
+
+
 def test_nesting_deep_enough_to_overflow_libyamls_composer_is_refused_not_a_crash(tmp_path):
     # libyaml composes recursively in C: ~50 000 open brackets overflow the stack (SIGSEGV).
     # The event scan sees the depth first; run in a child so that a crash fails the test.

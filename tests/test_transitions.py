@@ -280,7 +280,7 @@ def release_root(tmp_path, monkeypatch):
 
 
 def test_an_app_release_through_a_release_file_is_zero_pulumi_steps(release_root):
-    before = report.plan_document(runner.run("production"))
+    before = report.plan_document(shared_plan("production"))  # the same release files, copied
     prepared = release.prepare("backend", "production", tag="1.0.1", digest="sha256:" + "ab" * 32, root=release_root)
     release.write(prepared)
     assert releases.read("production", "backend").tag == "1.0.1"  # the program reads the new file
@@ -290,7 +290,7 @@ def test_an_app_release_through_a_release_file_is_zero_pulumi_steps(release_root
 
 def test_an_app_release_in_a_helm_delivered_stack_upgrades_that_workload_only(release_root):
     """dev (`delivery: helm`) rolls a release out with its next `pulumi up`: one Release upgraded."""
-    before = report.plan_document(runner.run("dev"))
+    before = report.plan_document(shared_plan("dev"))  # the same release files, copied
     release.write(release.prepare("backend", "dev", tag="9.9.9", root=release_root))
     t = transition.compute(before, report.plan_document(runner.run("dev")))
     assert list(t.changes().values()) == ["update"]

@@ -62,6 +62,15 @@ class _StrictLoader(_OneKeyOnce, yaml.SafeLoader):
         self._aliased_values = 0
         self._depth = 0
 
+    def fetch_flow_collection_start(self, TokenClass):
+        # The scanner reads ahead of the composer (a `[` or `{` may start a key, decided up to
+        # 1,024 characters later), one pass over the open levels per token: `[[[[…` thousands
+        # deep cost seconds before compose_node saw depth 65. Refused here, at the same `[` and
+        # with the same words: the open block collections (indents) and flow levels are the depth.
+        if len(self.indents) + self.flow_level + 1 > MAX_DEPTH:
+            raise ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep; flatten the value", self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
+
     def compose_node(self, parent, index):
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent):
