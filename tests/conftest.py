@@ -71,11 +71,11 @@ _read_kubernetes_schemas_once()
 os.environ.setdefault("GOGC", "off")
 
 # Python's collector, in each test process: the workers keep what many tests share (the stacks'
-# plans, every release rendered, parsed CRDs), some hundred MB of objects, and each full
-# collection walks all of it again to find little (0.3-0.7 s each, 18 in a run of the suite:
-# 11 s of the workers' ~75 s of CPU). A full collection waits for 100 middle-generation ones
-# instead of 10; cycles are still freed (reference counting frees the rest at once), later, at
-# the cost of memory (a worker peaks near 0.8 GB instead of 0.5).
+# plans, every release rendered, parsed CRDs), some 300,000-500,000 objects, and each full
+# collection walks all of them again to find little (0.3-0.6 s each; 13-19 of them in a run of
+# the suite, 7-8 s of CPU). A full collection waits for 100 middle-generation ones instead of
+# 10: one or two a worker, and the last one at exit (2-4 s in all). Cycles are still freed,
+# later (a worker peaks at 0.3-0.45 GB instead of 0.25-0.3).
 gc.set_threshold(*gc.get_threshold()[:2], 100)
 
 

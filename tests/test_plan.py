@@ -250,33 +250,79 @@ def test_the_plan_leaves_the_collector_as_it_found_it():
 
 
 def test_the_plan_skips_only_the_source_positions_the_mock_monitor_throws_away(monkeypatch):
-    """The SDK's stack walk is left out of the offline plan only: every registration carries an
-    empty stack trace while it runs, the SDK's own function is back afterwards, and the plan
-    is the same as with the walk."""
+    """The SDK's stack walk and its contains_unknowns are replaced in the offline plan only:
+    every registration carries an empty stack trace while it runs, with the plan's own
+    contains_unknowns; the SDK's functions are back afterwards, and the plan is the same as with
+    the SDK untouched."""
     import contextlib
     import inspect
     from pulumi.runtime import resource as pulumi_resource
+    from pulumi.runtime import rpc
     from sophia_infra.tools.plan import mocks, report, runner
 
-    original = pulumi_resource._get_stack_trace
+    original, sdk_contains_unknowns = pulumi_resource._get_stack_trace, rpc.contains_unknowns
     assert list(inspect.signature(original).parameters) == []  # the pinned SDK's hook, as replaced
+    assert list(inspect.signature(sdk_contains_unknowns).parameters) == ["val"]
     frames: list[int] = []
+    checks: set = set()
     record = mocks.RecordingMonitor.RegisterResource
 
     def spy(self, request):
         frames.append(len(request.stackTrace.frames))
+        checks.add(rpc.contains_unknowns)
         return record(self, request)
 
     monkeypatch.setattr(mocks.RecordingMonitor, "RegisterResource", spy)
     fast = report.plan_document(runner.run("dev"))
-    assert frames and set(frames) == {0}
-    assert pulumi_resource._get_stack_trace is original
+    assert frames and set(frames) == {0} and checks == {runner.contains_unknowns}
+    assert pulumi_resource._get_stack_trace is original and rpc.contains_unknowns is sdk_contains_unknowns
 
     frames.clear()
+    checks.clear()
     monkeypatch.setattr(runner, "without_source_positions", contextlib.nullcontext)
-    walked = report.plan_document(runner.run("dev"))
-    assert max(frames) > 0  # the SDK's walk, untouched
-    assert walked == fast
+    monkeypatch.setattr(runner, "without_closure_cycles", contextlib.nullcontext)
+    untouched = report.plan_document(runner.run("dev"))
+    assert max(frames) > 0 and checks == {sdk_contains_unknowns}  # the SDK's own
+    assert untouched == fast
+
+
+def _unknowns_cases():
+    """Values as the SDK meets them: nested dicts (output types among them) and lists, shared
+    and self-referencing ones, scalars, with and without an Unknown, at every depth."""
+    import random
+    from pulumi.output import Unknown
+    from pulumi_kubernetes.core.v1.outputs import ContainerPort
+
+    rng = random.Random(20261203)
+
+    def value(depth: int):
+        kind = rng.choice(["scalar", "unknown", "dict", "list", "output type"] if depth < 5 else ["scalar", "unknown"])
+        if kind == "scalar":
+            return rng.choice([0, 1, "", "x", None, True, 2.5, b"b"])
+        if kind == "unknown":
+            return Unknown() if rng.random() < 0.3 else "known"
+        if kind == "output type":
+            return ContainerPort(container_port=rng.choice([80, 443]), name=rng.choice(["http", Unknown()]))
+        items = [value(depth + 1) for _ in range(rng.randint(0, 4))]
+        return items if kind == "list" else {f"k{i}": v for i, v in enumerate(items)}
+
+    cases = [value(0) for _ in range(400)]
+    looped: dict = {"a": 1}
+    looped["self"] = looped
+    shared = [Unknown()]
+    cases += [looped, {"x": looped, "y": [looped, Unknown()]}, [shared, shared], {"a": shared}, [], {}, Unknown(),
+              [[[[[[[[Unknown()]]]]]]]], ("a tuple is not walked", Unknown())]
+    return cases
+
+
+def test_the_plans_contains_unknowns_answers_as_the_sdks():
+    from pulumi.runtime import rpc
+    from sophia_infra.tools.plan import runner
+
+    cases = _unknowns_cases()
+    answers = [rpc.contains_unknowns(case) for case in cases]
+    assert [runner.contains_unknowns(case) for case in cases] == answers
+    assert 50 < sum(answers) < len(answers) - 50  # both answers well represented
 
 
 def _variants():
