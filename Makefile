@@ -61,7 +61,7 @@ bench: $(VENV)/.installed
 	$(PY) -m sophia_infra.tools.bench
 
 # The test suite's wall and CPU time and its five slowest tests (`make test` run once;
-# BENCH_ARGS=--cold: without the render cache, checkov's kept verdicts and the last durations,
-# all put back after). Prints figures only.
+# BENCH_ARGS=--cold: without the render cache, checkov's and pyright's kept verdicts and the
+# last durations, all put back after). Prints figures only.
 bench-tests: $(VENV)/.installed .tools/bin/helm
 	$(PY) -m sophia_infra.tools.bench tests $(BENCH_ARGS)

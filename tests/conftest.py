@@ -115,7 +115,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     try:
         DURATIONS.parent.mkdir(parents=True, exist_ok=True)
         partial = DURATIONS.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(json.dumps({**_recorded_durations(), **_durations}, indent=0, sort_keys=True))
+        kept = {path: seconds for path, seconds in _recorded_durations().items() if (ROOT / path).is_file()}
+        partial.write_text(json.dumps({**kept, **_durations}, indent=0, sort_keys=True))  # a removed file leaves
         partial.replace(DURATIONS)
     except OSError:
         pass  # a read-only checkout: the next run keeps the default order

@@ -82,9 +82,11 @@ def test_a_cold_suite_run_sets_the_warm_state_aside_and_puts_it_back(tmp_path, m
     from tests.conftest import DURATIONS
     from tests.test_checkov import CACHE as CHECKOV_CACHE
 
-    # What it sets aside is what the render cache, checkov's test and the scheduler really use.
+    # What it sets aside is what the render cache, checkov's test, the type check and the
+    # scheduler really use.
+    from sophia_infra.tools import typecheck
     from sophia_infra.tools.plan import render
-    assert set(bench._warm_state()) == {render.CACHE_DIR, CHECKOV_CACHE, DURATIONS}
+    assert set(bench._warm_state()) == {render.CACHE_DIR, CHECKOV_CACHE, typecheck.CACHE, DURATIONS}
 
     folder, file = tmp_path / "cache", tmp_path / "durations.json"
     (folder / "sub").mkdir(parents=True)

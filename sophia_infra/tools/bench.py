@@ -17,7 +17,7 @@ plan's own phases (imports, run, report) as measured inside its interpreter.
 `make bench-tests` (`python -m sophia_infra.tools.bench tests [--cold]`) times the test suite as
 `make test` runs it (pyright beside pytest's parallel workers): its wall time, the CPU time of
 everything it ran, the tests' counts and the five slowest tests; `--cold` runs it without what a
-warm run reuses (render cache, checkov's kept verdicts, the last durations: set aside meanwhile
+warm run reuses (render cache, checkov's and pyright's kept verdicts, the last durations: set aside meanwhile
 and put back after).
 """
 
@@ -274,11 +274,12 @@ def _render_cache_entries() -> int:
 
 def _warm_state() -> tuple[Path, ...]:
     """What a warm `make test` reuses from earlier runs, all kept by content or only steering
-    the order: the render cache, checkov's kept verdicts, the files' last durations."""
+    the order: the render cache, checkov's and pyright's kept verdicts, the files' last durations."""
+    from sophia_infra.tools import typecheck
     from sophia_infra.tools.plan import render
 
     build = stack_config.ROOT / "build"
-    return (render.CACHE_DIR, build / "checkov-cache", build / "test-durations.json")
+    return (render.CACHE_DIR, build / "checkov-cache", typecheck.CACHE, build / "test-durations.json")
 
 
 def _remove(path: Path) -> None:
@@ -334,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Benchmarks: the offline plan (default), or the test suite (tests).")
     sub = parser.add_subparsers(dest="what")
     tests = sub.add_parser("tests", help="time `make test`: wall and CPU time, counts, the five slowest tests")
-    tests.add_argument("--cold", action="store_true", help="with an empty render cache (the cache is put back after)")
+    tests.add_argument("--cold", action="store_true", help="without the render cache, the kept verdicts and the last durations (put back after)")
     args = parser.parse_args(argv)
     if args.what == "tests":
         return suite_bench(args.cold)
