@@ -297,6 +297,14 @@ def _plan_with(stack: str, config: tuple[tuple[str, str], ...], secret_keys: tup
     return runner.run(stack, config=dict(config), secret_keys=list(secret_keys))
 
 
+def share_render_cache(project: Path) -> None:
+    """A copy of the project reads and writes this project's render cache (keyed by content:
+    the same renders), so a plan there renders only what differs."""
+    render.CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    (project / "build").mkdir()
+    (project / "build" / "render-cache").symlink_to(render.CACHE_DIR)
+
+
 @functools.lru_cache(maxsize=None)
 def rendered(stack: str) -> tuple[render.Rendered, ...]:
     """Every release of the plan rendered from the pinned charts (the render cache shares them

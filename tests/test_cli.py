@@ -16,8 +16,8 @@ from typing import Callable, Optional
 import pytest
 
 from sophia_infra import __main__ as cli
-from sophia_infra.tools.plan import render
 from tests.conftest import ROOT
+from tests.platform_helpers import share_render_cache
 
 
 def _project(tmp_path: Path, edit: Optional[Callable[[str], str]] = None, stack: str = "production",
@@ -272,9 +272,7 @@ def test_a_failed_plan_ends_with_why(tmp_path):
         (tmp_path / "shared").symlink_to(ROOT.parent / "shared")
     if (ROOT / ".cache").exists():
         (proj / ".cache").symlink_to(ROOT / ".cache")
-    (proj / "build").mkdir()  # the render cache is keyed by content: the same renders, shared
-    (proj / "build" / "render-cache").symlink_to(render.CACHE_DIR)
-    render.CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    share_render_cache(proj)
     proc = _run(["plan", "--stack", "dev", "--out", str(tmp_path / "out")], cwd=proj)
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()

@@ -22,6 +22,7 @@ from sophia_infra.tools import release
 from sophia_infra.program import releases
 from sophia_infra.tools.plan import render
 from tests.conftest import ROOT, SHARED
+from tests.platform_helpers import share_render_cache
 from tests import yaml_c
 
 BACKEND = "docker.io/scoobyjava15/sophia-backend"
@@ -58,9 +59,7 @@ def copy_project(tmp_path: Path) -> Path:
             (root / tool).symlink_to(ROOT / tool)
     if SHARED.exists():
         (root.parent / "shared").symlink_to(SHARED)
-    render.CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    (root / "build").mkdir()
-    (root / "build" / "render-cache").symlink_to(render.CACHE_DIR)
+    share_render_cache(root)
     git(root, "init", "-q", "-b", "main")
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "base")

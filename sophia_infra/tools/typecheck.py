@@ -21,8 +21,8 @@ import sysconfig
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "pyrightconfig.json"
-CACHE = ROOT / "build" / "typecheck"
+KEPT = Path("build", "typecheck")  # below the project's root
+CACHE = ROOT / KEPT
 SOURCE_SUFFIXES = (".py", ".pyi")
 
 
@@ -72,7 +72,7 @@ def input_key(root: Path = ROOT) -> str:
 def check(root: Path = ROOT, args: tuple[str, ...] = ()) -> int:
     """pyright's exit code over the project at `root`; printed: its report, or the kept one. With
     arguments (files, options) pyright always runs and nothing is kept."""
-    kept = root / CACHE.relative_to(ROOT) / f"{input_key(root)}.txt"
+    kept = root / KEPT / f"{input_key(root)}.txt"
     if not args and kept.is_file():
         print(f"typecheck: nothing pyright reads has changed since it passed ({kept.relative_to(root)}):")
         print(kept.read_text(), end="")
